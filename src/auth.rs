@@ -1,0 +1,296 @@
+//! Bearer JWT verification (HS256 pinned, issuer and expiry checked) and the per-route permission
+//! requirement: a handler states `_: Require<ViewTenant>` and cannot forget the check.
+
+use std::marker::PhantomData;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::{header, request::Parts};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// The claims tms reads from (and writes into) a bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_tenant_id: Option<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    pub iss: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The caller's id: the token's `id`, or its `userTenantId` when it has none (tokens minted
+    /// by the ARC SaaS facade carry only the latter).
+    pub id: String,
+    pub permissions: Vec<String>,
+}
+
+impl Principal {
+    pub fn has(&self, code: &str) -> bool {
+        self.permissions.iter().any(|p| p == code)
+    }
+}
+
+/// Signs and verifies HS256 tokens with `JWT_SECRET` and `JWT_ISSUER`.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &SecretString, issuer: &str) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            issuer: issuer.to_string(),
+        }
+    }
+
+    /// Mints a token for `id` with `permissions`, valid for `ttl_secs`.
+    pub fn mint(
+        &self,
+        id: &str,
+        permissions: Vec<String>,
+        ttl_secs: u64,
+    ) -> anyhow::Result<String> {
+        let now = now_secs();
+        let claims = Claims {
+            id: Some(id.to_string()),
+            user_tenant_id: Some(id.to_string()),
+            permissions,
+            iss: self.issuer.clone(),
+            exp: now + ttl_secs,
+            iat: now,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verifies a bearer token: signature, algorithm, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| {
+                AppError::Unauthorized(
+                    match err.kind() {
+                        ErrorKind::ExpiredSignature => "TokenExpired",
+                        ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
+                        ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
+                        ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
+                        _ => "TokenInvalid",
+                    }
+                    .into(),
+                )
+            })?;
+        let claims = data.claims;
+        let id = claims
+            .id
+            .or(claims.user_tenant_id)
+            .ok_or_else(|| AppError::Unauthorized("TokenInvalid: no caller id".into()))?;
+        Ok(Principal {
+            id,
+            permissions: claims.permissions,
+        })
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A permission code a route can require.
+pub trait Permission: Send + Sync + 'static {
+    const CODE: &'static str;
+}
+
+macro_rules! permissions {
+    ($($name:ident = $code:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("Permission code ", $code, ".")]
+            pub struct $name;
+            impl Permission for $name {
+                const CODE: &'static str = $code;
+            }
+        )*
+        /// Every permission code of the service, for admin tokens.
+        pub const ALL_PERMISSIONS: &[&str] = &[$($code),*];
+    };
+}
+
+permissions! {
+    CreateLead = "10200",
+    UpdateLead = "10201",
+    DeleteLead = "10202",
+    ViewLead = "10203",
+    CreateTenant = "10204",
+    UpdateTenant = "10205",
+    DeleteTenant = "10206",
+    ViewTenant = "10207",
+    CreateContact = "10208",
+    UpdateContact = "10209",
+    DeleteContact = "10210",
+    ViewContact = "10211",
+    CreateInvoice = "10212",
+    UpdateInvoice = "10213",
+    DeleteInvoice = "10214",
+    ViewInvoice = "10215",
+    ProvisionTenant = "10216",
+    CreateTenantConfig = "10220",
+    ViewTenantConfig = "10221",
+    UpdateTenantConfig = "10222",
+    DeleteTenantConfig = "10223",
+}
+
+/// The bearer token of a request, verified.
+impl<S> FromRequestParts<S> for Principal
+where
+    JwtKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?;
+        JwtKeys::from_ref(state).verify(token)
+    }
+}
+
+/// The raw bearer token of a request; 401 when there is none.
+pub fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
+    let missing = || AppError::Unauthorized("Bearer realm=\"Users\"".into());
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| missing())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(token.trim())
+}
+
+/// An authenticated caller holding permission `P`: 401 without a valid token, 403 without `P`.
+pub struct Require<P: Permission> {
+    pub principal: Principal,
+    _permission: PhantomData<P>,
+}
+
+impl<P: Permission, S> FromRequestParts<S> for Require<P>
+where
+    JwtKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if !principal.has(P::CODE) {
+            return Err(AppError::Forbidden("NotAllowedAccess".into()));
+        }
+        Ok(Self {
+            principal,
+            _permission: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&SecretString::from("unit-test-secret".to_string()), "tms")
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let token = keys().mint("u1", vec!["10207".into()], 60).unwrap();
+        let principal = keys().verify(&token).unwrap();
+        assert_eq!(principal.id, "u1");
+        assert!(principal.has("10207"));
+        assert!(!principal.has("10204"));
+    }
+
+    #[test]
+    fn wrong_issuer_secret_and_algorithm_are_refused() {
+        let other_issuer = JwtKeys::new(&SecretString::from("unit-test-secret".to_string()), "x");
+        let token = other_issuer.mint("u1", vec![], 60).unwrap();
+        assert!(
+            matches!(keys().verify(&token), Err(AppError::Unauthorized(m)) if m.contains("issuer"))
+        );
+
+        let other_secret = JwtKeys::new(&SecretString::from("another".to_string()), "tms");
+        let token = other_secret.mint("u1", vec![], 60).unwrap();
+        assert!(matches!(
+            keys().verify(&token),
+            Err(AppError::Unauthorized(_))
+        ));
+
+        // alg "none" with the same claims.
+        let claims = r#"{"id":"u1","permissions":[],"iss":"tms","exp":99999999999}"#;
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        assert!(matches!(
+            keys().verify(&unsigned),
+            Err(AppError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let k = keys();
+        let claims = Claims {
+            id: Some("u1".into()),
+            user_tenant_id: None,
+            permissions: vec![],
+            iss: "tms".into(),
+            exp: now_secs() - 5,
+            iat: now_secs() - 100,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        assert!(matches!(k.verify(&token), Err(AppError::Unauthorized(m)) if m == "TokenExpired"));
+    }
+
+    #[test]
+    fn user_tenant_id_is_the_caller_when_id_is_absent() {
+        let k = keys();
+        let claims = serde_json::json!({"userTenantId":"ut","permissions":["1"],"iss":"tms","exp":now_secs()+60});
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        assert_eq!(k.verify(&token).unwrap().id, "ut");
+    }
+}

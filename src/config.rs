@@ -1,0 +1,687 @@
+//! Every setting of the service: names kept from the original, defaults for the embedded mode,
+//! validation at start-up (one line naming the variable), and a masked printout for `tms config`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
+/// refuses to start without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Dev,
+    Test,
+    Prod,
+}
+
+impl Environment {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "dev" | "development" | "local" => Some(Self::Dev),
+            "test" => Some(Self::Test),
+            "prod" | "production" => Some(Self::Prod),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Test => "test",
+            Self::Prod => "prod",
+        }
+    }
+}
+
+/// The database the service stores its records in, chosen once at start-up.
+#[derive(Clone)]
+pub enum DatabaseConfig {
+    /// An SQLite file (created and migrated on start).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL server; tables live in `schema`.
+    Postgres { url: SecretString, schema: String },
+}
+
+impl DatabaseConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// Where provisioning events go (`EVENT_SINK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSink {
+    Jsonl(PathBuf),
+    Http(String),
+    Nats(String),
+    Command,
+}
+
+/// The effective configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub log_level: String,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub db_pool_size: u32,
+    pub redis_url: Option<SecretString>,
+    /// `None` means "not configured": in dev/test one is generated (and kept in the data dir).
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_issuer: String,
+    pub system_user_id: String,
+    pub from_email: String,
+    pub app_name: String,
+    pub app_validate_url: String,
+    pub app_login_url: String,
+    pub validation_token_expiry: Duration,
+    pub lead_token_expiry: Duration,
+    pub webhook_secret_expiry: Duration,
+    pub public_api_max_attempts: u32,
+    pub webhook_api_max_attempts: u32,
+    pub siloed_pipeline: String,
+    pub pooled_pipeline: String,
+    pub lead_key_length: usize,
+    pub lead_key_in_response: bool,
+    pub smtp_url: Option<SecretString>,
+    pub event_sink: EventSink,
+    pub keycloak_host: Option<String>,
+    pub keycloak_admin_username: Option<String>,
+    pub keycloak_admin_password: Option<SecretString>,
+    pub auth0_domain: Option<String>,
+    pub auth0_client_id: Option<String>,
+    pub auth0_client_secret: Option<SecretString>,
+    pub auth0_audience: Option<String>,
+    pub aws_region: Option<String>,
+    pub request_body_limit: usize,
+    pub request_timeout: Duration,
+}
+
+/// A configuration problem: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {var}: {problem}")]
+pub struct ConfigError {
+    pub var: String,
+    pub problem: String,
+}
+
+fn problem(var: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Reads variables from a map (the process environment in production, a literal map in tests).
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    /// The value of `name`, with empty strings treated as unset.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or(default).to_string()
+    }
+
+    fn secret(&self, name: &str) -> Option<SecretString> {
+        self.get(name).map(|v| SecretString::from(v.to_string()))
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+        &self,
+        name: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .parse()
+            .map_err(|_| problem(name, format!("expected a whole number, got {raw:?}")))?;
+        if value < min || value > max {
+            return Err(problem(
+                name,
+                format!("must be between {min} and {max}, got {value}"),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(problem(
+                name,
+                format!("expected true or false, got {other:?}"),
+            )),
+        }
+    }
+
+    fn url(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        let value = self.string(name, default);
+        if !(value.starts_with("http://") || value.starts_with("https://")) {
+            return Err(problem(
+                name,
+                format!("expected an http:// or https:// URL, got {value:?}"),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+const MAX_MS: u64 = 365 * 24 * 3600 * 1000;
+
+impl Config {
+    /// The configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// The configuration from a map of variables; every value is validated.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let v = Vars(map);
+
+        let env = match ["TMS_ENV", "APP_ENV", "NODE_ENV"]
+            .iter()
+            .find_map(|name| v.get(name).map(|raw| (*name, raw)))
+        {
+            None => Environment::Dev,
+            Some((name, raw)) => Environment::parse(raw)
+                .ok_or_else(|| problem(name, format!("expected dev, test or prod, got {raw:?}")))?,
+        };
+
+        let log_level = v.string("LOG_LEVEL", "info").to_ascii_lowercase();
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
+            return Err(problem(
+                "LOG_LEVEL",
+                format!(
+                    "expected one of {}, got {log_level:?}",
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+
+        let data_dir = PathBuf::from(v.string("TMS_DATA_DIR", "./data"));
+        let database = database_config(&v, &data_dir)?;
+
+        let redis_url = match (v.secret("REDIS_URL"), v.get("REDIS_HOST")) {
+            (Some(url), _) => {
+                let raw = url.expose_secret();
+                if !(raw.starts_with("redis://") || raw.starts_with("rediss://")) {
+                    return Err(problem("REDIS_URL", "expected a redis:// or rediss:// URL"));
+                }
+                Some(url)
+            }
+            (None, Some(host)) => {
+                let port: u16 = v.number("REDIS_PORT", 6379, 1, u16::MAX)?;
+                let database: u32 = v.number("REDIS_DATABASE", 0, 0, 15)?;
+                let auth = v
+                    .get("REDIS_PASSWORD")
+                    .map(|p| format!(":{p}@"))
+                    .unwrap_or_default();
+                Some(SecretString::from(format!(
+                    "redis://{auth}{host}:{port}/{database}"
+                )))
+            }
+            (None, None) => None,
+        };
+
+        let jwt_secret = v.secret("JWT_SECRET");
+        match (&jwt_secret, env) {
+            (None, Environment::Prod) => {
+                return Err(problem("JWT_SECRET", "must be set when TMS_ENV=prod"));
+            }
+            (Some(secret), Environment::Prod) if secret.expose_secret().len() < 32 => {
+                return Err(problem(
+                    "JWT_SECRET",
+                    "must be at least 32 characters when TMS_ENV=prod",
+                ));
+            }
+            _ => {}
+        }
+
+        let smtp_url = v.secret("SMTP_URL").or_else(|| {
+            v.get("SMTP_HOST").map(|host| {
+                let auth = match (v.get("SMTP_USER"), v.get("SMTP_PASSWORD")) {
+                    (Some(user), Some(pass)) => format!("{user}:{pass}@"),
+                    (Some(user), None) => format!("{user}@"),
+                    _ => String::new(),
+                };
+                let port = v
+                    .get("SMTP_PORT")
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
+                SecretString::from(format!("smtp://{auth}{host}{port}"))
+            })
+        });
+        if let Some(url) = &smtp_url {
+            let raw = url.expose_secret();
+            if !(raw.starts_with("smtp://") || raw.starts_with("smtps://")) {
+                return Err(problem("SMTP_URL", "expected an smtp:// or smtps:// URL"));
+            }
+        }
+
+        let event_sink = match v.get("EVENT_SINK") {
+            None => EventSink::Jsonl(data_dir.join("events.jsonl")),
+            Some(raw) => parse_event_sink(raw)?,
+        };
+
+        let lead_key_length = v.number("LEAD_KEY_LENGTH", 36usize, 16, 128)?;
+
+        Ok(Self {
+            env,
+            log_level,
+            host: v.string("HOST", "0.0.0.0"),
+            port: v.number("PORT", 3005u16, 0, u16::MAX)?,
+            data_dir,
+            database,
+            db_pool_size: v.number("DB_POOL_SIZE", 10u32, 1, 1000)?,
+            redis_url,
+            jwt_secret,
+            jwt_issuer: v.string("JWT_ISSUER", "tms"),
+            system_user_id: v.string("SYSTEM_USER_ID", "00000000-0000-0000-0000-000000000001"),
+            from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
+            app_name: v.string("APP_NAME", "tms"),
+            app_validate_url: v.url("APP_VALIDATE_URL", "http://localhost:3005/verify")?,
+            app_login_url: v.url("APP_LOGIN_URL", "http://localhost:3005/login")?,
+            validation_token_expiry: Duration::from_millis(v.number(
+                "VALIDATION_TOKEN_EXPIRY",
+                3_600_000u64,
+                1_000,
+                MAX_MS,
+            )?),
+            lead_token_expiry: Duration::from_secs(v.number(
+                "LEAD_TOKEN_EXPIRY",
+                86_400u64,
+                1,
+                MAX_MS / 1000,
+            )?),
+            webhook_secret_expiry: Duration::from_millis(v.number(
+                "WEBHOOK_SECRET_EXPIRY",
+                86_400_000u64,
+                1_000,
+                MAX_MS,
+            )?),
+            public_api_max_attempts: v.number("PUBLIC_API_MAX_ATTEMPTS", 10u32, 1, 1_000_000)?,
+            webhook_api_max_attempts: v.number("WEBHOOK_API_MAX_ATTEMPTS", 10u32, 1, 1_000_000)?,
+            siloed_pipeline: v.string("SILOED_PIPELINE", "siloed"),
+            pooled_pipeline: v.string("POOLED_PIPELINE", "pooled"),
+            lead_key_length,
+            lead_key_in_response: v.boolean("LEAD_KEY_IN_RESPONSE", false)?,
+            smtp_url,
+            event_sink,
+            keycloak_host: v.get("KEYCLOAK_HOST").map(str::to_string),
+            keycloak_admin_username: v.get("KEYCLOAK_ADMIN_USERNAME").map(str::to_string),
+            keycloak_admin_password: v.secret("KEYCLOAK_ADMIN_PASSWORD"),
+            auth0_domain: v.get("AUTH0_DOMAIN").map(str::to_string),
+            auth0_client_id: v.get("AUTH0_CLIENT_ID").map(str::to_string),
+            auth0_client_secret: v.secret("AUTH0_CLIENT_SECRET"),
+            auth0_audience: v.get("AUTH0_AUDIENCE").map(str::to_string),
+            aws_region: v.get("AWS_REGION").map(str::to_string),
+            request_body_limit: v.number("REQUEST_BODY_LIMIT", 1_048_576usize, 1_024, 1 << 30)?,
+            request_timeout: Duration::from_millis(v.number(
+                "REQUEST_TIMEOUT",
+                30_000u64,
+                100,
+                600_000,
+            )?),
+        })
+    }
+
+    /// The effective configuration as `NAME=value` lines, secrets masked.
+    pub fn masked_lines(&self) -> Vec<String> {
+        fn opt(value: &Option<String>) -> String {
+            value.clone().unwrap_or_default()
+        }
+        fn secret(value: &Option<SecretString>) -> String {
+            match value {
+                Some(_) => "***".into(),
+                None => String::new(),
+            }
+        }
+        let (db_kind, db_target, db_schema) = match &self.database {
+            DatabaseConfig::Sqlite { path } => ("sqlite", path.display().to_string(), ""),
+            DatabaseConfig::Postgres { url, schema } => (
+                "postgres",
+                mask_url_password(url.expose_secret()),
+                schema.as_str(),
+            ),
+        };
+        let sink = match &self.event_sink {
+            EventSink::Jsonl(path) => format!("jsonl:{}", path.display()),
+            EventSink::Http(url) => format!("http:{url}"),
+            EventSink::Nats(url) => format!("nats:{url}"),
+            EventSink::Command => "command".into(),
+        };
+        let url_of = |s: &Option<SecretString>| {
+            s.as_ref()
+                .map(|u| mask_url_password(u.expose_secret()))
+                .unwrap_or_default()
+        };
+        [
+            ("TMS_ENV", self.env.as_str().to_string()),
+            ("LOG_LEVEL", self.log_level.clone()),
+            ("HOST", self.host.clone()),
+            ("PORT", self.port.to_string()),
+            ("TMS_DATA_DIR", self.data_dir.display().to_string()),
+            ("DATABASE", db_kind.to_string()),
+            ("DATABASE_URL", db_target),
+            ("DB_SCHEMA", db_schema.to_string()),
+            ("DB_POOL_SIZE", self.db_pool_size.to_string()),
+            ("REDIS_URL", url_of(&self.redis_url)),
+            ("JWT_SECRET", secret(&self.jwt_secret)),
+            ("JWT_ISSUER", self.jwt_issuer.clone()),
+            ("SYSTEM_USER_ID", self.system_user_id.clone()),
+            ("FROM_EMAIL", self.from_email.clone()),
+            ("APP_NAME", self.app_name.clone()),
+            ("APP_VALIDATE_URL", self.app_validate_url.clone()),
+            ("APP_LOGIN_URL", self.app_login_url.clone()),
+            (
+                "VALIDATION_TOKEN_EXPIRY",
+                self.validation_token_expiry.as_millis().to_string(),
+            ),
+            (
+                "LEAD_TOKEN_EXPIRY",
+                self.lead_token_expiry.as_secs().to_string(),
+            ),
+            (
+                "WEBHOOK_SECRET_EXPIRY",
+                self.webhook_secret_expiry.as_millis().to_string(),
+            ),
+            (
+                "PUBLIC_API_MAX_ATTEMPTS",
+                self.public_api_max_attempts.to_string(),
+            ),
+            (
+                "WEBHOOK_API_MAX_ATTEMPTS",
+                self.webhook_api_max_attempts.to_string(),
+            ),
+            ("SILOED_PIPELINE", self.siloed_pipeline.clone()),
+            ("POOLED_PIPELINE", self.pooled_pipeline.clone()),
+            ("LEAD_KEY_LENGTH", self.lead_key_length.to_string()),
+            (
+                "LEAD_KEY_IN_RESPONSE",
+                self.lead_key_in_response.to_string(),
+            ),
+            ("SMTP_URL", url_of(&self.smtp_url)),
+            ("EVENT_SINK", sink),
+            ("KEYCLOAK_HOST", opt(&self.keycloak_host)),
+            (
+                "KEYCLOAK_ADMIN_USERNAME",
+                opt(&self.keycloak_admin_username),
+            ),
+            (
+                "KEYCLOAK_ADMIN_PASSWORD",
+                secret(&self.keycloak_admin_password),
+            ),
+            ("AUTH0_DOMAIN", opt(&self.auth0_domain)),
+            ("AUTH0_CLIENT_ID", opt(&self.auth0_client_id)),
+            ("AUTH0_CLIENT_SECRET", secret(&self.auth0_client_secret)),
+            ("AUTH0_AUDIENCE", opt(&self.auth0_audience)),
+            ("AWS_REGION", opt(&self.aws_region)),
+            ("REQUEST_BODY_LIMIT", self.request_body_limit.to_string()),
+            (
+                "REQUEST_TIMEOUT",
+                self.request_timeout.as_millis().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.masked_lines()).finish()
+    }
+}
+
+fn database_config(v: &Vars, data_dir: &std::path::Path) -> Result<DatabaseConfig, ConfigError> {
+    let schema = v.string("DB_SCHEMA", "main");
+    if !is_identifier(&schema) {
+        return Err(problem(
+            "DB_SCHEMA",
+            format!("expected letters, digits and underscores (max 63), got {schema:?}"),
+        ));
+    }
+    if let Some(url) = v.get("DATABASE_URL") {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(problem("DATABASE_URL", "sqlite URL names no file"));
+            }
+            return Ok(DatabaseConfig::Sqlite {
+                path: PathBuf::from(path),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseConfig::Postgres {
+                url: SecretString::from(url.to_string()),
+                schema,
+            });
+        }
+        return Err(problem(
+            "DATABASE_URL",
+            "expected a postgres://, postgresql:// or sqlite:// URL",
+        ));
+    }
+    if let Some(host) = v.get("DB_HOST") {
+        let port: u16 = v.number("DB_PORT", 5432, 1, u16::MAX)?;
+        let user = v.string("DB_USER", "postgres");
+        let database = v.string("DB_DATABASE", "postgres");
+        let auth = match v.get("DB_PASSWORD") {
+            Some(password) => format!("{}:{}@", encode(&user), encode(password)),
+            None => format!("{}@", encode(&user)),
+        };
+        return Ok(DatabaseConfig::Postgres {
+            url: SecretString::from(format!(
+                "postgres://{auth}{host}:{port}/{}",
+                encode(&database)
+            )),
+            schema,
+        });
+    }
+    Ok(DatabaseConfig::Sqlite {
+        path: data_dir.join("tms.sqlite3"),
+    })
+}
+
+fn parse_event_sink(raw: &str) -> Result<EventSink, ConfigError> {
+    let bad = |what: &str| problem("EVENT_SINK", what.to_string());
+    if raw == "command" {
+        return Ok(EventSink::Command);
+    }
+    let (kind, target) = raw
+        .split_once(':')
+        .ok_or_else(|| bad("expected jsonl:<path>, http:<url>, nats:<url> or command"))?;
+    match kind {
+        "jsonl" if !target.is_empty() => Ok(EventSink::Jsonl(PathBuf::from(target))),
+        "http" | "https" if target.starts_with("//") => Ok(EventSink::Http(raw.to_string())),
+        "http" if target.starts_with("http://") || target.starts_with("https://") => {
+            Ok(EventSink::Http(target.to_string()))
+        }
+        "nats" if !target.is_empty() => Ok(EventSink::Nats(
+            if target.starts_with("nats://") || target.starts_with("//") {
+                target.trim_start_matches("//").to_string()
+            } else {
+                target.to_string()
+            },
+        )),
+        _ => Err(bad(
+            "expected jsonl:<path>, http:<url>, nats:<url> or command",
+        )),
+    }
+}
+
+/// Whether `s` is a plain SQL identifier (used for the PostgreSQL schema name, which cannot be a
+/// bound parameter).
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Percent-encodes the characters that would break a URL's user-info or path.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.env, Environment::Dev);
+        assert_eq!(c.port, 3005);
+        assert!(
+            matches!(c.database, DatabaseConfig::Sqlite { ref path } if path.ends_with("tms.sqlite3"))
+        );
+        assert_eq!(
+            c.event_sink,
+            EventSink::Jsonl(PathBuf::from("./data/events.jsonl"))
+        );
+        assert!(c.jwt_secret.is_none());
+        assert!(!c.lead_key_in_response);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("PORT", "70000"),
+            ("LOG_LEVEL", "loud"),
+            ("TMS_ENV", "staging"),
+            ("DATABASE_URL", "mysql://x"),
+            ("DB_SCHEMA", "main; drop"),
+            ("LEAD_KEY_IN_RESPONSE", "maybe"),
+            ("EVENT_SINK", "kafka:x"),
+            ("APP_VALIDATE_URL", "ftp://x"),
+            ("LEAD_KEY_LENGTH", "4"),
+            ("REDIS_URL", "http://x"),
+        ] {
+            let err = config(&[(var, value)])
+                .err()
+                .unwrap_or_else(|| panic!("{var}={value} accepted"));
+            assert_eq!(err.var, var, "{value}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid configuration: {var}: "))
+            );
+        }
+    }
+
+    #[test]
+    fn node_env_is_accepted_and_prod_needs_a_strong_secret() {
+        let err = config(&[("NODE_ENV", "production")]).err().unwrap();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = config(&[("TMS_ENV", "prod"), ("JWT_SECRET", "short")])
+            .err()
+            .unwrap();
+        assert_eq!(err.var, "JWT_SECRET");
+        let c = config(&[("TMS_ENV", "prod"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
+        assert_eq!(c.env, Environment::Prod);
+    }
+
+    #[test]
+    fn db_variables_build_a_postgres_url_and_mask_it() {
+        let c = config(&[
+            ("DB_HOST", "db"),
+            ("DB_USER", "tms"),
+            ("DB_PASSWORD", "p@ss"),
+            ("DB_DATABASE", "control"),
+            ("DB_SCHEMA", "tenancy"),
+        ])
+        .unwrap();
+        let DatabaseConfig::Postgres { url, schema } = &c.database else {
+            panic!("expected postgres")
+        };
+        assert_eq!(url.expose_secret(), "postgres://tms:p%40ss@db:5432/control");
+        assert_eq!(schema, "tenancy");
+        let printed = c.masked_lines().join("\n");
+        assert!(printed.contains("DATABASE_URL=postgres://tms:***@db:5432/control"));
+        assert!(!printed.contains("p%40ss"));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_printout() {
+        let c = config(&[
+            ("JWT_SECRET", "topsecretvalue"),
+            ("SMTP_URL", "smtp://me:hunter2@mail:587"),
+            ("AUTH0_CLIENT_SECRET", "a0secret"),
+        ])
+        .unwrap();
+        let printed = format!("{:?}", c);
+        assert!(printed.contains("JWT_SECRET=***"));
+        assert!(printed.contains("SMTP_URL=smtp://me:***@mail:587"));
+        for secret in ["topsecretvalue", "hunter2", "a0secret"] {
+            assert!(!printed.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn database_url_wins_over_db_variables() {
+        let c = config(&[("DATABASE_URL", "sqlite://x.db"), ("DB_HOST", "db")]).unwrap();
+        assert!(matches!(c.database, DatabaseConfig::Sqlite { .. }));
+    }
+}

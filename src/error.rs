@@ -1,0 +1,241 @@
+//! The one application error and its LoopBack body:
+//! `{"error":{"statusCode":404,"name":"NotFoundError","message":"…","code":"…","details":[…]}}`.
+//! Internal failures are logged with their cause chain and shown to clients only as a bare 500.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One problem found while validating a request body (an entry of `details`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationDetail {
+    /// JSON pointer of the offending property (`/key`), empty for the object itself.
+    pub path: String,
+    /// The JSON-schema keyword that failed (`required`, `pattern`, `maxLength`, …).
+    pub code: String,
+    pub message: String,
+    pub info: Value,
+}
+
+impl ValidationDetail {
+    pub fn new(
+        path: impl Into<String>,
+        code: &str,
+        message: impl Into<String>,
+        info: Value,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            code: code.to_string(),
+            message: message.into(),
+            info,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// A request body that is not JSON (LoopBack names it `SyntaxError`).
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A query parameter that cannot be used (bad filter, bad id…).
+    #[error("{message}")]
+    InvalidParameter { message: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request entity too large")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("The request body is invalid. See error object `details` property for more info.")]
+    Validation(Vec<ValidationDetail>),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::MalformedJson(_) | Self::InvalidParameter { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `name` of the LoopBack body (the http-errors class name).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "SyntaxError",
+            Self::BadRequest(_) | Self::InvalidParameter { .. } => "BadRequestError",
+            Self::Unauthorized(_) => "UnauthorizedError",
+            Self::Forbidden(_) => "ForbiddenError",
+            Self::NotFound(_) => "NotFoundError",
+            Self::MethodNotAllowed => "MethodNotAllowedError",
+            Self::Conflict(_) => "ConflictError",
+            Self::PayloadTooLarge => "PayloadTooLargeError",
+            Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeError",
+            Self::Validation(_) => "UnprocessableEntityError",
+            Self::TooManyRequests { .. } => "TooManyRequestsError",
+            Self::Unavailable(_) => "ServiceUnavailableError",
+            Self::Internal(_) => "InternalServerError",
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::Validation(_) => Some("VALIDATION_FAILED"),
+            Self::InvalidParameter { .. } => Some("INVALID_PARAMETER_VALUE"),
+            Self::MalformedJson(_) => Some("INVALID_JSON"),
+            _ => None,
+        }
+    }
+
+    /// The `not found` answer for one entity, as the original words it.
+    pub fn entity_not_found() -> Self {
+        Self::NotFound("EntityNotFound".into())
+    }
+
+    pub fn invalid_parameter(name: &str, problem: impl std::fmt::Display) -> Self {
+        Self::InvalidParameter {
+            message: format!("Invalid value for parameter \"{name}\": {problem}"),
+        }
+    }
+
+    pub fn validation(detail: ValidationDetail) -> Self {
+        Self::Validation(vec![detail])
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    status_code: u16,
+    name: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a [ValidationDetail]>,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let message = match &self {
+            Self::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "request failed");
+                "Internal Server Error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let details = match &self {
+            Self::Validation(details) => Some(details.as_slice()),
+            _ => None,
+        };
+        let body = serde_json::json!({ "error": ErrorBody {
+            status_code: status.as_u16(),
+            name: self.name(),
+            message,
+            code: self.code(),
+            details,
+        }});
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::PoolTimedOut = err {
+            return Self::Unavailable("The database is busy; try again.".into());
+        }
+        Self::Internal(anyhow::Error::new(err).context("database error"))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+
+    async fn body_of(err: AppError) -> (StatusCode, Value) {
+        let response = err.into_response();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn not_found_has_the_loopback_shape() {
+        let (status, body) = body_of(AppError::entity_not_found()).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            serde_json::json!({"error":{"statusCode":404,"name":"NotFoundError","message":"EntityNotFound"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause() {
+        let (status, body) = body_of(AppError::Internal(anyhow::anyhow!(
+            "password=hunter2 leaked"
+        )))
+        .await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["message"], "Internal Server Error");
+        assert!(!body.to_string().contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn validation_carries_code_and_details() {
+        let (status, body) = body_of(AppError::validation(ValidationDetail::new(
+            "/key",
+            "pattern",
+            "must match pattern \"^[a-z0-9]+$\"",
+            serde_json::json!({"pattern": "^[a-z0-9]+$"}),
+        )))
+        .await;
+        assert_eq!(status, 422);
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+        assert_eq!(body["error"]["details"][0]["path"], "/key");
+    }
+}

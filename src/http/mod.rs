@@ -1,0 +1,230 @@
+//! The HTTP surface: router assembly, the middleware stack (request ids, tracing, panics, timeout,
+//! body limit), the LoopBack error body on every failure, and the project's own extractors.
+
+mod docs;
+mod ping;
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::{HeaderName, Response, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::error::AppError;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.request_body_limit;
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .merge(ping::router())
+        .merge(docs::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            let route = request
+                                .extensions()
+                                .get::<MatchedPath>()
+                                .map(|p| p.as_str().to_string())
+                                .unwrap_or_default();
+                            let request_id = request
+                                .headers()
+                                .get(REQUEST_ID)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                route,
+                                path = %request.uri().path(),
+                                request_id,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(
+                            |response: &Response<Body>, latency: Duration, _: &tracing::Span| {
+                                tracing::info!(
+                                    status = response.status().as_u16(),
+                                    latency_ms = latency.as_secs_f64() * 1000.0,
+                                    "request finished"
+                                );
+                            },
+                        ),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(loopback_error_bodies))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                ))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+}
+
+async fn unknown_route(request: Request) -> AppError {
+    AppError::NotFound(format!(
+        "Endpoint \"{} {}\" not found.",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// Gives every error response that did not come from `AppError` (timeouts from the middleware
+/// stack, for instance) the LoopBack body, so clients see one error shape everywhere.
+async fn loopback_error_bodies(request: Request, next: Next) -> Response<Body> {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::SERVICE_UNAVAILABLE => {
+            AppError::Unavailable("The request took too long and was cancelled.".into())
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => AppError::NotFound("Not Found".into()),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            AppError::Internal(anyhow::anyhow!("unexpected error response"))
+        }
+        other => AppError::BadRequest(other.canonical_reason().unwrap_or("Bad Request").into()),
+    };
+    let mut rewritten = error.into_response();
+    *rewritten.status_mut() = status;
+    rewritten
+}
+
+/// A JSON request body whose rejections carry the LoopBack error body (400 for malformed JSON,
+/// 413 for too large, 415 for a wrong content type, 422 for a body of the wrong shape).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> AppError {
+    match rejection {
+        JsonRejection::JsonSyntaxError(err) => AppError::MalformedJson(format!(
+            "Malformed JSON in request body: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| err.body_text())
+        )),
+        JsonRejection::JsonDataError(err) => {
+            AppError::validation(crate::error::ValidationDetail::new(
+                "",
+                "type",
+                std::error::Error::source(&err)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| err.body_text()),
+                serde_json::Value::Null,
+            ))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            AppError::UnsupportedMediaType("Content-Type must be application/json".into())
+        }
+        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            AppError::PayloadTooLarge
+        }
+        other => AppError::BadRequest(other.body_text()),
+    }
+}
+
+/// Path parameters with the LoopBack error body on rejection.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    axum::extract::Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
+/// Query parameters with the LoopBack error body on rejection.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    axum::extract::Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
+/// The OpenAPI entries of the resource routes.
+pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
+    Vec::new()
+}

@@ -1,0 +1,204 @@
+//! tms: the tenant management service. `App::build` opens the database, applies migrations,
+//! binds the listener and assembles the router; `run_until_stopped` serves until a shutdown signal.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod openapi;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::FromRef;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use crate::auth::JwtKeys;
+use crate::config::{Config, Environment};
+use crate::store::Db;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub jwt: JwtKeys,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+/// A built application: migrated database, bound listener, assembled router.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+}
+
+impl App {
+    /// Opens and migrates the database, resolves the JWT secret and binds `HOST:PORT`
+    /// (port 0 picks a free port, as tests do).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let jwt_secret = resolve_jwt_secret(&config)?;
+        let db = Db::connect(&config).await?;
+        db.migrate().await?;
+        let state = AppState {
+            db,
+            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer),
+            config: Arc::new(config),
+        };
+        if jwt_secret.generated_for_dev {
+            let token = state.jwt.mint(
+                &state.config.system_user_id,
+                auth::ALL_PERMISSIONS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                24 * 3600,
+            )?;
+            tracing::warn!(
+                secret_file = %jwt_secret_path(&state.config.data_dir).display(),
+                "no JWT_SECRET set: using a generated development secret; admin token (24 h): {token}"
+            );
+        }
+        let addr = format!("{}:{}", state.config.host, state.config.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let router = http::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish, then closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(
+            address = %self.local_addr(),
+            database = self.state.db.backend().name(),
+            "tms is listening"
+        );
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error")?;
+        self.state.db.close().await;
+        tracing::info!("tms stopped");
+        Ok(())
+    }
+}
+
+/// The JWT secret in force, and whether it was generated because none was configured.
+pub struct ResolvedSecret {
+    pub secret: SecretString,
+    pub generated_for_dev: bool,
+}
+
+/// `JWT_SECRET` when set; otherwise (dev/test only, prod is refused by config validation) a
+/// random secret kept in `<data dir>/jwt-secret`, so that tokens from `tms token` and from earlier
+/// runs stay valid.
+pub fn resolve_jwt_secret(config: &Config) -> anyhow::Result<ResolvedSecret> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(ResolvedSecret {
+            secret: secret.clone(),
+            generated_for_dev: false,
+        });
+    }
+    anyhow::ensure!(
+        config.env != Environment::Prod,
+        "JWT_SECRET must be set when TMS_ENV=prod"
+    );
+    let path = jwt_secret_path(&config.data_dir);
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(existing) if existing.trim().len() >= 32 => existing.trim().to_string(),
+        _ => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+            let fresh = hex::encode(rand::random::<[u8; 32]>());
+            write_private_file(&path, &fresh)?;
+            fresh
+        }
+    };
+    Ok(ResolvedSecret {
+        secret: SecretString::from(secret),
+        generated_for_dev: true,
+    })
+}
+
+fn jwt_secret_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("jwt-secret")
+}
+
+fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

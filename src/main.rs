@@ -1,0 +1,114 @@
+//! The `tms` command line: `serve` (default), `migrate`, `config`, `token`, `openapi`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tms::auth::{ALL_PERMISSIONS, JwtKeys};
+use tms::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "tms",
+    version,
+    about = "Tenant management service for SaaS control planes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets masked.
+    Config,
+    /// Mint a bearer token signed with JWT_SECRET.
+    Token {
+        /// `all`, or a comma-separated list of permission codes.
+        #[arg(long, default_value = "all")]
+        permissions: String,
+        /// The caller id the token carries (default: SYSTEM_USER_ID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tms: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command.unwrap_or(Command::Serve), config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tms: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Config => {
+            for line in config.masked_lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{:#}", tms::openapi::document());
+            Ok(())
+        }
+        Command::Token {
+            permissions,
+            id,
+            ttl,
+        } => {
+            let secret = tms::resolve_jwt_secret(&config)?;
+            let permissions = if permissions == "all" {
+                ALL_PERMISSIONS.iter().map(|p| p.to_string()).collect()
+            } else {
+                permissions
+                    .split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            };
+            let keys = JwtKeys::new(&secret.secret, &config.jwt_issuer);
+            let id = id.unwrap_or_else(|| config.system_user_id.clone());
+            println!("{}", keys.mint(&id, permissions, ttl)?);
+            Ok(())
+        }
+        Command::Migrate => runtime()?.block_on(async {
+            tms::telemetry::init(&config);
+            let db = tms::store::Db::connect(&config).await?;
+            db.migrate().await?;
+            db.close().await;
+            tracing::info!(database = db.backend().name(), "migrations applied");
+            Ok(())
+        }),
+        Command::Serve => runtime()?.block_on(async {
+            tms::telemetry::init(&config);
+            let app = tms::App::build(config).await?;
+            app.run_until_stopped(tms::shutdown_signal()).await
+        }),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,387 @@
+//! The domain tables described once: wire names, columns, types, constraints and relations.
+//! The same descriptors drive storage (row decoding, value binding), the filter engine (field
+//! resolution), request validation and the generated OpenAPI document.
+
+/// How a field is stored and shown on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// UUID: `uuid` on PostgreSQL, canonical text on SQLite; a string on the wire.
+    Uuid,
+    Text,
+    Bool,
+    /// Small integer enum with its names (`names[i]` is value `i`); a number on the wire.
+    Enum(&'static [&'static str]),
+    /// UTC instant: `timestamptz` / ISO text with milliseconds; ISO 8601 with `Z` on the wire.
+    Timestamp,
+    /// Decimal money: `numeric(19,4)` / integer ten-thousandths on SQLite.
+    Money,
+    /// Any JSON object: `jsonb` / JSON text.
+    Json,
+    /// A list of strings: `text[]` / JSON array text.
+    TextArray,
+}
+
+/// One property of a resource.
+#[derive(Debug)]
+pub struct Field {
+    /// camelCase wire name.
+    pub name: &'static str,
+    /// snake_case column name.
+    pub column: &'static str,
+    pub ty: FieldType,
+    /// Must be present on create and replace.
+    pub required: bool,
+    /// Set by the service only (id, audit columns): rejected in request bodies.
+    pub server_only: bool,
+    pub max_len: Option<usize>,
+    pub description: &'static str,
+}
+
+const fn field(name: &'static str, column: &'static str, ty: FieldType) -> Field {
+    Field {
+        name,
+        column,
+        ty,
+        required: false,
+        server_only: false,
+        max_len: None,
+        description: "",
+    }
+}
+
+const fn required(mut f: Field) -> Field {
+    f.required = true;
+    f
+}
+
+const fn max(mut f: Field, len: usize) -> Field {
+    f.max_len = Some(len);
+    f
+}
+
+const fn server(mut f: Field) -> Field {
+    f.server_only = true;
+    f
+}
+
+const fn doc(mut f: Field, description: &'static str) -> Field {
+    f.description = description;
+    f
+}
+
+/// Whether a relation yields one row or many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cardinality {
+    One,
+    Many,
+}
+
+/// A relation usable in `include`.
+#[derive(Debug)]
+pub struct Relation {
+    pub name: &'static str,
+    pub cardinality: Cardinality,
+    pub target: fn() -> &'static Resource,
+    /// Column on this resource's side whose value is matched…
+    pub local_column: &'static str,
+    /// …against this column of the target.
+    pub target_column: &'static str,
+}
+
+/// A table and its wire model.
+#[derive(Debug)]
+pub struct Resource {
+    /// Path segment and collection name (`tenants`, `tenant-configs`).
+    pub path: &'static str,
+    pub table: &'static str,
+    /// Model title in the OpenAPI document (`Tenant`).
+    pub title: &'static str,
+    pub description: &'static str,
+    /// Model fields, audit fields first as the original serialises them.
+    pub fields: &'static [Field],
+    pub relations: &'static [Relation],
+}
+
+impl Resource {
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn relation(&self, name: &str) -> Option<&'static Relation> {
+        self.relations.iter().find(|r| r.name == name)
+    }
+
+    pub fn id_field(&self) -> &'static Field {
+        self.field("id").expect("every resource has an id")
+    }
+}
+
+macro_rules! audited {
+    ($($f:expr),* $(,)?) => {
+        &[
+            server(field("deleted", "deleted", FieldType::Bool)),
+            server(field("deletedOn", "deleted_on", FieldType::Timestamp)),
+            server(field("deletedBy", "deleted_by", FieldType::Text)),
+            server(field("createdOn", "created_on", FieldType::Timestamp)),
+            server(field("modifiedOn", "modified_on", FieldType::Timestamp)),
+            server(field("createdBy", "created_by", FieldType::Text)),
+            server(field("modifiedBy", "modified_by", FieldType::Text)),
+            server(field("id", "id", FieldType::Uuid)),
+            $($f),*
+        ]
+    };
+}
+
+pub const TENANT_STATUS: &[&str] = &[
+    "ACTIVE",
+    "PENDINGPROVISION",
+    "PROVISIONING",
+    "PROVISIONFAILED",
+    "DEPROVISIONING",
+    "INACTIVE",
+];
+pub const INVOICE_STATUS: &[&str] = &["PENDING", "PAID", "CANCELLED"];
+
+pub static ADDRESSES: Resource = Resource {
+    path: "addresses",
+    table: "addresses",
+    title: "Address",
+    description: "this model represents the address of a company or lead",
+    fields: audited![
+        max(field("address", "address", FieldType::Text), 500),
+        max(field("city", "city", FieldType::Text), 100),
+        max(field("state", "state", FieldType::Text), 100),
+        max(field("zip", "zip", FieldType::Text), 20),
+        required(max(field("country", "country", FieldType::Text), 100)),
+    ],
+    relations: &[],
+};
+
+pub static LEADS: Resource = Resource {
+    path: "leads",
+    table: "leads",
+    title: "Lead",
+    description: "this model represents a lead that could eventually be a tenant in the system",
+    fields: audited![
+        required(max(field("firstName", "first_name", FieldType::Text), 100)),
+        required(max(field("lastName", "last_name", FieldType::Text), 100)),
+        required(max(
+            field("companyName", "company_name", FieldType::Text),
+            100
+        )),
+        required(max(field("email", "email", FieldType::Text), 100)),
+        required(field("isValidated", "is_validated", FieldType::Bool)),
+        field("addressId", "address_id", FieldType::Uuid),
+    ],
+    relations: &[
+        Relation {
+            name: "tenant",
+            cardinality: Cardinality::One,
+            target: || &TENANTS,
+            local_column: "id",
+            target_column: "lead_id",
+        },
+        Relation {
+            name: "address",
+            cardinality: Cardinality::One,
+            target: || &ADDRESSES,
+            local_column: "address_id",
+            target_column: "id",
+        },
+    ],
+};
+
+pub static TENANTS: Resource = Resource {
+    path: "tenants",
+    table: "tenants",
+    title: "Tenant",
+    description: "main model of the service that represents a tenant in the system, either pooled or siloed",
+    fields: audited![
+        required(max(
+            doc(field("name", "name", FieldType::Text), "name of the tenant"),
+            100
+        )),
+        required(doc(
+            field("status", "status", FieldType::Enum(TENANT_STATUS)),
+            "status of a tenant: 0 ACTIVE, 1 PENDINGPROVISION, 2 PROVISIONING, 3 PROVISIONFAILED, 4 DEPROVISIONING, 5 INACTIVE",
+        )),
+        required(max(
+            doc(
+                field("key", "key", FieldType::Text),
+                "a short string used to identify a tenant, also its namespace and subdomain",
+            ),
+            10
+        )),
+        max(
+            doc(
+                field("spocUserId", "spoc_user_id", FieldType::Text),
+                "user id of the admin user who acts as a spoc for this tenant"
+            ),
+            100
+        ),
+        required(doc(
+            field("domains", "domains", FieldType::TextArray),
+            "domains that are allowed for this tenant"
+        )),
+        doc(
+            field("leadId", "lead_id", FieldType::Uuid),
+            "id of the lead this tenant was onboarded from"
+        ),
+        doc(
+            field("addressId", "address_id", FieldType::Uuid),
+            "id of the address of the tenant"
+        ),
+    ],
+    relations: &[
+        Relation {
+            name: "contacts",
+            cardinality: Cardinality::Many,
+            target: || &CONTACTS,
+            local_column: "id",
+            target_column: "tenant_id",
+        },
+        Relation {
+            name: "resources",
+            cardinality: Cardinality::Many,
+            target: || &RESOURCES,
+            local_column: "id",
+            target_column: "tenant_id",
+        },
+        Relation {
+            name: "lead",
+            cardinality: Cardinality::One,
+            target: || &LEADS,
+            local_column: "lead_id",
+            target_column: "id",
+        },
+        Relation {
+            name: "address",
+            cardinality: Cardinality::One,
+            target: || &ADDRESSES,
+            local_column: "address_id",
+            target_column: "id",
+        },
+    ],
+};
+
+const BELONGS_TO_TENANT: &[Relation] = &[Relation {
+    name: "tenant",
+    cardinality: Cardinality::One,
+    target: || &TENANTS,
+    local_column: "tenant_id",
+    target_column: "id",
+}];
+
+pub static CONTACTS: Resource = Resource {
+    path: "contacts",
+    table: "contacts",
+    title: "Contact",
+    description: "contacts belonging to a tenant",
+    fields: audited![
+        required(max(field("firstName", "first_name", FieldType::Text), 100)),
+        required(max(field("lastName", "last_name", FieldType::Text), 100)),
+        required(max(field("email", "email", FieldType::Text), 100)),
+        required(field("isPrimary", "is_primary", FieldType::Bool)),
+        max(field("type", "type", FieldType::Text), 100),
+        required(field("tenantId", "tenant_id", FieldType::Uuid)),
+    ],
+    relations: BELONGS_TO_TENANT,
+};
+
+pub static RESOURCES: Resource = Resource {
+    path: "resources",
+    table: "resources",
+    title: "Resource",
+    description: "model for resources that are provisioned for a tenant",
+    fields: audited![
+        required(max(
+            field("externalIdentifier", "external_identifier", FieldType::Text),
+            255
+        )),
+        required(max(field("type", "type", FieldType::Text), 100)),
+        required(field("metadata", "metadata", FieldType::Json)),
+        field("tenantId", "tenant_id", FieldType::Uuid),
+    ],
+    relations: BELONGS_TO_TENANT,
+};
+
+pub static INVOICES: Resource = Resource {
+    path: "invoices",
+    table: "invoices",
+    title: "Invoice",
+    description: "an invoice with the amount and period generated for a tenant",
+    fields: audited![
+        required(field("startDate", "start_date", FieldType::Timestamp)),
+        required(field("endDate", "end_date", FieldType::Timestamp)),
+        required(field("amount", "amount", FieldType::Money)),
+        required(max(
+            field("currencyCode", "currency_code", FieldType::Text),
+            3
+        )),
+        max(field("invoiceFile", "invoice_file", FieldType::Text), 500),
+        required(field("dueDate", "due_date", FieldType::Timestamp)),
+        required(field("status", "status", FieldType::Enum(INVOICE_STATUS))),
+        required(field("tenantId", "tenant_id", FieldType::Uuid)),
+    ],
+    relations: BELONGS_TO_TENANT,
+};
+
+pub static TENANT_CONFIGS: Resource = Resource {
+    path: "tenant-configs",
+    table: "tenant_mgmt_configs",
+    title: "TenantMgmtConfig",
+    description: "tenant specific settings, for example of its identity provider",
+    fields: audited![
+        required(max(field("configKey", "config_key", FieldType::Text), 100)),
+        required(field("configValue", "config_value", FieldType::Json)),
+        required(field("tenantId", "tenant_id", FieldType::Uuid)),
+    ],
+    relations: BELONGS_TO_TENANT,
+};
+
+/// Every table, in creation order.
+pub static ALL: [&Resource; 7] = [
+    &ADDRESSES,
+    &LEADS,
+    &TENANTS,
+    &CONTACTS,
+    &RESOURCES,
+    &INVOICES,
+    &TENANT_CONFIGS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_point_at_real_columns() {
+        for resource in ALL {
+            for rel in resource.relations {
+                let target = (rel.target)();
+                assert!(
+                    resource.fields.iter().any(|f| f.column == rel.local_column),
+                    "{}.{}",
+                    resource.table,
+                    rel.local_column
+                );
+                assert!(
+                    target.fields.iter().any(|f| f.column == rel.target_column),
+                    "{}.{}",
+                    target.table,
+                    rel.target_column
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn field_names_are_unique() {
+        for resource in ALL {
+            let mut names: Vec<_> = resource.fields.iter().map(|f| f.name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), resource.fields.len(), "{}", resource.table);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The OpenAPI 3 document, generated from the resource descriptors in `model` and the route
+//! table in `http`, so that it cannot drift from what the service serves.
+
+use serde_json::{Map, Value, json};
+
+use crate::model::{self, Field, FieldType, Resource};
+
+/// The whole document served at `/openapi.json` and printed by `tms openapi`.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    paths.insert(
+        "/".into(),
+        json!({"get": {
+            "operationId": "HomePageController.homePage", "tags": ["HomePageController"],
+            "responses": {"200": {"description": "Home Page",
+                "content": {"text/html": {"schema": {"type": "string"}}}}}
+        }}),
+    );
+    paths.insert(
+        "/ping".into(),
+        json!({"get": {
+            "operationId": "PingController.ping", "tags": ["PingController"],
+            "responses": {"200": {"description": "Ping Response",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PingResponse"}}}}}
+        }}),
+    );
+    paths.insert(
+        "/health/ready".into(),
+        json!({"get": {
+            "operationId": "HealthController.ready", "tags": ["HealthController"],
+            "description": "Ready when the database answers; 503 otherwise.",
+            "responses": {
+                "200": {"description": "Ready"},
+                "503": error_response("Not ready")
+            }
+        }}),
+    );
+    paths.insert(
+        "/health/live".into(),
+        json!({"get": {
+            "operationId": "HealthController.live", "tags": ["HealthController"],
+            "responses": {"200": {"description": "The process is up"}}
+        }}),
+    );
+    for route in crate::http::documented_routes() {
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method] = route.operation;
+    }
+
+    let mut schemas = Map::new();
+    schemas.insert(
+        "PingResponse".into(),
+        json!({"type": "object", "title": "PingResponse", "properties": {
+            "greeting": {"type": "string"}, "date": {"type": "string"}, "url": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": true}
+        }}),
+    );
+    schemas.insert(
+        "loopback.Count".into(),
+        json!({"type": "object", "title": "loopback.Count", "properties": {"count": {"type": "number"}}}),
+    );
+    schemas.insert("Error".into(), error_schema());
+    for resource in model::ALL {
+        schemas.insert(resource.title.into(), model_schema(resource, Variant::Full));
+        schemas.insert(
+            format!("New{}", resource.title),
+            model_schema(resource, Variant::New),
+        );
+        schemas.insert(
+            format!("{}Partial", resource.title),
+            model_schema(resource, Variant::Partial),
+        );
+    }
+
+    json!({
+        "openapi": "3.0.0",
+        "info": {
+            "title": "Tenant Management Service",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Tenant management for a SaaS control plane (wire-compatible with the ARC SaaS tenant-management-service)",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"HTTPBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas,
+        },
+    })
+}
+
+/// Which shape of a model schema to describe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The stored model as returned.
+    Full,
+    /// A create body: no server-set fields.
+    New,
+    /// A PATCH body: like `New`, nothing required.
+    Partial,
+}
+
+/// The JSON schema of one resource in one variant.
+pub fn model_schema(resource: &Resource, variant: Variant) -> Value {
+    let fields = resource
+        .fields
+        .iter()
+        .filter(|f| variant == Variant::Full || !f.server_only);
+    let properties: Map<String, Value> = fields
+        .clone()
+        .map(|f| (f.name.to_string(), field_schema(f)))
+        .collect();
+    let required: Vec<&str> = if variant == Variant::Partial {
+        vec![]
+    } else {
+        fields.filter(|f| f.required).map(|f| f.name).collect()
+    };
+    let title = match variant {
+        Variant::Full => resource.title.to_string(),
+        Variant::New => format!("New{}", resource.title),
+        Variant::Partial => format!("{}Partial", resource.title),
+    };
+    let mut schema = json!({
+        "title": title,
+        "type": "object",
+        "description": resource.description,
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
+}
+
+fn field_schema(field: &Field) -> Value {
+    let mut schema = match field.ty {
+        FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
+        FieldType::Text => json!({"type": "string"}),
+        FieldType::Bool => json!({"type": "boolean"}),
+        FieldType::Enum(names) => {
+            let mut values: Vec<Value> = (0..names.len()).map(Value::from).collect();
+            if std::ptr::eq(names, model::INVOICE_STATUS) {
+                values.extend(names.iter().map(|n| Value::from(*n)));
+            }
+            json!({"type": "number", "enum": values})
+        }
+        FieldType::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldType::Money => json!({"type": "number"}),
+        FieldType::Json => json!({"type": "object"}),
+        FieldType::TextArray => json!({"type": "array", "items": {"type": "string"}}),
+    };
+    if let Some(max) = field.max_len {
+        schema["maxLength"] = json!(max);
+    }
+    if field.name == "key" && field.ty == FieldType::Text {
+        schema["pattern"] = json!("^[a-z0-9]+$");
+    }
+    if field.name.starts_with("deleted") && field.name != "deleted" {
+        schema["nullable"] = json!(true);
+    }
+    if !field.description.is_empty() {
+        schema["description"] = json!(field.description);
+    }
+    schema
+}
+
+fn error_schema() -> Value {
+    json!({"type": "object", "title": "Error", "properties": {"error": {"type": "object", "properties": {
+        "statusCode": {"type": "number"}, "name": {"type": "string"}, "message": {"type": "string"},
+        "code": {"type": "string"}, "details": {"type": "array", "items": {"type": "object"}}
+    }}}})
+}
+
+/// A response entry with the LoopBack error body.
+pub fn error_response(description: &str) -> Value {
+    json!({"description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// One route's entry in the document, contributed by its HTTP module.
+pub struct DocumentedRoute {
+    pub path: String,
+    pub method: &'static str,
+    pub operation: Value,
+}

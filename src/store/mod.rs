@@ -1,0 +1,183 @@
+//! Database access: the pool for the database chosen at start-up, embedded migrations, and the
+//! few primitives every table module uses (fetch rows as wire objects, execute, count). Statements
+//! are built once with sea-query and rendered for the backend in use; no handler ever branches on
+//! the database kind.
+
+pub mod values;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_query::{PostgresQueryBuilder, SelectStatement, SqliteQueryBuilder};
+use sea_query_sqlx::SqlxBinder;
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
+
+use crate::config::{Config, DatabaseConfig};
+use crate::model::Field;
+pub use values::Backend;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The connection pool of the database in use.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A row read as its wire object (`{"id": …, "name": …}`).
+pub type Object = Map<String, Value>;
+
+impl Db {
+    /// Opens the pool (creating the SQLite file and its directory, or the PostgreSQL schema,
+    /// when missing). Does not migrate.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        match &config.database {
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5))
+                    // LIKE is case-sensitive, as on PostgreSQL; ILIKE is lower() LIKE lower().
+                    .pragma("case_sensitive_like", "ON")
+                    .log_statements(tracing::log::LevelFilter::Trace);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.db_pool_size.min(8))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+                Ok(Self::Sqlite(pool))
+            }
+            DatabaseConfig::Postgres { url, schema } => {
+                let base = PgConnectOptions::from_str(url.expose_secret())
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?
+                    .log_statements(tracing::log::LevelFilter::Trace);
+                // The schema must exist before connections put it on their search_path.
+                let mut conn = base
+                    .connect()
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
+                conn.execute(AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                )))
+                .await
+                .with_context(|| format!("cannot create schema {schema}"))?;
+                drop(conn);
+                let options = base.options([("search_path", schema.as_str())]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.db_pool_size)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    /// Applies the embedded migrations (idempotent; safe with many replicas on PostgreSQL,
+    /// which takes an advisory lock).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        }
+        .context("database migration failed")
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// A trivial round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => pool.execute("SELECT 1").await.map(drop),
+            Self::Sqlite(pool) => pool.execute("SELECT 1").await.map(drop),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Runs a SELECT whose result columns are `fields` (in that order) and returns each row as
+    /// its wire object.
+    pub async fn fetch_objects(
+        &self,
+        stmt: &SelectStatement,
+        fields: &[&'static Field],
+    ) -> Result<Vec<Object>, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                let (sql, args) = stmt.build_sqlx(PostgresQueryBuilder);
+                let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        fields
+                            .iter()
+                            .map(|f| Ok((f.name.to_string(), values::pg_column(row, f)?)))
+                            .collect()
+                    })
+                    .collect()
+            }
+            Self::Sqlite(pool) => {
+                let (sql, args) = stmt.build_sqlx(SqliteQueryBuilder);
+                let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        fields
+                            .iter()
+                            .map(|f| Ok((f.name.to_string(), values::sqlite_column(row, f)?)))
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a SELECT of one integer (a count).
+    pub async fn fetch_count(&self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                let (sql, args) = stmt.build_sqlx(PostgresQueryBuilder);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args)
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(pool) => {
+                let (sql, args) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    }
+}

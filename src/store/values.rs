@@ -1,0 +1,295 @@
+//! The one place where wire values meet database values, per backend: what a JSON value of a
+//! field binds as, and how a stored column reads back as JSON. Representation on SQLite is
+//! described in `migrations/sqlite/0001_domain.sql`.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use sea_query::Value as SqlValue;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::model::{Field, FieldType};
+
+/// The database kind, chosen once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Money is stored with four decimal places; this is the scale on SQLite's integer column.
+pub const MONEY_SCALE: u32 = 4;
+/// Largest absolute amount accepted (fits `numeric(19,4)` and an `i64` of ten-thousandths).
+pub const MONEY_MAX: i64 = 999_999_999_999_999;
+
+/// The wire form of an instant: ISO 8601, milliseconds, `Z`.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Now, truncated to the millisecond so both databases store the same instant.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+/// Parses an instant: RFC 3339 (any offset, normalised to UTC) or a plain `YYYY-MM-DD` date
+/// (midnight UTC). Sub-millisecond digits are dropped.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc())
+        })?;
+    DateTime::from_timestamp_millis(t.timestamp_millis())
+}
+
+/// Parses money from a JSON number or string; at most four decimal places and |amount| below
+/// 10^15.
+pub fn parse_money(v: &Value) -> Result<Decimal, String> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return Err("must be a decimal number".into()),
+    };
+    let d: Decimal = text
+        .parse()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| format!("{text:?} is not a decimal number"))?;
+    let d = d.normalize();
+    if d.scale() > MONEY_SCALE {
+        return Err("must have at most 4 decimal places".into());
+    }
+    if d.abs() > Decimal::from(MONEY_MAX) / Decimal::from(10_000) {
+        return Err("is too large".into());
+    }
+    Ok(d)
+}
+
+fn money_to_json(d: Decimal) -> Value {
+    let d = d.normalize();
+    if d.scale() == 0
+        && let Ok(i) = i64::try_from(d)
+    {
+        return Value::from(i);
+    }
+    d.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// A wire value of `field`, already validated for its type, as the value to bind for `backend`.
+/// Returns a message (without the field name) when the value does not fit the type.
+pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, String> {
+    use Backend::*;
+    if v.is_null() {
+        return Ok(null_of(backend, field.ty));
+    }
+    Ok(match field.ty {
+        FieldType::Uuid => {
+            let s = v.as_str().ok_or("must be a UUID string")?;
+            let id = Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a UUID"))?;
+            match backend {
+                Postgres => SqlValue::Uuid(Some(id)),
+                Sqlite => SqlValue::String(Some(id.hyphenated().to_string())),
+            }
+        }
+        FieldType::Text => {
+            SqlValue::String(Some(v.as_str().ok_or("must be a string")?.to_string()))
+        }
+        FieldType::Bool => SqlValue::Bool(Some(v.as_bool().ok_or("must be a boolean")?)),
+        FieldType::Enum(names) => SqlValue::Int(Some(enum_value(names, v)?)),
+        FieldType::Timestamp => {
+            let s = v.as_str().ok_or("must be an ISO 8601 date-time string")?;
+            let t =
+                parse_timestamp(s).ok_or_else(|| format!("{s:?} is not an ISO 8601 date-time"))?;
+            match backend {
+                Postgres => SqlValue::ChronoDateTimeUtc(Some(t)),
+                Sqlite => SqlValue::String(Some(format_timestamp(&t))),
+            }
+        }
+        FieldType::Money => {
+            let d = parse_money(v)?;
+            match backend {
+                Postgres => SqlValue::Decimal(Some(d)),
+                Sqlite => SqlValue::BigInt(Some(
+                    i64::try_from(d * Decimal::from(10_000)).map_err(|_| "is too large")?,
+                )),
+            }
+        }
+        FieldType::Json => match backend {
+            Postgres => SqlValue::Json(Some(Box::new(v.clone()))),
+            Sqlite => SqlValue::String(Some(v.to_string())),
+        },
+        FieldType::TextArray => {
+            let items = v
+                .as_array()
+                .ok_or("must be an array of strings")?
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or("must be an array of strings")
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            match backend {
+                Postgres => SqlValue::Array(
+                    sea_query::ArrayType::String,
+                    Some(Box::new(
+                        items
+                            .into_iter()
+                            .map(|s| SqlValue::String(Some(s)))
+                            .collect(),
+                    )),
+                ),
+                Sqlite => SqlValue::String(Some(Value::from(items).to_string())),
+            }
+        }
+    })
+}
+
+/// Accepts an enum by number (`1`, `"1"`) or by name (`"PAID"`), case-insensitively.
+pub fn enum_value(names: &[&str], v: &Value) -> Result<i32, String> {
+    let allowed = || {
+        format!(
+            "must be one of {}",
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{i} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let index = match v {
+        Value::Number(n) => n.as_u64().map(|i| i as usize),
+        Value::String(s) => s
+            .parse::<usize>()
+            .ok()
+            .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(s))),
+        _ => None,
+    };
+    match index {
+        Some(i) if i < names.len() => Ok(i as i32),
+        _ => Err(allowed()),
+    }
+}
+
+fn null_of(backend: Backend, ty: FieldType) -> SqlValue {
+    match (backend, ty) {
+        (Backend::Postgres, FieldType::Uuid) => SqlValue::Uuid(None),
+        (Backend::Postgres, FieldType::Timestamp) => SqlValue::ChronoDateTimeUtc(None),
+        (Backend::Postgres, FieldType::Money) => SqlValue::Decimal(None),
+        (Backend::Postgres, FieldType::Json) => SqlValue::Json(None),
+        (Backend::Postgres, FieldType::TextArray) => {
+            SqlValue::Array(sea_query::ArrayType::String, None)
+        }
+        (_, FieldType::Bool) => SqlValue::Bool(None),
+        (_, FieldType::Enum(_)) => SqlValue::Int(None),
+        (Backend::Sqlite, FieldType::Money) => SqlValue::BigInt(None),
+        _ => SqlValue::String(None),
+    }
+}
+
+/// Reads column `field` of a PostgreSQL row as its wire value.
+pub fn pg_column(row: &PgRow, field: &Field) -> Result<Value, sqlx::Error> {
+    let c = field.column;
+    Ok(match field.ty {
+        FieldType::Uuid => opt(row.try_get::<Option<Uuid>, _>(c)?, |u| u.to_string().into()),
+        FieldType::Text => opt(row.try_get::<Option<String>, _>(c)?, Value::from),
+        FieldType::Bool => opt(row.try_get::<Option<bool>, _>(c)?, Value::from),
+        FieldType::Enum(_) => opt(row.try_get::<Option<i16>, _>(c)?, Value::from),
+        FieldType::Timestamp => opt(row.try_get::<Option<DateTime<Utc>>, _>(c)?, |t| {
+            format_timestamp(&t).into()
+        }),
+        FieldType::Money => opt(row.try_get::<Option<Decimal>, _>(c)?, money_to_json),
+        FieldType::Json => row.try_get::<Option<Value>, _>(c)?.unwrap_or(Value::Null),
+        FieldType::TextArray => opt(row.try_get::<Option<Vec<String>>, _>(c)?, Value::from),
+    })
+}
+
+/// Reads column `field` of an SQLite row as its wire value.
+pub fn sqlite_column(row: &SqliteRow, field: &Field) -> Result<Value, sqlx::Error> {
+    let c = field.column;
+    let json_text = |s: String| {
+        serde_json::from_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
+            index: c.to_string(),
+            source: Box::new(e),
+        })
+    };
+    Ok(match field.ty {
+        FieldType::Uuid | FieldType::Text | FieldType::Timestamp => {
+            opt(row.try_get::<Option<String>, _>(c)?, Value::from)
+        }
+        FieldType::Bool => opt(row.try_get::<Option<bool>, _>(c)?, Value::from),
+        FieldType::Enum(_) => opt(row.try_get::<Option<i64>, _>(c)?, Value::from),
+        FieldType::Money => opt(row.try_get::<Option<i64>, _>(c)?, |i| {
+            money_to_json(Decimal::new(i, MONEY_SCALE))
+        }),
+        FieldType::Json | FieldType::TextArray => match row.try_get::<Option<String>, _>(c)? {
+            Some(s) => json_text(s)?,
+            None => Value::Null,
+        },
+    })
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    v.map(f).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_normalise_to_utc_milliseconds() {
+        let t = parse_timestamp("2026-01-02T03:04:05.678912+02:00").unwrap();
+        assert_eq!(format_timestamp(&t), "2026-01-02T01:04:05.678Z");
+        let d = parse_timestamp("2026-01-02").unwrap();
+        assert_eq!(format_timestamp(&d), "2026-01-02T00:00:00.000Z");
+        assert!(parse_timestamp("yesterday").is_none());
+        assert!(parse_timestamp("2026-13-01").is_none());
+    }
+
+    #[test]
+    fn money_is_exact_and_bounded() {
+        assert_eq!(parse_money(&json!(99.5)).unwrap().to_string(), "99.5");
+        assert_eq!(parse_money(&json!("0.1")).unwrap().to_string(), "0.1");
+        assert!(parse_money(&json!(1.23456)).is_err());
+        assert!(parse_money(&json!("1e20")).is_err());
+        assert!(parse_money(&json!(true)).is_err());
+        assert_eq!(money_to_json(Decimal::new(995_000, 4)), json!(99.5));
+        assert_eq!(money_to_json(Decimal::new(1_000_000, 4)), json!(100));
+    }
+
+    #[test]
+    fn enums_accept_numbers_and_names() {
+        let names = crate::model::INVOICE_STATUS;
+        assert_eq!(enum_value(names, &json!(1)), Ok(1));
+        assert_eq!(enum_value(names, &json!("paid")), Ok(1));
+        assert_eq!(enum_value(names, &json!("2")), Ok(2));
+        assert!(enum_value(names, &json!(3)).is_err());
+        assert!(enum_value(names, &json!(-1)).is_err());
+        assert!(enum_value(names, &json!("OPEN")).is_err());
+    }
+}
