@@ -22,6 +22,11 @@ pub struct Claims {
     pub user_tenant_id: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Set on tokens issued to a verified lead: they act only on that lead and its tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub iss: String,
     pub exp: u64,
     #[serde(default)]
@@ -35,6 +40,9 @@ pub struct Principal {
     /// by the ARC SaaS facade carry only the latter).
     pub id: String,
     pub permissions: Vec<String>,
+    /// `Some(lead)` for a lead token: every read and write is confined to that lead and the
+    /// tenant onboarded from it, whatever the permission codes say.
+    pub lead: Option<uuid::Uuid>,
 }
 
 impl Principal {
@@ -75,17 +83,43 @@ impl JwtKeys {
         ttl_secs: u64,
     ) -> anyhow::Result<String> {
         let now = now_secs();
-        let claims = Claims {
+        self.sign(&Claims {
             id: Some(id.to_string()),
             user_tenant_id: Some(id.to_string()),
             permissions,
+            lead_id: None,
+            email: None,
             iss: self.issuer.clone(),
             exp: now + ttl_secs,
             iat: now,
-        };
+        })
+    }
+
+    /// Mints the token of a verified lead: the original's permission codes (so the other
+    /// control-plane services accept it) and the `leadId` claim that confines it here.
+    pub fn mint_lead(
+        &self,
+        lead: uuid::Uuid,
+        email: &str,
+        ttl_secs: u64,
+    ) -> anyhow::Result<String> {
+        let now = now_secs();
+        self.sign(&Claims {
+            id: Some(lead.to_string()),
+            user_tenant_id: Some(lead.to_string()),
+            permissions: LEAD_PERMISSIONS.iter().map(|p| p.to_string()).collect(),
+            lead_id: Some(lead.to_string()),
+            email: Some(email.to_string()),
+            iss: self.issuer.clone(),
+            exp: now + ttl_secs,
+            iat: now,
+        })
+    }
+
+    fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &self.encoding,
         )?)
     }
@@ -106,6 +140,13 @@ impl JwtKeys {
                 )
             })?;
         let claims = data.claims;
+        let lead = match claims.lead_id.as_deref() {
+            None => None,
+            Some(raw) => Some(
+                uuid::Uuid::parse_str(raw)
+                    .map_err(|_| AppError::Unauthorized("TokenInvalid: malformed leadId".into()))?,
+            ),
+        };
         let id = claims
             .id
             .or(claims.user_tenant_id)
@@ -113,6 +154,7 @@ impl JwtKeys {
         Ok(Principal {
             id,
             permissions: claims.permissions,
+            lead,
         })
     }
 }
@@ -167,6 +209,15 @@ permissions! {
     DeleteTenantConfig = "10223",
 }
 
+/// The codes a lead token carries: the original's set (tenant onboarding and provisioning, reading
+/// its lead, creating its invoice and IdP config, and the subscription, billing and notification
+/// codes of the other control-plane services).
+pub const LEAD_PERMISSIONS: &[&str] = &[
+    "10203", "10204", "10212", "10216", "10220", "7001", "7002", "7004", "7008", "5321", "5322",
+    "5323", "5324", "5325", "5326", "5327", "5328", "5329", "5330", "5331", "5332", "5333", "2",
+    "8000",
+];
+
 /// The bearer token of a request, verified.
 impl<S> FromRequestParts<S> for Principal
 where
@@ -176,16 +227,15 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
+        let token = bearer_token(&parts.headers)?;
         JwtKeys::from_ref(state).verify(token)
     }
 }
 
 /// The raw bearer token of a request; 401 when there is none.
-pub fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
     let missing = || AppError::Unauthorized("Bearer realm=\"Users\"".into());
-    let value = parts
-        .headers
+    let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(missing)?
         .to_str()
@@ -276,6 +326,8 @@ mod tests {
             id: Some("u1".into()),
             user_tenant_id: None,
             permissions: vec![],
+            lead_id: None,
+            email: None,
             iss: "tms".into(),
             exp: now_secs() - 5,
             iat: now_secs() - 100,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::client_ip::TrustedProxies;
+
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub db_pool_size: u32,
     pub redis_url: Option<SecretString>,
+    /// Prepended to every key of the key-value store (Redis or database): `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
     /// `None` means "not configured": in dev/test one is generated (and kept in the data dir).
     pub jwt_secret: Option<SecretString>,
     pub jwt_issuer: String,
@@ -87,11 +91,15 @@ pub struct Config {
     pub webhook_secret_expiry: Duration,
     pub public_api_max_attempts: u32,
     pub webhook_api_max_attempts: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
     pub siloed_pipeline: String,
     pub pooled_pipeline: String,
     pub lead_key_length: usize,
     pub lead_key_in_response: bool,
     pub smtp_url: Option<SecretString>,
+    /// `MAIL_TEMPLATE_DIR`: files here override the built-in mail templates part by part.
+    pub mail_template_dir: Option<PathBuf>,
     pub event_sink: EventSink,
     pub keycloak_host: Option<String>,
     pub keycloak_admin_username: Option<String>,
@@ -258,8 +266,8 @@ impl Config {
         let smtp_url = v.secret("SMTP_URL").or_else(|| {
             v.get("SMTP_HOST").map(|host| {
                 let auth = match (v.get("SMTP_USER"), v.get("SMTP_PASSWORD")) {
-                    (Some(user), Some(pass)) => format!("{user}:{pass}@"),
-                    (Some(user), None) => format!("{user}@"),
+                    (Some(user), Some(pass)) => format!("{}:{}@", encode(user), encode(pass)),
+                    (Some(user), None) => format!("{}@", encode(user)),
                     _ => String::new(),
                 };
                 let port = v
@@ -274,6 +282,16 @@ impl Config {
             if !(raw.starts_with("smtp://") || raw.starts_with("smtps://")) {
                 return Err(problem("SMTP_URL", "expected an smtp:// or smtps:// URL"));
             }
+        }
+
+        let mail_template_dir = v.get("MAIL_TEMPLATE_DIR").map(PathBuf::from);
+        if let Some(dir) = &mail_template_dir
+            && !dir.is_dir()
+        {
+            return Err(problem(
+                "MAIL_TEMPLATE_DIR",
+                format!("{} is not an existing directory", dir.display()),
+            ));
         }
 
         let event_sink = match v.get("EVENT_SINK") {
@@ -292,6 +310,7 @@ impl Config {
             database,
             db_pool_size: v.number("DB_POOL_SIZE", 10u32, 1, 1000)?,
             redis_url,
+            redis_key_prefix: redis_key_prefix(&v)?,
             jwt_secret,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
             system_user_id: v.string("SYSTEM_USER_ID", "00000000-0000-0000-0000-000000000001"),
@@ -319,11 +338,14 @@ impl Config {
             )?),
             public_api_max_attempts: v.number("PUBLIC_API_MAX_ATTEMPTS", 10u32, 1, 1_000_000)?,
             webhook_api_max_attempts: v.number("WEBHOOK_API_MAX_ATTEMPTS", 10u32, 1, 1_000_000)?,
+            trusted_proxies: TrustedProxies::parse(v.get("TRUSTED_PROXIES").unwrap_or(""))
+                .map_err(|err| problem("TRUSTED_PROXIES", err))?,
             siloed_pipeline: v.string("SILOED_PIPELINE", "siloed"),
             pooled_pipeline: v.string("POOLED_PIPELINE", "pooled"),
             lead_key_length,
             lead_key_in_response: v.boolean("LEAD_KEY_IN_RESPONSE", false)?,
             smtp_url,
+            mail_template_dir,
             event_sink,
             keycloak_host: v.get("KEYCLOAK_HOST").map(str::to_string),
             keycloak_admin_username: v.get("KEYCLOAK_ADMIN_USERNAME").map(str::to_string),
@@ -384,6 +406,7 @@ impl Config {
             ("DB_SCHEMA", db_schema.to_string()),
             ("DB_POOL_SIZE", self.db_pool_size.to_string()),
             ("REDIS_URL", url_of(&self.redis_url)),
+            ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
             ("JWT_SECRET", secret(&self.jwt_secret)),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
             ("SYSTEM_USER_ID", self.system_user_id.clone()),
@@ -411,6 +434,7 @@ impl Config {
                 "WEBHOOK_API_MAX_ATTEMPTS",
                 self.webhook_api_max_attempts.to_string(),
             ),
+            ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
             ("SILOED_PIPELINE", self.siloed_pipeline.clone()),
             ("POOLED_PIPELINE", self.pooled_pipeline.clone()),
             ("LEAD_KEY_LENGTH", self.lead_key_length.to_string()),
@@ -419,6 +443,13 @@ impl Config {
                 self.lead_key_in_response.to_string(),
             ),
             ("SMTP_URL", url_of(&self.smtp_url)),
+            (
+                "MAIL_TEMPLATE_DIR",
+                self.mail_template_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
             ("EVENT_SINK", sink),
             ("KEYCLOAK_HOST", opt(&self.keycloak_host)),
             (
@@ -450,6 +481,18 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.masked_lines()).finish()
     }
+}
+
+/// `REDIS_KEY_PREFIX` (default `tms:`): printable, no spaces, at most 64 characters.
+fn redis_key_prefix(v: &Vars) -> Result<String, ConfigError> {
+    let prefix = v.string("REDIS_KEY_PREFIX", "tms:");
+    if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(problem(
+            "REDIS_KEY_PREFIX",
+            "expected at most 64 characters without spaces",
+        ));
+    }
+    Ok(prefix)
 }
 
 fn database_config(v: &Vars, data_dir: &std::path::Path) -> Result<DatabaseConfig, ConfigError> {
@@ -619,6 +662,10 @@ mod tests {
             ("APP_VALIDATE_URL", "ftp://x"),
             ("LEAD_KEY_LENGTH", "4"),
             ("REDIS_URL", "http://x"),
+            ("MAIL_TEMPLATE_DIR", "/nonexistent/tms-mail-templates"),
+            ("REDIS_KEY_PREFIX", "tms prod:"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ] {
             let err = config(&[(var, value)])
                 .err()
@@ -683,5 +730,22 @@ mod tests {
     fn database_url_wins_over_db_variables() {
         let c = config(&[("DATABASE_URL", "sqlite://x.db"), ("DB_HOST", "db")]).unwrap();
         assert!(matches!(c.database, DatabaseConfig::Sqlite { .. }));
+    }
+
+    #[test]
+    fn key_prefix_and_trusted_proxies() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.redis_key_prefix, "tms:");
+        assert!(c.trusted_proxies.is_empty());
+        let c = config(&[
+            ("REDIS_KEY_PREFIX", "tms-eu:"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_key_prefix, "tms-eu:");
+        assert!(c.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        let printed = c.masked_lines().join("\n");
+        assert!(printed.contains("REDIS_KEY_PREFIX=tms-eu:"));
+        assert!(printed.contains("TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1"));
     }
 }

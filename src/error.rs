@@ -13,23 +13,24 @@ pub struct ValidationDetail {
     /// JSON pointer of the offending property (`/key`), empty for the object itself.
     pub path: String,
     /// The JSON-schema keyword that failed (`required`, `pattern`, `maxLength`, …).
-    pub code: String,
+    pub code: &'static str,
     pub message: String,
-    pub info: Value,
+    /// Keyword-specific facts (`{"limit": 10}`); boxed to keep the detail small.
+    pub info: Box<Value>,
 }
 
 impl ValidationDetail {
     pub fn new(
         path: impl Into<String>,
-        code: &str,
+        code: &'static str,
         message: impl Into<String>,
         info: Value,
     ) -> Self {
         Self {
             path: path.into(),
-            code: code.to_string(),
+            code,
             message: message.into(),
-            info,
+            info: Box::new(info),
         }
     }
 }

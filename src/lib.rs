@@ -3,11 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod kv;
+pub mod mail;
 pub mod model;
 pub mod openapi;
+pub mod outbox;
 pub mod store;
 pub mod telemetry;
 
@@ -15,14 +20,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::FromRef;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, Environment};
+use crate::kv::Kv;
+use crate::mail::Mailer;
 use crate::store::Db;
 
 /// What every handler can reach.
@@ -31,6 +40,9 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub jwt: JwtKeys,
+    /// Expiring keys (lead verification keys) and rate-limit counters.
+    pub kv: Kv,
+    pub mailer: Mailer,
 }
 
 impl FromRef<AppState> for JwtKeys {
@@ -51,12 +63,16 @@ impl App {
     /// (port 0 picks a free port, as tests do).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let jwt_secret = resolve_jwt_secret(&config)?;
+        let mailer = Mailer::from_config(&config)?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
+        let kv = Kv::connect(&config, &db).await?;
         let state = AppState {
             db,
             jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer),
             config: Arc::new(config),
+            kv,
+            mailer,
         };
         if jwt_secret.generated_for_dev {
             let token = state.jwt.mint(
@@ -98,7 +114,8 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, lets in-flight requests finish, then closes the pool.
+    /// Serves, with the background workers (mail relay, expired-key janitor), until `shutdown`
+    /// completes; lets in-flight requests finish, stops the workers, then closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -106,16 +123,34 @@ impl App {
         tracing::info!(
             address = %self.local_addr(),
             database = self.state.db.backend().name(),
+            keys = self.state.kv.backend_name(),
             "tms is listening"
         );
-        axum::serve(
+        let workers = CancellationToken::new();
+        let handles = [
+            outbox::spawn_relay(
+                self.state.db.clone(),
+                mail::TOPIC,
+                self.state.mailer.clone(),
+                workers.clone(),
+            ),
+            self.state
+                .kv
+                .spawn_janitor(Duration::from_secs(60), workers.clone()),
+        ];
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server error")?;
+        .context("server error");
+        workers.cancel();
+        for handle in handles {
+            let _ = handle.await;
+        }
+        served?;
         self.state.db.close().await;
         tracing::info!("tms stopped");
         Ok(())

@@ -62,6 +62,7 @@ pub fn document() -> Value {
         json!({"type": "object", "title": "loopback.Count", "properties": {"count": {"type": "number"}}}),
     );
     schemas.insert("Error".into(), error_schema());
+    schemas.extend(funnel_schemas());
     for resource in model::ALL {
         schemas.insert(resource.title.into(), model_schema(resource, Variant::Full));
         schemas.insert(
@@ -88,6 +89,86 @@ pub fn document() -> Value {
             "schemas": schemas,
         },
     })
+}
+
+/// The request and response bodies of the lead funnel and onboarding, from the model fields.
+fn funnel_schemas() -> Map<String, Value> {
+    let props = |resource: &Resource, names: &[&str]| -> Map<String, Value> {
+        names
+            .iter()
+            .filter_map(|n| resource.field(n))
+            .map(|f| (f.name.to_string(), field_schema(f)))
+            .collect()
+    };
+    let address = props(
+        &model::ADDRESSES,
+        &["address", "city", "state", "zip", "country"],
+    );
+    let mut domains = field_schema(
+        model::TENANTS
+            .field("domains")
+            .expect("tenants have domains"),
+    );
+    domains["uniqueItems"] = json!(true);
+    domains["items"]["format"] = json!("hostname");
+    let tenant = |names: &[&str]| {
+        let mut p = props(&model::TENANTS, names);
+        p.insert("domains".into(), domains.clone());
+        p.extend(address.clone());
+        p
+    };
+    let mut contact = props(
+        &model::CONTACTS,
+        &["firstName", "lastName", "email", "isPrimary", "type"],
+    );
+    contact.insert(
+        "email".into(),
+        json!({"type": "string", "format": "email", "maxLength": 100}),
+    );
+    let mut new_onboarding = tenant(&["name", "key"]);
+    new_onboarding.insert(
+        "contact".into(),
+        json!({"type": "object", "properties": contact, "additionalProperties": false,
+            "required": ["firstName", "lastName", "email", "isPrimary"]}),
+    );
+    let mut create_lead = props(
+        &model::LEADS,
+        &["firstName", "lastName", "email", "companyName"],
+    );
+    create_lead.insert(
+        "address".into(),
+        json!({"type": "object", "properties": address, "additionalProperties": false, "required": ["country"]}),
+    );
+    let mut with_relations = model_schema(&model::TENANTS, Variant::Full);
+    with_relations["title"] = json!("TenantWithRelations");
+    let relations = json!({
+        "contacts": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}},
+        "resources": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}},
+        "lead": {"$ref": "#/components/schemas/Lead"},
+        "address": {"$ref": "#/components/schemas/Address"},
+    });
+    for (k, v) in relations.as_object().expect("an object") {
+        with_relations["properties"][k] = v.clone();
+    }
+    [
+        ("NewTenantOnboarding", json!({"title": "NewTenantOnboarding", "type": "object",
+            "properties": new_onboarding, "additionalProperties": false,
+            "required": ["name", "key", "domains", "contact"]})),
+        ("TenantOnboardDto", json!({"title": "TenantOnboardDto", "type": "object",
+            "properties": tenant(&["name", "key"]), "additionalProperties": false,
+            "required": ["key", "domains"]})),
+        ("CreateLeadDTO", json!({"title": "CreateLeadDTO", "type": "object", "properties": create_lead,
+            "additionalProperties": false, "required": ["firstName", "lastName", "email", "companyName"]})),
+        ("CreateLeadResponse", json!({"title": "CreateLeadResponse", "type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "key": {"type": "string", "description": "only with LEAD_KEY_IN_RESPONSE=true"}}})),
+        ("VerifyLeadResponseDTO", json!({"title": "VerifyLeadResponseDTO", "type": "object", "properties": {
+            "id": {"type": "string"}, "token": {"type": "string"}}, "required": ["id", "token"]})),
+        ("TenantWithRelations", with_relations),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Which shape of a model schema to describe.
@@ -184,4 +265,65 @@ pub struct DocumentedRoute {
     pub path: String,
     pub method: &'static str,
     pub operation: Value,
+}
+
+/// `{"$ref": "#/components/schemas/<name>"}`.
+pub fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The `{id}` path parameter.
+pub fn id_parameter() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}})
+}
+
+/// One operation in the original's style: controller tag, operation id, bearer security, the
+/// permission table in the description, and the LoopBack error responses. An empty `permission`
+/// makes a public operation.
+pub fn operation(
+    controller: &str,
+    name: &str,
+    permission: &str,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    (status, description, schema): (&str, &str, Option<Value>),
+) -> Value {
+    let mut success = json!({"description": description});
+    if let Some(schema) = schema {
+        success["content"] = json!({"application/json": {"schema": schema}});
+    }
+    let mut op = json!({
+        "x-controller-name": controller,
+        "x-operation-name": name,
+        "tags": [controller],
+        "operationId": format!("{controller}.{name}"),
+        "security": [{"HTTPBearer": []}],
+        "description": format!("\n\n| Permissions |\n| ------- |\n| {permission}   |\n"),
+        "responses": {
+            status: success,
+            "400": error_response("Malformed request or filter"),
+            "401": error_response("Missing or invalid bearer token"),
+            "403": error_response("The token lacks the permission"),
+        },
+    });
+    if permission.is_empty() {
+        let map = op.as_object_mut().expect("an operation is an object");
+        map.remove("security");
+        map.remove("description");
+        map["responses"]
+            .as_object_mut()
+            .expect("responses are an object")
+            .remove("403");
+    }
+    if !parameters.is_empty() {
+        op["parameters"] = Value::Array(parameters);
+    }
+    if let Some(schema) = body {
+        op["requestBody"] = json!({"content": {"application/json": {"schema": schema}}});
+        op["responses"]["422"] = error_response("The request body is invalid");
+    }
+    if name != "create" && name != "find" && name != "count" && name != "updateAll" {
+        op["responses"]["404"] = error_response("No such entity");
+    }
+    op
 }

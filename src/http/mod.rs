@@ -1,8 +1,12 @@
 //! The HTTP surface: router assembly, the middleware stack (request ids, tracing, panics, timeout,
 //! body limit), the LoopBack error body on every failure, and the project's own extractors.
 
+mod collections;
 mod docs;
+mod funnel;
+mod onboarding;
 mod ping;
+pub mod rate_limit;
 
 use std::any::Any;
 use std::time::Duration;
@@ -29,9 +33,23 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit;
     let timeout = state.config.request_timeout;
+    let public_limit = rate_limit::RateLimit::new(
+        state.kv.clone(),
+        state.config.public_api_max_attempts,
+        "public",
+        state.config.trusted_proxies.clone(),
+    );
     Router::new()
+        .merge(
+            funnel::public_router().layer(middleware::from_fn_with_state(
+                public_limit,
+                rate_limit::enforce,
+            )),
+        )
         .merge(ping::router())
         .merge(docs::router())
+        .merge(collections::router())
+        .merge(onboarding::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -226,5 +244,8 @@ where
 
 /// The OpenAPI entries of the resource routes.
 pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
-    Vec::new()
+    let mut routes = collections::documented_routes();
+    routes.extend(onboarding::documented_routes());
+    routes.extend(funnel::documented_routes());
+    routes
 }

@@ -3,6 +3,9 @@
 //! are built once with sea-query and rendered for the backend in use; no handler ever branches on
 //! the database kind.
 
+pub mod crud;
+pub mod filter;
+pub mod leads;
 pub mod values;
 
 use std::str::FromStr;
@@ -124,60 +127,141 @@ impl Db {
         }
     }
 
-    /// Runs a SELECT whose result columns are `fields` (in that order) and returns each row as
-    /// its wire object.
-    pub async fn fetch_objects(
-        &self,
-        stmt: &SelectStatement,
-        fields: &[&'static Field],
-    ) -> Result<Vec<Object>, sqlx::Error> {
+    /// Statements on the pool (each in its own implicit transaction).
+    pub fn conn(&self) -> Conn<'_> {
         match self {
-            Self::Postgres(pool) => {
-                let (sql, args) = stmt.build_sqlx(PostgresQueryBuilder);
-                let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        fields
-                            .iter()
-                            .map(|f| Ok((f.name.to_string(), values::pg_column(row, f)?)))
-                            .collect()
-                    })
-                    .collect()
-            }
-            Self::Sqlite(pool) => {
-                let (sql, args) = stmt.build_sqlx(SqliteQueryBuilder);
-                let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        fields
-                            .iter()
-                            .map(|f| Ok((f.name.to_string(), values::sqlite_column(row, f)?)))
-                            .collect()
-                    })
-                    .collect()
-            }
+            Self::Postgres(pool) => Conn::PgPool(pool),
+            Self::Sqlite(pool) => Conn::SqlitePool(pool),
         }
     }
 
-    /// Runs a SELECT of one integer (a count).
-    pub async fn fetch_count(&self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
+    /// Opens a write transaction. On SQLite it starts with `BEGIN IMMEDIATE`, so that two writers
+    /// queue on the lock (within `busy_timeout`) instead of failing when one upgrades.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+}
+
+/// An open transaction; dropped without `commit` it rolls back.
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Postgres(pool) => {
-                let (sql, args) = stmt.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args)
-                    .fetch_one(pool)
-                    .await
+            Self::Postgres(tx) => Conn::PgTx(tx),
+            Self::Sqlite(tx) => Conn::SqliteTx(tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Where statements run: the pool or an open transaction. Every table module takes one, so the
+/// same function serves a single statement and a multi-statement transaction.
+pub enum Conn<'c> {
+    PgPool(&'c PgPool),
+    SqlitePool(&'c SqlitePool),
+    PgTx(&'c mut sqlx::PgConnection),
+    SqliteTx(&'c mut sqlx::SqliteConnection),
+}
+
+/// Renders `$stmt` for the backend of `$conn` and evaluates the backend's body with the SQL text,
+/// the bound arguments and the executor in scope.
+macro_rules! on_conn {
+    ($conn:expr, $stmt:expr, |$sql:ident, $args:ident, $ex:ident| pg: $pg:expr, sqlite: $lite:expr) => {
+        match $conn {
+            Conn::PgPool(pool) => {
+                let ($sql, $args) = $stmt.build_sqlx(PostgresQueryBuilder);
+                let $ex = &**pool;
+                $pg
             }
-            Self::Sqlite(pool) => {
-                let (sql, args) = stmt.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args)
-                    .fetch_one(pool)
-                    .await
+            Conn::PgTx(conn) => {
+                let ($sql, $args) = $stmt.build_sqlx(PostgresQueryBuilder);
+                let $ex = &mut **conn;
+                $pg
+            }
+            Conn::SqlitePool(pool) => {
+                let ($sql, $args) = $stmt.build_sqlx(SqliteQueryBuilder);
+                let $ex = &**pool;
+                $lite
+            }
+            Conn::SqliteTx(conn) => {
+                let ($sql, $args) = $stmt.build_sqlx(SqliteQueryBuilder);
+                let $ex = &mut **conn;
+                $lite
             }
         }
+    };
+}
+
+fn decode<R>(
+    rows: &[R],
+    fields: &[&'static Field],
+    column: fn(&R, &Field) -> Result<Value, sqlx::Error>,
+) -> Result<Vec<Object>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            fields
+                .iter()
+                .map(|f| Ok((f.name.to_string(), column(row, f)?)))
+                .collect()
+        })
+        .collect()
+}
+
+impl Conn<'_> {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::PgPool(_) | Self::PgTx(_) => Backend::Postgres,
+            Self::SqlitePool(_) | Self::SqliteTx(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Runs a SELECT whose result columns are `fields` (in that order) and returns each row as
+    /// its wire object.
+    pub async fn fetch_objects(
+        &mut self,
+        stmt: &SelectStatement,
+        fields: &[&'static Field],
+    ) -> Result<Vec<Object>, sqlx::Error> {
+        on_conn!(self, stmt, |sql, args, ex|
+            pg: decode(
+                &sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?,
+                fields,
+                values::pg_column,
+            ),
+            sqlite: decode(
+                &sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?,
+                fields,
+                values::sqlite_column,
+            )
+        )
+    }
+
+    /// Runs a SELECT of one integer (a count).
+    pub async fn fetch_count(&mut self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
+        on_conn!(self, stmt, |sql, args, ex|
+            pg: sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await,
+            sqlite: sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+        )
+    }
+
+    /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
+    pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
+        on_conn!(self, stmt, |sql, args, ex|
+            pg: Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected()),
+            sqlite: Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+        )
     }
 }

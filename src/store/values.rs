@@ -82,7 +82,8 @@ pub fn parse_money(v: &Value) -> Result<Decimal, String> {
     Ok(d)
 }
 
-fn money_to_json(d: Decimal) -> Value {
+/// Money on the wire: a JSON number (exact for every amount `parse_money` accepts).
+pub fn money_to_json(d: Decimal) -> Value {
     let d = d.normalize();
     if d.scale() == 0
         && let Ok(i) = i64::try_from(d)
@@ -165,6 +166,14 @@ pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, Str
             }
         }
     })
+}
+
+/// A UUID as bound for `backend` (native on PostgreSQL, canonical text on SQLite).
+pub fn uuid_value(backend: Backend, id: Uuid) -> SqlValue {
+    match backend {
+        Backend::Postgres => SqlValue::Uuid(Some(id)),
+        Backend::Sqlite => SqlValue::String(Some(id.hyphenated().to_string())),
+    }
 }
 
 /// Accepts an enum by number (`1`, `"1"`) or by name (`"PAID"`), case-insensitively.

@@ -1,0 +1,269 @@
+//! Tenant onboarding (SPEC §5.4): address, tenant (PENDINGPROVISION) and primary contact in one
+//! transaction, for an administrator's `POST /tenants` and for a verified lead's
+//! `POST /leads/{id}/tenants`. The answer is the tenant with its contacts, resources, lead and
+//! address.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::validation::{self, check_fields, not_an_object};
+use crate::error::{AppError, ValidationDetail};
+use crate::model::{ADDRESSES, CONTACTS, TENANTS};
+use crate::store::crud::{self, Scope, WriteError};
+use crate::store::filter::{Filter, Include};
+use crate::store::{Db, Object};
+
+/// Status of a freshly onboarded tenant.
+pub const PENDING_PROVISION: i64 = 1;
+
+/// The address parts of an onboarding body (`address`, `city`, `state`, `zip`, `country`).
+pub const ADDRESS_PARTS: [&str; 5] = ["address", "city", "state", "zip", "country"];
+
+/// A validated onboarding.
+#[derive(Debug, Clone)]
+pub struct Onboarding {
+    pub name: Option<String>,
+    pub key: String,
+    pub domains: Vec<String>,
+    /// Address parts given in the body (empty when none).
+    pub address: Object,
+    /// The primary contact: firstName, lastName, email, isPrimary, type.
+    pub contact: Object,
+    pub lead_id: Option<Uuid>,
+    /// An existing address to link instead of creating one (the lead's).
+    pub address_id: Option<Uuid>,
+}
+
+/// Validates the body of an admin `POST /tenants` (`NewTenantOnboarding`): tenant name, key and
+/// domains, optional address parts, and the required `contact`.
+pub fn admin_body(body: &Value) -> Result<Onboarding, Vec<ValidationDetail>> {
+    let Value::Object(props) = body else {
+        return Err(vec![not_an_object("")]);
+    };
+    let mut problems = Vec::new();
+    let mut top = props.clone();
+    let contact = top.remove("contact");
+    let (tenant, address) = tenant_and_address(&top, true, &mut problems);
+    let contact = match contact {
+        None => {
+            problems.push(validation::missing_property("", "contact"));
+            Object::new()
+        }
+        Some(Value::Object(c)) => check_fields(
+            &CONTACTS,
+            &c,
+            &[
+                ("firstName", true),
+                ("lastName", true),
+                ("email", true),
+                ("isPrimary", true),
+                ("type", false),
+            ],
+            "/contact",
+            &mut problems,
+        ),
+        Some(_) => {
+            problems.push(not_an_object("/contact"));
+            Object::new()
+        }
+    };
+    finish(tenant, address, contact, problems)
+}
+
+/// Validates the body of `POST /leads/{id}/tenants` (`TenantOnboardDto`): key, domains, optional
+/// name and address parts. The contact comes from the lead.
+pub fn lead_body(body: &Value, contact: Object) -> Result<Onboarding, Vec<ValidationDetail>> {
+    let Value::Object(props) = body else {
+        return Err(vec![not_an_object("")]);
+    };
+    let mut problems = Vec::new();
+    let (tenant, address) = tenant_and_address(props, false, &mut problems);
+    finish(tenant, address, contact, problems)
+}
+
+fn tenant_and_address(
+    props: &serde_json::Map<String, Value>,
+    name_required: bool,
+    problems: &mut Vec<ValidationDetail>,
+) -> (Object, Object) {
+    let (address_props, tenant_props): (serde_json::Map<_, _>, serde_json::Map<_, _>) = props
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| ADDRESS_PARTS.contains(&k.as_str()));
+    let tenant = check_fields(
+        &TENANTS,
+        &tenant_props,
+        &[("name", name_required), ("key", true), ("domains", true)],
+        "",
+        problems,
+    );
+    let address = check_fields(
+        &ADDRESSES,
+        &address_props,
+        &ADDRESS_PARTS.map(|p| (p, false)),
+        "",
+        problems,
+    );
+    (tenant, address)
+}
+
+fn finish(
+    tenant: Object,
+    mut address: Object,
+    contact: Object,
+    mut problems: Vec<ValidationDetail>,
+) -> Result<Onboarding, Vec<ValidationDetail>> {
+    address.retain(|_, v| !v.is_null());
+    if !address.is_empty() && !address.contains_key("country") {
+        problems.push(validation::missing_property("", "country"));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let text = |o: &Object, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(Onboarding {
+        name: text(&tenant, "name"),
+        key: text(&tenant, "key").unwrap_or_default(),
+        domains: tenant
+            .get("domains")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        address,
+        contact,
+        lead_id: None,
+        address_id: None,
+    })
+}
+
+/// The domain part of an email address, lower-cased.
+fn email_domain(email: &str) -> Option<String> {
+    email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+}
+
+/// Why an onboarding was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardingError {
+    #[error("Contact email domain does not match tenant domains")]
+    ContactDomain,
+    #[error("a tenant with key {0:?} already exists")]
+    KeyTaken(String),
+    /// The lead already has a tenant (a concurrent onboarding won).
+    #[error("the lead already has a tenant")]
+    LeadTaken,
+    #[error(transparent)]
+    Store(#[from] WriteError),
+}
+
+impl From<sqlx::Error> for OnboardingError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(WriteError::Db(err))
+    }
+}
+
+impl From<OnboardingError> for AppError {
+    fn from(err: OnboardingError) -> Self {
+        match err {
+            OnboardingError::ContactDomain => AppError::BadRequest(err.to_string()),
+            OnboardingError::KeyTaken(key) => AppError::Conflict(format!(
+                "Unique constraint violation: a Tenant with key \"{key}\" already exists"
+            )),
+            OnboardingError::LeadTaken => AppError::Unauthorized("Unauthorized".into()),
+            OnboardingError::Store(WriteError::MissingReference { field, id }) => {
+                AppError::NotFound(format!(
+                    "Related entity not found: {field} {id:?} does not exist"
+                ))
+            }
+            OnboardingError::Store(WriteError::Conflict(_)) => {
+                AppError::Conflict("Onboarding violates a unique constraint".into())
+            }
+            OnboardingError::Store(WriteError::Db(err)) => err.into(),
+        }
+    }
+}
+
+/// Creates address, tenant and contact in one transaction and returns the tenant with its
+/// relations. `name` must already be decided (the lead's company name when absent).
+pub async fn onboard(
+    db: &Db,
+    onboarding: &Onboarding,
+    actor: &str,
+) -> Result<Object, OnboardingError> {
+    let contact_email = onboarding
+        .contact
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match email_domain(contact_email) {
+        Some(domain) if onboarding.domains.contains(&domain) => {}
+        _ => return Err(OnboardingError::ContactDomain),
+    }
+
+    let mut tx = db.begin().await?;
+    let address_id = match (&onboarding.address_id, onboarding.address.is_empty()) {
+        (Some(id), _) => Some(id.to_string()),
+        (None, false) => {
+            let address =
+                crud::create(&mut tx.conn(), &ADDRESSES, &onboarding.address, actor).await?;
+            address
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }
+        (None, true) => None,
+    };
+    let mut tenant = Object::new();
+    tenant.insert(
+        "name".into(),
+        json!(onboarding.name.clone().unwrap_or_default()),
+    );
+    tenant.insert("status".into(), json!(PENDING_PROVISION));
+    tenant.insert("key".into(), json!(onboarding.key));
+    tenant.insert("domains".into(), json!(onboarding.domains));
+    tenant.insert(
+        "leadId".into(),
+        json!(onboarding.lead_id.map(|l| l.to_string())),
+    );
+    tenant.insert("addressId".into(), json!(address_id));
+    let created = crud::create(&mut tx.conn(), &TENANTS, &tenant, actor)
+        .await
+        .map_err(|err| match err {
+            WriteError::Conflict(index) if index.contains("lead_id") => OnboardingError::LeadTaken,
+            WriteError::Conflict(_) => OnboardingError::KeyTaken(onboarding.key.clone()),
+            other => OnboardingError::Store(other),
+        })?;
+    let tenant_id = created
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .expect("a created row has a UUID id");
+    let mut contact = onboarding.contact.clone();
+    contact.insert("tenantId".into(), json!(tenant_id.to_string()));
+    crud::create(&mut tx.conn(), &CONTACTS, &contact, actor).await?;
+
+    let with_relations = Filter {
+        include: ["contacts", "resources", "lead", "address"]
+            .iter()
+            .map(|name| Include {
+                relation: TENANTS.relation(name).expect("tenant relations"),
+                scope: Filter::default(),
+            })
+            .collect(),
+        ..Filter::default()
+    };
+    let full = crud::find_by_id(
+        &mut tx.conn(),
+        &TENANTS,
+        tenant_id,
+        &with_relations,
+        Scope::All,
+    )
+    .await?
+    .expect("the tenant was just created");
+    tx.commit().await?;
+    Ok(full)
+}

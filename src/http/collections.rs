@@ -1,0 +1,595 @@
+//! The generic REST surface of SPEC §7, written once and instantiated per collection: create,
+//! list with `filter`, count with `where`, get/patch/put/delete by id, bulk patch with `where`.
+//! Each route requires its collection's permission; leads are read-only here (405).
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Json, Path};
+use crate::AppState;
+use crate::auth::{self, Permission, Principal, Require};
+use crate::domain::validation::{self, Mode};
+use crate::error::{AppError, AppResult};
+use crate::model::{self, Resource};
+use crate::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
+use crate::store::crud::{self, Actor, Scope, Target, WriteError};
+use crate::store::filter::{self, Filter};
+
+/// One collection of the REST surface and the permissions guarding it.
+pub trait Collection: Send + Sync + 'static {
+    const RESOURCE: &'static Resource;
+    /// Controller name used for operation ids and tags, as in the original.
+    const CONTROLLER: &'static str;
+    /// Fields covered by a unique index, named in the 409 message.
+    const UNIQUE: &'static [&'static str] = &[];
+    /// Writes other than create answer 405 (leads change only through the funnel).
+    const READ_ONLY: bool = false;
+    /// Create has its own handler (the funnel's `POST /leads`, onboarding's `POST /tenants`).
+    const CUSTOM_CREATE: bool = false;
+    type View: Permission;
+    type Create: Permission;
+    type Update: Permission;
+    type Delete: Permission;
+}
+
+macro_rules! collection {
+    ($name:ident, $resource:expr, $controller:literal, [$($unique:literal),*], $read_only:literal,
+     $custom_create:literal, $view:ident, $create:ident, $update:ident, $delete:ident) => {
+        pub struct $name;
+        impl Collection for $name {
+            const RESOURCE: &'static Resource = &$resource;
+            const CONTROLLER: &'static str = $controller;
+            const UNIQUE: &'static [&'static str] = &[$($unique),*];
+            const READ_ONLY: bool = $read_only;
+            const CUSTOM_CREATE: bool = $custom_create;
+            type View = auth::$view;
+            type Create = auth::$create;
+            type Update = auth::$update;
+            type Delete = auth::$delete;
+        }
+    };
+}
+
+collection!(
+    Leads,
+    model::LEADS,
+    "LeadController",
+    [],
+    true,
+    true,
+    ViewLead,
+    CreateLead,
+    UpdateLead,
+    DeleteLead
+);
+collection!(
+    Tenants,
+    model::TENANTS,
+    "TenantController",
+    ["key"],
+    false,
+    true,
+    ViewTenant,
+    CreateTenant,
+    UpdateTenant,
+    DeleteTenant
+);
+collection!(
+    Contacts,
+    model::CONTACTS,
+    "ContactController",
+    [],
+    false,
+    false,
+    ViewContact,
+    CreateContact,
+    UpdateContact,
+    DeleteContact
+);
+collection!(
+    Invoices,
+    model::INVOICES,
+    "InvoiceController",
+    [],
+    false,
+    false,
+    ViewInvoice,
+    CreateInvoice,
+    UpdateInvoice,
+    DeleteInvoice
+);
+collection!(
+    TenantConfigs,
+    model::TENANT_CONFIGS,
+    "TenantMgmtConfigController",
+    [],
+    false,
+    false,
+    ViewTenantConfig,
+    CreateTenantConfig,
+    UpdateTenantConfig,
+    DeleteTenantConfig
+);
+
+/// The routes of every collection.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(routes::<Leads>())
+        .merge(routes::<Tenants>())
+        .merge(routes::<Contacts>())
+        .merge(routes::<Invoices>())
+        .merge(routes::<TenantConfigs>())
+        .route("/tenant-configs/{id}/tenant", get(tenant_of_config))
+}
+
+fn routes<C: Collection>() -> Router<AppState> {
+    let base = format!("/{}", C::RESOURCE.path);
+    let collection = if C::CUSTOM_CREATE {
+        get(find::<C>)
+    } else {
+        get(find::<C>).post(create::<C>)
+    };
+    let item = get(find_by_id::<C>);
+    let (collection, item) = if C::READ_ONLY {
+        (collection, item)
+    } else {
+        (
+            collection.patch(update_all::<C>),
+            item.patch(update_by_id::<C>)
+                .put(replace_by_id::<C>)
+                .delete(delete_by_id::<C>),
+        )
+    };
+    Router::new()
+        .route(&base, collection)
+        .route(&format!("{base}/count"), get(count::<C>))
+        .route(&format!("{base}/{{id}}"), item)
+}
+
+/// An id from the path; ids are UUIDs, so anything else names no entity.
+pub fn parse_id(raw: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::entity_not_found())
+}
+
+fn parse_filter(resource: &'static Resource, query: Option<&str>) -> AppResult<Filter> {
+    match filter::query_param(query, "filter").map_err(|e| e.into_app_error("filter"))? {
+        Some(value) => {
+            filter::parse_filter(resource, &value).map_err(|e| e.into_app_error("filter"))
+        }
+        None => Ok(Filter::default()),
+    }
+}
+
+fn parse_where(
+    resource: &'static Resource,
+    query: Option<&str>,
+) -> AppResult<Option<filter::Where>> {
+    filter::query_param(query, "where")
+        .map_err(|e| e.into_app_error("where"))?
+        .map(|value| filter::parse_where(resource, &value).map_err(|e| e.into_app_error("where")))
+        .transpose()
+}
+
+fn write_error<C: Collection>(err: WriteError, body: &Value) -> AppError {
+    match err {
+        WriteError::Conflict(_) => {
+            let taken: Vec<String> = C::UNIQUE
+                .iter()
+                .filter_map(|f| body.get(*f).map(|v| format!("{f} {v}")))
+                .collect();
+            AppError::Conflict(if taken.is_empty() {
+                format!("{} violates a unique constraint", C::RESOURCE.title)
+            } else {
+                format!(
+                    "Unique constraint violation: a {} with {} already exists",
+                    C::RESOURCE.title,
+                    taken.join(", ")
+                )
+            })
+        }
+        WriteError::MissingReference { field, id } => AppError::NotFound(format!(
+            "Related entity not found: {field} {id:?} does not exist"
+        )),
+        WriteError::Db(err) => err.into(),
+    }
+}
+
+/// The scope of a caller: a lead token reaches only its lead and that lead's tenant.
+pub fn scope_of(principal: &Principal) -> Scope {
+    principal.lead.map_or(Scope::All, Scope::Lead)
+}
+
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        id: principal.id.clone(),
+        scope: scope_of(principal),
+    }
+}
+
+/// For a scoped caller, the `tenantId` of a new row must be its own tenant.
+async fn check_tenant_in_scope(
+    state: &AppState,
+    principal: &Principal,
+    values: &crate::store::Object,
+) -> AppResult<()> {
+    let scope = scope_of(principal);
+    if scope == Scope::All {
+        return Ok(());
+    }
+    let allowed = match values.get("tenantId").and_then(Value::as_str) {
+        Some(id) => match Uuid::parse_str(id) {
+            Ok(id) => crud::find_by_id(
+                &mut state.db.conn(),
+                &model::TENANTS,
+                id,
+                &Filter::default(),
+                scope,
+            )
+            .await?
+            .is_some(),
+            Err(_) => false,
+        },
+        None => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("NotAllowedAccess".into()))
+    }
+}
+
+fn valid(resource: &'static Resource, body: &Value, mode: Mode) -> AppResult<crate::store::Object> {
+    validation::validate(resource, body, mode).map_err(AppError::Validation)
+}
+
+async fn create<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::Create>,
+    Json(body): Json<Value>,
+) -> AppResult<Json<Value>> {
+    let values = valid(C::RESOURCE, &body, Mode::Create)?;
+    check_tenant_in_scope(&state, &auth.principal, &values).await?;
+    let row = crud::create(
+        &mut state.db.conn(),
+        C::RESOURCE,
+        &values,
+        &auth.principal.id,
+    )
+    .await
+    .map_err(|e| write_error::<C>(e, &body))?;
+    Ok(Json(Value::Object(row)))
+}
+
+async fn find<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::View>,
+    RawQuery(query): RawQuery,
+) -> AppResult<Json<Value>> {
+    let filter = parse_filter(C::RESOURCE, query.as_deref())?;
+    let scope = scope_of(&auth.principal);
+    let rows = crud::find(&mut state.db.conn(), C::RESOURCE, &filter, scope).await?;
+    Ok(Json(Value::Array(
+        rows.into_iter().map(Value::Object).collect(),
+    )))
+}
+
+async fn count<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::View>,
+    RawQuery(query): RawQuery,
+) -> AppResult<Json<Value>> {
+    let where_ = parse_where(C::RESOURCE, query.as_deref())?;
+    let scope = scope_of(&auth.principal);
+    let count = crud::count(&mut state.db.conn(), C::RESOURCE, where_.as_ref(), scope).await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+async fn find_by_id<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::View>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> AppResult<Json<Value>> {
+    let filter = parse_filter(C::RESOURCE, query.as_deref())?;
+    if filter.where_.is_some() {
+        return Err(AppError::invalid_parameter(
+            "filter",
+            "\"where\" is not allowed when reading by id",
+        ));
+    }
+    let id = parse_id(&id)?;
+    let scope = scope_of(&auth.principal);
+    crud::find_by_id(&mut state.db.conn(), C::RESOURCE, id, &filter, scope)
+        .await?
+        .map(|row| Json(Value::Object(row)))
+        .ok_or_else(AppError::entity_not_found)
+}
+
+async fn update_by_id<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::Update>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let values = valid(C::RESOURCE, &body, Mode::Patch)?;
+    let changed = crud::update(
+        &mut state.db.conn(),
+        C::RESOURCE,
+        Target::Id(id),
+        &values,
+        &actor(&auth.principal),
+    )
+    .await
+    .map_err(|e| write_error::<C>(e, &body))?;
+    found(changed)
+}
+
+async fn replace_by_id<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::Update>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let values = valid(C::RESOURCE, &body, Mode::Replace)?;
+    let changed = crud::replace(
+        &mut state.db.conn(),
+        C::RESOURCE,
+        id,
+        &values,
+        &actor(&auth.principal),
+    )
+    .await
+    .map_err(|e| write_error::<C>(e, &body))?;
+    found(changed)
+}
+
+async fn delete_by_id<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::Delete>,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let deleted = crud::soft_delete(
+        &mut state.db.conn(),
+        C::RESOURCE,
+        id,
+        &actor(&auth.principal),
+    )
+    .await?;
+    found(u64::from(deleted))
+}
+
+async fn update_all<C: Collection>(
+    State(state): State<AppState>,
+    auth: Require<C::Update>,
+    RawQuery(query): RawQuery,
+    Json(body): Json<Value>,
+) -> AppResult<Json<Value>> {
+    let where_ = parse_where(C::RESOURCE, query.as_deref())?;
+    let values = valid(C::RESOURCE, &body, Mode::Patch)?;
+    let count = crud::update(
+        &mut state.db.conn(),
+        C::RESOURCE,
+        Target::Matching(where_.as_ref()),
+        &values,
+        &actor(&auth.principal),
+    )
+    .await
+    .map_err(|e| write_error::<C>(e, &body))?;
+    Ok(Json(json!({ "count": count })))
+}
+
+fn found(changed: u64) -> AppResult<StatusCode> {
+    if changed == 0 {
+        Err(AppError::entity_not_found())
+    } else {
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+/// `GET /tenant-configs/{id}/tenant`: the tenant a configuration belongs to.
+async fn tenant_of_config(
+    State(state): State<AppState>,
+    auth: Require<auth::ViewTenantConfig>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let include = Filter {
+        include: vec![filter::Include {
+            relation: model::TENANT_CONFIGS
+                .relation("tenant")
+                .expect("configs belong to a tenant"),
+            scope: Filter::default(),
+        }],
+        ..Filter::default()
+    };
+    let scope = scope_of(&auth.principal);
+    let config = crud::find_by_id(
+        &mut state.db.conn(),
+        &model::TENANT_CONFIGS,
+        id,
+        &include,
+        scope,
+    )
+    .await?
+    .ok_or_else(AppError::entity_not_found)?;
+    config
+        .get("tenant")
+        .cloned()
+        .map(Json)
+        .ok_or_else(AppError::entity_not_found)
+}
+
+/// OpenAPI entries for every collection route.
+pub fn documented_routes() -> Vec<DocumentedRoute> {
+    let mut routes = Vec::new();
+    document::<Leads>(&mut routes);
+    document::<Tenants>(&mut routes);
+    document::<Contacts>(&mut routes);
+    document::<Invoices>(&mut routes);
+    document::<TenantConfigs>(&mut routes);
+    routes.push(DocumentedRoute {
+        path: "/tenant-configs/{id}/tenant".into(),
+        method: "get",
+        operation: operation(
+            "TenantMgmtConfigTenantController",
+            "getTenant",
+            auth::ViewTenantConfig::CODE,
+            vec![id_parameter()],
+            None,
+            (
+                "200",
+                "Tenant belonging to TenantConfig",
+                Some(schema_ref("Tenant")),
+            ),
+        ),
+    });
+    routes
+}
+
+fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
+    let r = C::RESOURCE;
+    let base = format!("/{}", r.path);
+    let item = format!("{base}/{{id}}");
+    let title = r.title;
+    let filter_param = |name: &str| {
+        json!({"name": name, "in": "query", "description": "LoopBack filter, as JSON or in bracket form (filter[where][field]=value)",
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": true}}}})
+    };
+    let body = |schema: &str| Some(schema_ref(schema));
+    let mut add = |path: &str, method: &'static str, op: Value| {
+        routes.push(DocumentedRoute {
+            path: path.to_string(),
+            method,
+            operation: op,
+        })
+    };
+    let list = json!({"type": "array", "items": schema_ref(title)});
+    if !C::CUSTOM_CREATE {
+        add(
+            &base,
+            "post",
+            operation(
+                C::CONTROLLER,
+                "create",
+                C::Create::CODE,
+                vec![],
+                body(&format!("New{title}")),
+                (
+                    "200",
+                    &format!("{title} model instance"),
+                    Some(schema_ref(title)),
+                ),
+            ),
+        );
+    }
+    add(
+        &base,
+        "get",
+        operation(
+            C::CONTROLLER,
+            "find",
+            C::View::CODE,
+            vec![filter_param("filter")],
+            None,
+            (
+                "200",
+                &format!("Array of {title} model instances"),
+                Some(list),
+            ),
+        ),
+    );
+    add(
+        &format!("{base}/count"),
+        "get",
+        operation(
+            C::CONTROLLER,
+            "count",
+            C::View::CODE,
+            vec![filter_param("where")],
+            None,
+            (
+                "200",
+                &format!("{title} model count"),
+                Some(schema_ref("loopback.Count")),
+            ),
+        ),
+    );
+    add(
+        &item,
+        "get",
+        operation(
+            C::CONTROLLER,
+            "findById",
+            C::View::CODE,
+            vec![id_parameter(), filter_param("filter")],
+            None,
+            (
+                "200",
+                &format!("{title} model instance"),
+                Some(schema_ref(title)),
+            ),
+        ),
+    );
+    if C::READ_ONLY {
+        return;
+    }
+    add(
+        &base,
+        "patch",
+        operation(
+            C::CONTROLLER,
+            "updateAll",
+            C::Update::CODE,
+            vec![filter_param("where")],
+            body(&format!("{title}Partial")),
+            (
+                "200",
+                &format!("{title} PATCH success count"),
+                Some(schema_ref("loopback.Count")),
+            ),
+        ),
+    );
+    add(
+        &item,
+        "patch",
+        operation(
+            C::CONTROLLER,
+            "updateById",
+            C::Update::CODE,
+            vec![id_parameter()],
+            body(&format!("{title}Partial")),
+            ("204", &format!("{title} PATCH success"), None),
+        ),
+    );
+    add(
+        &item,
+        "put",
+        operation(
+            C::CONTROLLER,
+            "replaceById",
+            C::Update::CODE,
+            vec![id_parameter()],
+            body(&format!("New{title}")),
+            ("204", &format!("{title} PUT success"), None),
+        ),
+    );
+    add(
+        &item,
+        "delete",
+        operation(
+            C::CONTROLLER,
+            "deleteById",
+            C::Delete::CODE,
+            vec![id_parameter()],
+            None,
+            ("204", &format!("{title} DELETE success"), None),
+        ),
+    );
+}

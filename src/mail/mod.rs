@@ -1,0 +1,315 @@
+//! Mail (`docs/mail.md`): [`Mailer::queue`] renders a template and writes the finished message
+//! to the transactional outbox (topic [`TOPIC`]) in the caller's transaction; the outbox relay
+//! hands it back to the [`Mailer`] (it implements [`Deliver`]), which sends it as a
+//! multipart/alternative message over SMTP or, in the embedded mode, writes it as an `.eml` file.
+
+pub mod render;
+pub mod transport;
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::outbox::{self, Deliver};
+use crate::store::Conn;
+pub use render::{Rendered, Template, Templates};
+pub use transport::{SmtpSettings, SmtpTls, Transport};
+
+/// The outbox topic of mail.
+pub const TOPIC: &str = "mail";
+
+/// The outbox payload of a mail: the finished message, rendered at queue time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailPayload {
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// Renders, queues and delivers the service's mail. Cheap to clone.
+#[derive(Clone)]
+pub struct Mailer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    templates: Templates,
+    from: Mailbox,
+    app_name: String,
+    transport: Transport,
+}
+
+impl Mailer {
+    /// The mailer of `config`: templates (built-in, overridden from `MAIL_TEMPLATE_DIR`, each
+    /// checked), sender `APP_NAME <FROM_EMAIL>`, and the transport: SMTP when `SMTP_URL` is set,
+    /// else `.eml` files in `<TMS_DATA_DIR>/outbox/`. Errors name the variable or file at fault.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let templates = Templates::load(config.mail_template_dir.as_deref())?;
+        let address = config.from_email.parse().map_err(|e| {
+            anyhow!(
+                "invalid configuration: FROM_EMAIL: {:?} is not an email address ({e})",
+                config.from_email
+            )
+        })?;
+        let from = Mailbox::new(Some(config.app_name.clone()), address);
+        let transport = match &config.smtp_url {
+            Some(url) => {
+                let settings = SmtpSettings::parse(url.expose_secret())
+                    .map_err(|e| anyhow!("invalid configuration: SMTP_URL: {e}"))?;
+                Transport::Smtp {
+                    transport: settings
+                        .transport()
+                        .context("invalid configuration: SMTP_URL")?,
+                    server: settings.describe(),
+                }
+            }
+            None => Transport::Files {
+                dir: config.data_dir.join("outbox"),
+            },
+        };
+        Ok(Self::new(
+            templates,
+            from,
+            config.app_name.clone(),
+            transport,
+        ))
+    }
+
+    /// A mailer from its parts.
+    pub fn new(
+        templates: Templates,
+        from: Mailbox,
+        app_name: String,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                templates,
+                from,
+                app_name,
+                transport,
+            }),
+        }
+    }
+
+    /// Where messages go, for the start-up log: the SMTP server (no credentials) or the
+    /// directory of `.eml` files.
+    pub fn describe_transport(&self) -> String {
+        match &self.inner.transport {
+            Transport::Smtp { server, .. } => format!("smtp {server}"),
+            Transport::Files { dir } => format!("files in {}", dir.display()),
+        }
+    }
+
+    /// Renders `template` with `vars` (a JSON object; `appName` defaults to `APP_NAME`) and
+    /// queues the message to `to` on the outbox through `conn` — inside the caller's
+    /// transaction it is sent only if that commits. Returns the outbox id (also the message's
+    /// `Message-ID`). A recipient that is not an address, or variables the template cannot be
+    /// rendered with, are caller errors reported as `sqlx::Error::Encode`, nothing queued.
+    pub async fn queue(
+        &self,
+        conn: &mut Conn<'_>,
+        to: &str,
+        template: Template,
+        vars: Value,
+    ) -> Result<Uuid, sqlx::Error> {
+        let payload = self.prepare(to, template, vars).map_err(|e| {
+            sqlx::Error::Encode(format!("cannot queue mail {}: {e:#}", template.name()).into())
+        })?;
+        let payload =
+            serde_json::to_value(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        outbox::enqueue(conn, TOPIC, &payload).await
+    }
+
+    /// The outbox payload of `template` for `to`, rendered with `vars`.
+    pub fn prepare(
+        &self,
+        to: &str,
+        template: Template,
+        mut vars: Value,
+    ) -> anyhow::Result<MailPayload> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| anyhow!("{to:?} is not an email address ({e})"))?;
+        let object = vars
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("template variables must be a JSON object"))?;
+        object
+            .entry("appName")
+            .or_insert_with(|| Value::from(self.inner.app_name.clone()));
+        let Rendered {
+            subject,
+            html,
+            text,
+        } = self.inner.templates.render(template, &vars)?;
+        Ok(MailPayload {
+            to: to.to_string(),
+            from: self.inner.from.to_string(),
+            subject,
+            html,
+            text,
+        })
+    }
+}
+
+/// The message of outbox row `id`: From, To, Subject, a `Message-ID` made of the row id (so a
+/// redelivery is recognisable as the same message), and text + HTML as multipart/alternative.
+pub fn build_message(id: Uuid, mail: &MailPayload) -> anyhow::Result<Message> {
+    let from: Mailbox = mail
+        .from
+        .parse()
+        .with_context(|| format!("bad sender {:?}", mail.from))?;
+    let to: Mailbox = mail
+        .to
+        .parse()
+        .with_context(|| format!("bad recipient {:?}", mail.to))?;
+    let message_id = format!("<{id}@{}>", from.email.domain());
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail.subject.clone())
+        .message_id(Some(message_id))
+        .multipart(MultiPart::alternative_plain_html(
+            mail.text.clone(),
+            mail.html.clone(),
+        ))
+        .context("cannot build the message")
+}
+
+impl Deliver for Mailer {
+    async fn deliver(&self, id: Uuid, payload: &Value) -> anyhow::Result<()> {
+        let mail = MailPayload::deserialize(payload).context("malformed mail payload")?;
+        let message = build_message(id, &mail)?;
+        self.inner.transport.send(id, message, &mail).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        Config::from_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn lead_vars() -> Value {
+        json!({
+            "firstName": "Ada", "lastName": "Lovelace", "companyName": "Engines",
+            "email": "ada@example.com", "link": "https://app.example.com/verify?code=abc",
+            "expiresInMinutes": 60,
+        })
+    }
+
+    #[test]
+    fn payload_is_rendered_with_the_app_name_as_sender() {
+        let mailer = Mailer::from_config(&config(&[
+            ("APP_NAME", "Acme Cloud"),
+            ("FROM_EMAIL", "hello@acme.test"),
+        ]))
+        .unwrap();
+        let p = mailer
+            .prepare("ada@example.com", Template::ValidateLead, lead_vars())
+            .unwrap();
+        assert_eq!(p.from, "Acme Cloud <hello@acme.test>");
+        assert_eq!(p.to, "ada@example.com");
+        assert_eq!(p.subject, "Confirm your email address for Acme Cloud");
+        assert!(p.text.contains("https://app.example.com/verify?code=abc"));
+        assert!(mailer.describe_transport().starts_with("files in "));
+    }
+
+    #[test]
+    fn bad_recipients_and_variables_are_refused_at_queue_time() {
+        let mailer = Mailer::from_config(&config(&[])).unwrap();
+        assert!(
+            mailer
+                .prepare("not an address", Template::ValidateLead, lead_vars())
+                .is_err()
+        );
+        assert!(
+            mailer
+                .prepare("a@example.com", Template::ValidateLead, json!(["x"]))
+                .is_err()
+        );
+        assert!(
+            mailer
+                .prepare("a@example.com", Template::TenantWelcome, lead_vars())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn configuration_errors_name_the_variable() {
+        let err = Mailer::from_config(&config(&[("FROM_EMAIL", "nobody")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("FROM_EMAIL"), "{err}");
+        let err = Mailer::from_config(&config(&[("SMTP_URL", "smtp://u:hunter2@mail?tls=bad")]))
+            .err()
+            .unwrap();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("SMTP_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let mailer =
+            Mailer::from_config(&config(&[("SMTP_URL", "smtp://u:hunter2@mail:2525")])).unwrap();
+        assert_eq!(mailer.describe_transport(), "smtp mail:2525 (STARTTLS)");
+    }
+
+    #[test]
+    fn smtp_host_variables_with_special_characters_make_a_usable_url() {
+        let c = config(&[
+            ("SMTP_HOST", "mail.example.com"),
+            ("SMTP_PORT", "2525"),
+            ("SMTP_USER", "me@example.com"),
+            ("SMTP_PASSWORD", "p@ss/w:rd"),
+        ]);
+        let settings = SmtpSettings::parse(c.smtp_url.as_ref().unwrap().expose_secret()).unwrap();
+        assert_eq!(
+            (settings.host.as_str(), settings.port),
+            ("mail.example.com", 2525)
+        );
+        let (user, password) = settings.credentials.unwrap();
+        assert_eq!(user, "me@example.com");
+        assert_eq!(password.expose_secret(), "p@ss/w:rd");
+        assert!(!format!("{c:?}").contains("p%40ss"));
+    }
+
+    #[test]
+    fn the_message_is_multipart_alternative_with_a_stable_message_id() {
+        let id = Uuid::new_v4();
+        let mail = MailPayload {
+            to: "Ada <ada@example.com>".into(),
+            from: "\"Acme Cloud\" <hello@acme.test>".into(),
+            subject: "Grüße".into(),
+            html: "<p>Hi</p>".into(),
+            text: "Hi".into(),
+        };
+        let formatted = String::from_utf8(build_message(id, &mail).unwrap().formatted()).unwrap();
+        assert!(
+            formatted.contains(&format!("Message-ID: <{id}@acme.test>")),
+            "{formatted}"
+        );
+        assert!(formatted.contains("multipart/alternative"), "{formatted}");
+        assert!(formatted.contains("text/plain"), "{formatted}");
+        assert!(formatted.contains("text/html"), "{formatted}");
+        assert!(formatted.contains("\r\nDate: "), "{formatted}");
+    }
+}

@@ -1,0 +1,521 @@
+//! Generic persistence for every resource described in `model`: create, find with a LoopBack
+//! filter (including relations), count, update, replace, bulk update and soft delete. Soft-deleted
+//! rows are invisible to all of it. Values arrive as validated wire objects.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, UpdateStatement};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::filter::{self, Filter, Where};
+use super::values::{self, Backend};
+use super::{Conn, Object};
+use crate::model::{self, Cardinality, Field, Relation, Resource};
+
+/// What can go wrong when writing, beyond a plain database error.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A unique index refused the row; the text names the index (PostgreSQL) or the columns
+    /// (SQLite), e.g. `tenants_key_unique` / `tenants.key`.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    /// A referenced row (`tenantId`, `leadId`, `addressId`) does not exist.
+    #[error("{field} {id} does not exist")]
+    MissingReference { field: &'static str, id: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Whose rows a caller may see and change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// An administrator: every live row.
+    All,
+    /// A lead token: the lead itself, the tenant onboarded from it, and that tenant's rows.
+    Lead(Uuid),
+}
+
+/// The restriction `scope` puts on `resource`, if any.
+fn scope_condition(resource: &Resource, scope: Scope, backend: Backend) -> Option<Expr> {
+    let Scope::Lead(lead) = scope else {
+        return None;
+    };
+    let lead = uuid_value(backend, lead);
+    if std::ptr::eq(resource, &model::LEADS) {
+        return Some(Expr::col(col("id")).eq(lead));
+    }
+    if std::ptr::eq(resource, &model::TENANTS) {
+        return Some(Expr::col(col("lead_id")).eq(lead));
+    }
+    if resource.fields.iter().any(|f| f.column == "tenant_id") {
+        let mut tenants = Query::select();
+        tenants
+            .column(col("id"))
+            .from(table(&model::TENANTS))
+            .and_where(live())
+            .and_where(Expr::col(col("lead_id")).eq(lead));
+        return Some(Expr::col(col("tenant_id")).in_subquery(tenants));
+    }
+    // Anything else (addresses) is reachable only through relations of scoped rows.
+    Some(Expr::cust("1 = 0"))
+}
+
+/// Parents per relation query of an `include`.
+const INCLUDE_BATCH: usize = 500;
+
+fn table(resource: &Resource) -> Alias {
+    Alias::new(resource.table)
+}
+
+fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+fn live() -> Expr {
+    Expr::col(col("deleted")).eq(false)
+}
+
+/// A SELECT of every field of `resource`, live rows only.
+fn select_all(resource: &Resource) -> SelectStatement {
+    let mut stmt = Query::select();
+    stmt.columns(resource.fields.iter().map(|f| col(f.column)))
+        .from(table(resource))
+        .and_where(live());
+    stmt
+}
+
+fn all_fields(resource: &'static Resource) -> Vec<&'static Field> {
+    resource.fields.iter().collect()
+}
+
+fn bind(backend: Backend, field: &Field, value: &Value) -> Expr {
+    // Values were validated against the field type before they reach the store.
+    Expr::val(
+        values::to_db(backend, field, value).unwrap_or_else(|problem| {
+            unreachable!("unvalidated value for {}: {problem}", field.name)
+        }),
+    )
+}
+
+fn uuid_value(backend: Backend, id: Uuid) -> Expr {
+    Expr::val(values::uuid_value(backend, id))
+}
+
+/// Inserts a row from `values` (validated, client-settable fields only) with a new id and
+/// audit columns for `actor`, and returns the stored row.
+pub async fn create(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    values: &Object,
+    actor: &str,
+) -> Result<Object, WriteError> {
+    create_with_id(conn, resource, Uuid::new_v4(), values, actor).await
+}
+
+/// Like `create`, with an id chosen by the caller (when something outside the database must
+/// refer to the row before it commits).
+pub async fn create_with_id(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    id: Uuid,
+    values: &Object,
+    actor: &str,
+) -> Result<Object, WriteError> {
+    check_references(conn, resource, values).await?;
+    let backend = conn.backend();
+    let now = Value::from(values::format_timestamp(&values::now()));
+    let mut row: Object = Map::new();
+    for field in resource.fields {
+        let value = match field.name {
+            "id" => Value::from(id.to_string()),
+            "deleted" => Value::Bool(false),
+            "createdOn" | "modifiedOn" => now.clone(),
+            "createdBy" | "modifiedBy" => Value::from(actor),
+            _ => values.get(field.name).cloned().unwrap_or(Value::Null),
+        };
+        row.insert(field.name.to_string(), value);
+    }
+    let mut stmt = Query::insert();
+    stmt.into_table(table(resource))
+        .columns(resource.fields.iter().map(|f| col(f.column)))
+        .values_panic(
+            resource
+                .fields
+                .iter()
+                .map(|f| bind(backend, f, &row[f.name])),
+        );
+    conn.execute(&stmt).await.map_err(classify)?;
+    Ok(row)
+}
+
+/// Rows matching `filter`, with its relations included and its `fields` projection applied.
+pub async fn find(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    filter: &Filter,
+    scope: Scope,
+) -> Result<Vec<Object>, sqlx::Error> {
+    let restrict = scope_condition(resource, scope, conn.backend());
+    find_where(conn, resource, filter, restrict).await
+}
+
+/// The live row with `id`, if any, shaped by `filter` (its `fields` and `include`).
+pub async fn find_by_id(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    id: Uuid,
+    filter: &Filter,
+    scope: Scope,
+) -> Result<Option<Object>, sqlx::Error> {
+    let backend = conn.backend();
+    let mut by_id = Expr::col(col("id")).eq(uuid_value(backend, id));
+    if let Some(restrict) = scope_condition(resource, scope, backend) {
+        by_id = by_id.and(restrict);
+    }
+    let mut rows = find_where(conn, resource, filter, Some(by_id)).await?;
+    Ok(rows.pop())
+}
+
+async fn find_where(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    filter: &Filter,
+    extra: Option<Expr>,
+) -> Result<Vec<Object>, sqlx::Error> {
+    let mut stmt = select_all(resource);
+    if let Some(extra) = extra {
+        stmt.and_where(extra);
+    }
+    filter::apply(filter, &mut stmt, conn.backend());
+    let mut rows = conn.fetch_objects(&stmt, &all_fields(resource)).await?;
+    for include in &filter.include {
+        include_relation(conn, resource, include.relation, &include.scope, &mut rows).await?;
+    }
+    if let Some(fields) = &filter.fields {
+        for row in &mut rows {
+            project(row, fields, &filter.include);
+        }
+    }
+    Ok(rows)
+}
+
+/// Keeps only the requested fields (and included relations) of a row.
+fn project(row: &mut Object, fields: &[&'static Field], includes: &[filter::Include]) {
+    row.retain(|name, _| {
+        fields.iter().any(|f| f.name == name) || includes.iter().any(|i| i.relation.name == name)
+    });
+}
+
+/// Loads `relation` for every row of `rows` in one query and attaches it under the relation's
+/// name: an object (omitted when absent) for a to-one relation, an array for a to-many one.
+/// The scope's order applies within each parent; its skip/limit too.
+fn include_relation<'a>(
+    conn: &'a mut Conn<'_>,
+    resource: &'static Resource,
+    relation: &'static Relation,
+    scope: &'a Filter,
+    rows: &'a mut [Object],
+) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>> {
+    Box::pin(async move {
+        let target = (relation.target)();
+        let local = field_by_column(resource, relation.local_column);
+        let remote = field_by_column(target, relation.target_column);
+        let keys: Vec<&Value> = {
+            let mut keys: Vec<&Value> = rows
+                .iter()
+                .filter_map(|r| r.get(local.name))
+                .filter(|v| !v.is_null())
+                .collect();
+            keys.sort_by_key(|v| v.to_string());
+            keys.dedup();
+            keys
+        };
+        if keys.is_empty() {
+            attach(rows, relation, local, remote, Vec::new(), scope);
+            return Ok(());
+        }
+        let backend = conn.backend();
+        // Paging applies per parent, below; only where/order go to the database.
+        let unpaged = Filter {
+            limit: None,
+            skip: None,
+            include: Vec::new(),
+            fields: None,
+            where_: scope.where_.clone(),
+            order: scope.order.clone(),
+        };
+        // One query per batch of parents keeps the bound values far below the databases'
+        // parameter limits; each parent's children all come from the batch holding its key.
+        let mut children = Vec::new();
+        for batch in keys.chunks(INCLUDE_BATCH) {
+            let mut stmt = select_all(target);
+            stmt.and_where(
+                Expr::col(col(remote.column)).is_in(batch.iter().map(|k| bind(backend, remote, k))),
+            );
+            filter::apply(&unpaged, &mut stmt, backend);
+            children.extend(conn.fetch_objects(&stmt, &all_fields(target)).await?);
+        }
+        for nested in &scope.include {
+            include_relation(conn, target, nested.relation, &nested.scope, &mut children).await?;
+        }
+        attach(rows, relation, local, remote, children, scope);
+        Ok(())
+    })
+}
+
+fn attach(
+    rows: &mut [Object],
+    relation: &Relation,
+    local: &Field,
+    remote: &Field,
+    children: Vec<Object>,
+    scope: &Filter,
+) {
+    let mut by_key: HashMap<String, Vec<Object>> = HashMap::new();
+    for mut child in children {
+        let key = child
+            .get(remote.name)
+            .map(Value::to_string)
+            .unwrap_or_default();
+        if let Some(fields) = &scope.fields {
+            project(&mut child, fields, &scope.include);
+        }
+        by_key.entry(key).or_default().push(child);
+    }
+    let skip = scope.skip.unwrap_or(0) as usize;
+    let limit = scope.limit.map(|l| l as usize).unwrap_or(usize::MAX);
+    for row in rows {
+        let key = row
+            .get(local.name)
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let matched: Vec<Object> = by_key
+            .get(&key)
+            .map(|c| c.iter().skip(skip).take(limit).cloned().collect())
+            .unwrap_or_default();
+        match relation.cardinality {
+            Cardinality::Many => {
+                row.insert(
+                    relation.name.to_string(),
+                    Value::Array(matched.into_iter().map(Value::Object).collect()),
+                );
+            }
+            Cardinality::One => {
+                if let Some(first) = matched.into_iter().next() {
+                    row.insert(relation.name.to_string(), Value::Object(first));
+                }
+            }
+        }
+    }
+}
+
+fn field_by_column(resource: &'static Resource, column: &str) -> &'static Field {
+    resource
+        .fields
+        .iter()
+        .find(|f| f.column == column)
+        .expect("relation columns are checked by model tests")
+}
+
+/// Number of live rows matching `where_`.
+pub async fn count(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    where_: Option<&Where>,
+    scope: Scope,
+) -> Result<i64, sqlx::Error> {
+    let mut stmt = Query::select();
+    stmt.expr(Expr::cust("COUNT(*)"))
+        .from(table(resource))
+        .and_where(live());
+    if let Some(restrict) = scope_condition(resource, scope, conn.backend()) {
+        stmt.and_where(restrict);
+    }
+    if let Some(w) = where_ {
+        stmt.cond_where(filter::condition(w, conn.backend()));
+    }
+    conn.fetch_count(&stmt).await
+}
+
+/// Who writes: the id stamped into the audit columns and the scope the write is confined to.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: String,
+    pub scope: Scope,
+}
+
+/// Which rows an update touches.
+pub enum Target<'a> {
+    Id(Uuid),
+    Matching(Option<&'a Where>),
+}
+
+/// Sets `values` (validated; keys are wire names) on the live rows of `target`, stamping
+/// `modifiedOn`/`modifiedBy`. Returns the number of rows changed.
+pub async fn update(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    target: Target<'_>,
+    values: &Object,
+    actor: &Actor,
+) -> Result<u64, WriteError> {
+    check_references(conn, resource, values).await?;
+    let backend = conn.backend();
+    let mut stmt = Query::update();
+    stmt.table(table(resource));
+    for (name, value) in values {
+        let field = resource
+            .field(name)
+            .unwrap_or_else(|| unreachable!("unvalidated field {name}"));
+        stmt.value(col(field.column), bind(backend, field, value));
+    }
+    stamp(
+        &mut stmt,
+        resource,
+        backend,
+        "modifiedOn",
+        "modifiedBy",
+        &actor.id,
+    );
+    restrict(&mut stmt, resource, target, actor.scope, backend);
+    conn.execute(&stmt).await.map_err(classify)
+}
+
+/// Replaces every client-settable field of the row `id` (absent optional fields become null).
+pub async fn replace(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    id: Uuid,
+    values: &Object,
+    actor: &Actor,
+) -> Result<u64, WriteError> {
+    let full: Object = resource
+        .fields
+        .iter()
+        .filter(|f| !f.server_only)
+        .map(|f| {
+            (
+                f.name.to_string(),
+                values.get(f.name).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    update(conn, resource, Target::Id(id), &full, actor).await
+}
+
+/// Marks the live row `id` deleted. Returns whether there was one.
+pub async fn soft_delete(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<bool, sqlx::Error> {
+    let backend = conn.backend();
+    let mut stmt = Query::update();
+    stmt.table(table(resource)).value(col("deleted"), true);
+    stamp(
+        &mut stmt,
+        resource,
+        backend,
+        "deletedOn",
+        "deletedBy",
+        &actor.id,
+    );
+    stamp(
+        &mut stmt,
+        resource,
+        backend,
+        "modifiedOn",
+        "modifiedBy",
+        &actor.id,
+    );
+    restrict(&mut stmt, resource, Target::Id(id), actor.scope, backend);
+    Ok(conn.execute(&stmt).await? > 0)
+}
+
+fn stamp(
+    stmt: &mut UpdateStatement,
+    resource: &'static Resource,
+    backend: Backend,
+    on: &str,
+    by: &str,
+    actor: &str,
+) {
+    let now = Value::from(values::format_timestamp(&values::now()));
+    for (name, value) in [(on, now), (by, Value::from(actor))] {
+        if let Some(field) = resource.field(name) {
+            stmt.value(col(field.column), bind(backend, field, &value));
+        }
+    }
+}
+
+fn restrict(
+    stmt: &mut UpdateStatement,
+    resource: &Resource,
+    target: Target<'_>,
+    scope: Scope,
+    backend: Backend,
+) {
+    stmt.and_where(live());
+    if let Some(condition) = scope_condition(resource, scope, backend) {
+        stmt.and_where(condition);
+    }
+    match target {
+        Target::Id(id) => {
+            stmt.and_where(Expr::col(col("id")).eq(uuid_value(backend, id)));
+        }
+        Target::Matching(Some(w)) => {
+            stmt.cond_where(filter::condition(w, backend));
+        }
+        Target::Matching(None) => {}
+    }
+}
+
+/// Checks that every to-one reference set in `values` points at a live row.
+async fn check_references(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    values: &Object,
+) -> Result<(), WriteError> {
+    for relation in resource.relations {
+        if relation.cardinality != Cardinality::One || relation.local_column == "id" {
+            continue;
+        }
+        let field = field_by_column(resource, relation.local_column);
+        let Some(value) = values.get(field.name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let target = (relation.target)();
+        let mut stmt = Query::select();
+        stmt.expr(Expr::cust("COUNT(*)"))
+            .from(table(target))
+            .and_where(live())
+            .and_where(Expr::col(col(relation.target_column)).eq(bind(
+                conn.backend(),
+                field,
+                value,
+            )));
+        if conn.fetch_count(&stmt).await? == 0 {
+            return Err(WriteError::MissingReference {
+                field: field.name,
+                id: value.as_str().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn classify(err: sqlx::Error) -> WriteError {
+    match &err {
+        sqlx::Error::Database(db_err) if db_err.is_unique_violation() => WriteError::Conflict(
+            db_err
+                .constraint()
+                .map(str::to_string)
+                .unwrap_or_else(|| db_err.message().to_string()),
+        ),
+        _ => WriteError::Db(err),
+    }
+}

@@ -1,0 +1,674 @@
+//! The black-box test harness: a real `tms` server on port 0, on SQLite (a fresh data directory
+//! per test) or PostgreSQL (a fresh schema per test, dropped afterwards), driven over HTTP with
+//! `reqwest`.
+//!
+//! ```ignore
+//! mod common;
+//! use common::*;
+//!
+//! both_dbs!(count_starts_at_zero, |app| async move {
+//!     let (status, body) = app.get("/tenants/count", Some(&app.admin_token())).await;
+//!     assert_eq!(status, 200);
+//!     assert_eq!(body, json!({"count": 0}));
+//! });
+//!
+//! both_dbs!(tiny_bodies, [("REQUEST_BODY_LIMIT", "2048")], |app| async move { … });
+//! ```
+//!
+//! PostgreSQL runs when `TMS_TEST_DATABASE_URL` is set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); otherwise those variants are skipped with a note on
+//! stderr, except under `CI=true`, where a missing URL fails the test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use reqwest::header::HeaderMap;
+pub use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+pub use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use tms::auth::{ALL_PERMISSIONS, JwtKeys};
+use tms::config::Config;
+
+/// The JWT secret every test server is configured with.
+pub const JWT_SECRET: &str = "tms-test-secret-0123456789abcdef0123456789abcdef";
+/// The JWT issuer every test server is configured with.
+pub const JWT_ISSUER: &str = "tms-test";
+/// The caller id of tokens minted by [`TestApp::token`] and [`TestApp::admin_token`].
+pub const TEST_USER_ID: &str = "11111111-1111-4111-8111-111111111111";
+/// Lifetime of minted test tokens, in seconds.
+pub const TOKEN_TTL: u64 = 3600;
+
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    /// The name `/health/ready` reports for this database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The PostgreSQL URL tests run against: `TMS_TEST_DATABASE_URL`, or `None` when unset.
+/// Panics when unset under `CI=true`.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("TMS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    if url.is_none() && under_ci() {
+        panic!("TMS_TEST_DATABASE_URL must be set under CI");
+    }
+    url
+}
+
+/// Whether `test` can run on `db`; prints why not when it cannot (PostgreSQL without a URL).
+pub fn db_available(db: Db, test: &str) -> bool {
+    match db {
+        Db::Sqlite => true,
+        Db::Postgres => {
+            let available = postgres_url().is_some();
+            if !available {
+                eprintln!("skipping {test} on PostgreSQL: TMS_TEST_DATABASE_URL is not set");
+            }
+            available
+        }
+    }
+}
+
+/// Runs `test` on a fresh server on `db` (configured with the harness defaults plus `overrides`),
+/// or skips it when `db` is not available. What the `both_dbs!` macro expands to.
+pub async fn run_on<F, Fut>(db: Db, name: &str, overrides: &[(&str, &str)], test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if !db_available(db, name) {
+        return;
+    }
+    let app = TestApp::spawn_with(db, overrides).await;
+    test(app).await;
+}
+
+/// Writes a test once and runs it on both databases:
+///
+/// `both_dbs!(name, |app| async move { … });` or, with configuration overrides,
+/// `both_dbs!(name, [("VAR", "value"), …], |app| async move { … });`
+///
+/// expands to a module `name` with the tests `name::sqlite` and `name::postgres`
+/// (`cargo test name` runs both, `cargo test postgres` every PostgreSQL variant).
+#[macro_export]
+macro_rules! both_dbs {
+    ($name:ident, [$(($var:expr, $value:expr)),* $(,)?], $test:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                $crate::common::run_on(
+                    $crate::common::Db::Sqlite,
+                    concat!(module_path!(), "::sqlite"),
+                    &[$(($var, $value)),*],
+                    $test,
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                $crate::common::run_on(
+                    $crate::common::Db::Postgres,
+                    concat!(module_path!(), "::postgres"),
+                    &[$(($var, $value)),*],
+                    $test,
+                )
+                .await;
+            }
+        }
+    };
+    ($name:ident, $test:expr $(,)?) => {
+        $crate::both_dbs!($name, [], $test);
+    };
+}
+
+/// What a test owns outside the server: its data directory and, on PostgreSQL, its schema.
+/// Dropping it removes both (the schema with `DROP SCHEMA … CASCADE`, best effort).
+struct Storage {
+    data_dir: TempDir,
+    postgres: Option<PgSchema>,
+}
+
+struct PgSchema {
+    /// The URL without the per-test `application_name`.
+    admin_url: String,
+    /// The URL the server uses: tagged with `application_name` so teardown can end its sessions.
+    app_url: String,
+    schema: String,
+}
+
+impl Storage {
+    fn new(db: Db) -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("tms-test-")
+            .tempdir()
+            .expect("cannot create a temporary data directory");
+        let postgres = match db {
+            Db::Sqlite => None,
+            Db::Postgres => {
+                let admin_url = postgres_url().expect(
+                    "TMS_TEST_DATABASE_URL must be set to run a test on PostgreSQL \
+                     (check db_available first)",
+                );
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let separator = if admin_url.contains('?') { '&' } else { '?' };
+                let app_url = format!("{admin_url}{separator}application_name={schema}");
+                Some(PgSchema {
+                    admin_url,
+                    app_url,
+                    schema,
+                })
+            }
+        };
+        Self { data_dir, postgres }
+    }
+
+    fn db(&self) -> Db {
+        if self.postgres.is_some() {
+            Db::Postgres
+        } else {
+            Db::Sqlite
+        }
+    }
+
+    /// The harness variables for this storage, then `overrides` (an empty value unsets).
+    fn variables(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = [
+            ("TMS_ENV", "test"),
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("JWT_ISSUER", JWT_ISSUER),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        vars.insert(
+            "TMS_DATA_DIR".into(),
+            self.data_dir.path().display().to_string(),
+        );
+        if let Some(pg) = &self.postgres {
+            vars.insert("DATABASE_URL".into(), pg.app_url.clone());
+            vars.insert("DB_SCHEMA".into(), pg.schema.clone());
+        }
+        for (name, value) in overrides {
+            vars.insert(name.to_string(), value.to_string());
+        }
+        vars
+    }
+
+    fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        Config::from_map(&self.variables(overrides))
+            .unwrap_or_else(|err| panic!("test configuration refused: {err}"))
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(pg) = self.postgres.take() {
+            drop_schema(pg);
+        }
+    }
+}
+
+/// Ends the server's sessions and drops the schema, on a thread of its own (a `Drop` cannot
+/// await, and the test runtime may be a single thread busy running this very `Drop`).
+fn drop_schema(pg: PgSchema) {
+    let schema = pg.schema.clone();
+    let outcome = std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let teardown = async {
+            let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&pg.schema)
+            .execute(&mut conn)
+            .await?;
+            conn.execute("SET lock_timeout = '10s'").await?;
+            conn.execute(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                pg.schema
+            )))
+            .await?;
+            conn.close().await?;
+            Ok::<_, anyhow::Error>(())
+        };
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), teardown).await })?
+    })
+    .join();
+    let problem = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => format!("{err:#}"),
+        Err(_) => "teardown panicked".to_string(),
+    };
+    // Fail a passing test rather than leave schemas behind; never panic while unwinding.
+    if std::thread::panicking() {
+        eprintln!("could not drop test schema {schema}: {problem}");
+    } else {
+        panic!("could not drop test schema {schema}: {problem}");
+    }
+}
+
+/// The running server: its shutdown trigger and task.
+struct Server {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    async fn start(config: Config) -> (Self, SocketAddr) {
+        let app = tms::App::build(config)
+            .await
+            .unwrap_or_else(|err| panic!("the app did not start: {err:#}"));
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        (
+            Self {
+                shutdown: Some(tx),
+                task: Some(task),
+            },
+            addr,
+        )
+    }
+
+    fn signal(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(anyhow::Error::new)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A running test server and an HTTP client for it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// The configuration the server was built with.
+    pub config: Config,
+    /// The server's data directory (a fresh temporary directory, removed after the test).
+    pub data_dir: PathBuf,
+    pub db: Db,
+    /// The PostgreSQL schema of this test (`t_<uuid>`), `None` on SQLite.
+    pub schema: Option<String>,
+    server: Server,
+    // Last: dropped after the server has been told to stop.
+    storage: Storage,
+}
+
+impl TestApp {
+    /// A server on `db` with the harness defaults.
+    pub async fn spawn(db: Db) -> TestApp {
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// A server on `db` with the harness defaults plus `overrides` (an empty value unsets a
+    /// variable). Panics when the configuration is refused or the app does not start.
+    pub async fn spawn_with(db: Db, overrides: &[(&str, &str)]) -> TestApp {
+        let storage = Storage::new(db);
+        let config = storage.config(overrides);
+        Self::start(config, storage).await
+    }
+
+    async fn start(config: Config, storage: Storage) -> TestApp {
+        let (server, addr) = Server::start(config.clone()).await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("cannot build the HTTP client");
+        TestApp {
+            base_url: format!("http://{addr}"),
+            addr,
+            client,
+            config,
+            data_dir: storage.data_dir.path().to_path_buf(),
+            db: storage.db(),
+            schema: storage.postgres.as_ref().map(|pg| pg.schema.clone()),
+            server,
+            storage,
+        }
+    }
+
+    /// The harness configuration of this test's storage with other `overrides` (for building a
+    /// second app or a bare `tms::store::Db` on the same data directory / schema).
+    pub fn config_with(&self, overrides: &[(&str, &str)]) -> Config {
+        self.storage.config(overrides)
+    }
+
+    /// Fires the shutdown signal without waiting (the server finishes in-flight requests).
+    pub fn signal_shutdown(&mut self) {
+        self.server.signal();
+    }
+
+    /// Whether `run_until_stopped` has returned.
+    pub fn server_finished(&self) -> bool {
+        self.server.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for `run_until_stopped` to return and gives its result.
+    pub async fn wait_stopped(&mut self) -> anyhow::Result<()> {
+        self.server.wait().await
+    }
+
+    /// Stops the server gracefully and returns what `run_until_stopped` returned; then removes
+    /// the data directory and the schema.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.server.signal();
+        self.server.wait().await
+    }
+
+    /// Stops the server gracefully, then starts a new one on the same data directory and schema
+    /// (a restart on an existing database). The new server listens on a new port.
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(&[]).await
+    }
+
+    /// [`TestApp::restart`] with configuration overrides.
+    pub async fn restart_with(self, overrides: &[(&str, &str)]) -> TestApp {
+        let TestApp {
+            mut server,
+            storage,
+            ..
+        } = self;
+        server.signal();
+        server
+            .wait()
+            .await
+            .unwrap_or_else(|err| panic!("the server did not stop cleanly: {err:#}"));
+        drop(server);
+        let config = storage.config(overrides);
+        Self::start(config, storage).await
+    }
+
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// The server's signing keys (secret and issuer of the harness).
+    pub fn jwt_keys(&self) -> JwtKeys {
+        JwtKeys::new(&SecretString::from(JWT_SECRET.to_string()), JWT_ISSUER)
+    }
+
+    /// A valid token for [`TEST_USER_ID`] with `permissions`.
+    pub fn token(&self, permissions: &[&str]) -> String {
+        self.token_for(TEST_USER_ID, permissions)
+    }
+
+    /// A valid token for caller `id` with `permissions`.
+    pub fn token_for(&self, id: &str, permissions: &[&str]) -> String {
+        self.jwt_keys()
+            .mint(
+                id,
+                permissions.iter().map(|p| p.to_string()).collect(),
+                TOKEN_TTL,
+            )
+            .expect("cannot mint a test token")
+    }
+
+    /// A valid token with every permission of the service.
+    pub fn admin_token(&self) -> String {
+        self.token(ALL_PERMISSIONS)
+    }
+
+    /// Sends a request with an optional JSON body; returns the status and the body as JSON
+    /// (`Value::Null` when empty, a `Value::String` when it is not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = TestResponse::read(request.send().await.expect("request failed")).await;
+        (response.status, response.json())
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn patch(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Sends `body` verbatim with `content_type` (no Content-Type header when `None`); for
+    /// malformed input. The whole response, headers included.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> TestResponse {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        TestResponse::read(request.send().await.expect("request failed")).await
+    }
+
+    /// `GET path`, the whole response, headers included.
+    pub async fn get_raw(&self, path: &str, token: Option<&str>) -> TestResponse {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        TestResponse::read(request.send().await.expect("request failed")).await
+    }
+}
+
+/// A whole response: status, headers and body text.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl TestResponse {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .expect("cannot read the response body");
+        Self {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// The body as JSON: `Value::Null` when empty, a `Value::String` when it is not JSON.
+    pub fn json(&self) -> Value {
+        if self.text.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&self.text).unwrap_or_else(|_| Value::String(self.text.clone()))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The response is the LoopBack error `status`/`name` and carries an `x-request-id`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, name: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert!(
+            self.header("x-request-id").is_some_and(|v| !v.is_empty()),
+            "error response without x-request-id: {self:?}"
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|v| v.starts_with("application/json")),
+            "error response is not JSON: {self:?}"
+        );
+        assert_loopback_error(&self.json(), status, name);
+    }
+}
+
+/// `body` is `{"error":{"statusCode":status,"name":name,"message":"…"}}` (plus, optionally,
+/// `code` and `details`, and nothing else).
+#[track_caller]
+pub fn assert_loopback_error(body: &Value, status: u16, name: &str) {
+    let Some(root) = body.as_object() else {
+        panic!("error body is not a JSON object: {body}");
+    };
+    assert_eq!(
+        root.keys().collect::<Vec<_>>(),
+        ["error"],
+        "error body: {body}"
+    );
+    let error = &body["error"];
+    assert_eq!(error["statusCode"], status, "error body: {body}");
+    assert_eq!(error["name"], name, "error body: {body}");
+    assert!(
+        error["message"].is_string(),
+        "error body without a message: {body}"
+    );
+    for key in error.as_object().expect("error is an object").keys() {
+        assert!(
+            ["statusCode", "name", "message", "code", "details"].contains(&key.as_str()),
+            "unexpected property {key:?} in error body: {body}"
+        );
+    }
+}
+
+/// A bare migrated-or-not database (no server) on its own data directory or schema, for store
+/// level tests. Dropping it removes the data directory and the schema.
+pub struct TestDb {
+    pub db: tms::store::Db,
+    pub config: Config,
+    pub kind: Db,
+    pub schema: Option<String>,
+    pub data_dir: PathBuf,
+    // Last: dropped after the pool.
+    storage: Storage,
+}
+
+impl TestDb {
+    /// Connects (without migrating) to a fresh database of `kind`; `None` (with a note) when
+    /// `kind` is not available.
+    pub async fn connect(kind: Db, test: &str) -> Option<TestDb> {
+        if !db_available(kind, test) {
+            return None;
+        }
+        let storage = Storage::new(kind);
+        let config = storage.config(&[]);
+        let db = tms::store::Db::connect(&config)
+            .await
+            .unwrap_or_else(|err| panic!("cannot connect to the test database: {err:#}"));
+        Some(TestDb {
+            db,
+            kind,
+            schema: storage.postgres.as_ref().map(|pg| pg.schema.clone()),
+            data_dir: storage.data_dir.path().to_path_buf(),
+            config,
+            storage,
+        })
+    }
+
+    /// Another pool on the same database / schema.
+    pub async fn reconnect(&self) -> tms::store::Db {
+        tms::store::Db::connect(&self.config)
+            .await
+            .unwrap_or_else(|err| panic!("cannot reconnect to the test database: {err:#}"))
+    }
+
+    /// Closes the pool, then removes the data directory and the schema.
+    pub async fn close(self) {
+        self.db.close().await;
+    }
+}
