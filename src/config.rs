@@ -300,12 +300,13 @@ impl Config {
         };
 
         let lead_key_length = v.number("LEAD_KEY_LENGTH", 36usize, 16, 128)?;
+        let port = v.number("PORT", 3005u16, 0, u16::MAX)?;
 
         Ok(Self {
             env,
             log_level,
             host: v.string("HOST", "0.0.0.0"),
-            port: v.number("PORT", 3005u16, 0, u16::MAX)?,
+            port,
             data_dir,
             database,
             db_pool_size: v.number("DB_POOL_SIZE", 10u32, 1, 1000)?,
@@ -316,8 +317,12 @@ impl Config {
             system_user_id: v.string("SYSTEM_USER_ID", "00000000-0000-0000-0000-000000000001"),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
             app_name: v.string("APP_NAME", "tms"),
-            app_validate_url: v.url("APP_VALIDATE_URL", "http://localhost:3005/verify")?,
-            app_login_url: v.url("APP_LOGIN_URL", "http://localhost:3005/login")?,
+            // By default the link opens tms's own verification page.
+            app_validate_url: v.url(
+                "APP_VALIDATE_URL",
+                &format!("http://localhost:{port}/verify"),
+            )?,
+            app_login_url: v.url("APP_LOGIN_URL", &format!("http://localhost:{port}/login"))?,
             validation_token_expiry: Duration::from_millis(v.number(
                 "VALIDATION_TOKEN_EXPIRY",
                 3_600_000u64,

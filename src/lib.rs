@@ -124,6 +124,7 @@ impl App {
             address = %self.local_addr(),
             database = self.state.db.backend().name(),
             keys = self.state.kv.backend_name(),
+            mail = %self.state.mailer.describe_transport(),
             "tms is listening"
         );
         let workers = CancellationToken::new();
@@ -137,6 +138,7 @@ impl App {
             self.state
                 .kv
                 .spawn_janitor(Duration::from_secs(60), workers.clone()),
+            outbox::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
         let served = axum::serve(
             self.listener,

@@ -23,22 +23,7 @@ use tms::client_ip::TrustedProxies;
 use tms::config::Config;
 use tms::kv::{Clock, Kv};
 
-/// `src/http/rate_limit.rs`, compiled into this test from its source (the `http` module keeps
-/// it private); its `crate::` paths resolve to the re-exports of the library below.
-#[allow(dead_code)]
-#[path = "../src/http/rate_limit.rs"]
-mod rate_limit;
-mod client_ip {
-    pub use tms::client_ip::*;
-}
-mod error {
-    pub use tms::error::*;
-}
-mod kv {
-    pub use tms::kv::*;
-}
-
-use rate_limit::RateLimit;
+use tms::http::rate_limit::{self, RateLimit};
 
 /// A short expiry that Redis is trusted to honour to the millisecond.
 const SHORT: Duration = Duration::from_secs(1);

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/explorer/", get(explorer))
         .route("/explorer/swagger-ui-bundle.js", get(explorer_js))
         .route("/explorer/swagger-ui.css", get(explorer_css))
+        .route("/verify", get(verify_page))
 }
 
 async fn home(State(state): State<AppState>) -> Html<String> {
@@ -81,6 +82,13 @@ async fn explorer() -> Html<&'static str> {
 </html>
 "##,
     )
+}
+
+/// The default target of the verification link (`APP_VALIDATE_URL`): verifies the lead with the
+/// key from the link, then offers to onboard its tenant, so the whole funnel can be walked in a
+/// browser without a front end. Production installs point `APP_VALIDATE_URL` at their own app.
+async fn verify_page() -> Html<&'static str> {
+    Html(include_str!("verify.html"))
 }
 
 async fn explorer_js() -> impl IntoResponse {

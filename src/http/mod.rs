@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         "public",
         state.config.trusted_proxies.clone(),
     );
-    Router::new()
+    let routes = Router::new()
         .merge(
             funnel::public_router().layer(middleware::from_fn_with_state(
                 public_limit,
@@ -52,51 +52,58 @@ pub fn router(state: AppState) -> Router {
         .merge(onboarding::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(|request: &Request| {
-                            let route = request
-                                .extensions()
-                                .get::<MatchedPath>()
-                                .map(|p| p.as_str().to_string())
-                                .unwrap_or_default();
-                            let request_id = request
-                                .headers()
-                                .get(REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("");
-                            tracing::info_span!(
-                                "request",
-                                method = %request.method(),
-                                route,
-                                path = %request.uri().path(),
-                                request_id,
-                            )
-                        })
-                        .on_request(())
-                        .on_response(
-                            |response: &Response<Body>, latency: Duration, _: &tracing::Span| {
-                                tracing::info!(
-                                    status = response.status().as_u16(),
-                                    latency_ms = latency.as_secs_f64() * 1000.0,
-                                    "request finished"
-                                );
-                            },
-                        ),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::from_fn(loopback_error_bodies))
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    timeout,
-                ))
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .with_state(state);
+    with_middleware(routes, body_limit, timeout)
+}
+
+/// The middleware every route gets: request id (generated or passed through, echoed back),
+/// request span and log line, LoopBack bodies for errors from below the handlers, panics
+/// answered with a bare 500, the request timeout (503) and the body limit (413).
+pub fn with_middleware(routes: Router, body_limit: usize, timeout: Duration) -> Router {
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request| {
+                        let route = request
+                            .extensions()
+                            .get::<MatchedPath>()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default();
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            route,
+                            path = %request.uri().path(),
+                            request_id,
+                        )
+                    })
+                    .on_request(())
+                    .on_response(
+                        |response: &Response<Body>, latency: Duration, _: &tracing::Span| {
+                            tracing::info!(
+                                status = response.status().as_u16(),
+                                latency_ms = latency.as_secs_f64() * 1000.0,
+                                "request finished"
+                            );
+                        },
+                    ),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(middleware::from_fn(loopback_error_bodies))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                timeout,
+            ))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
 }
 
 async fn unknown_route(request: Request) -> AppError {
@@ -248,4 +255,86 @@ pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
     routes.extend(onboarding::documented_routes());
     routes.extend(funnel::documented_routes());
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let routes = Router::new()
+            .route(
+                "/panic",
+                get(|| async {
+                    panic!("secret internals");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/echo", post(|Json(v): Json<serde_json::Value>| async { Json(v) }));
+        with_middleware(routes, 64, Duration::from_millis(100))
+    }
+
+    async fn call(request: Request) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn get_request(path: &str) -> Request {
+        Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_bare_500_with_a_request_id() {
+        let (status, headers, body) = call(get_request("/panic")).await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["message"], "Internal Server Error");
+        assert!(!body.to_string().contains("secret"));
+        assert!(headers.contains_key(REQUEST_ID));
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_times_out_with_503() {
+        let (status, _, body) = call(get_request("/slow")).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["name"], "ServiceUnavailableError");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_413() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(format!("\"{}\"", "x".repeat(100))))
+            .unwrap();
+        let (status, _, body) = call(request).await;
+        assert_eq!(status, 413);
+        assert_eq!(body["error"]["name"], "PayloadTooLargeError");
+    }
+
+    #[tokio::test]
+    async fn a_given_request_id_is_echoed() {
+        let request = Request::builder()
+            .uri("/nope")
+            .header(REQUEST_ID, "abc-123")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = call(request).await;
+        assert_eq!(status, 404);
+        assert_eq!(headers[REQUEST_ID], "abc-123");
+    }
 }
