@@ -528,6 +528,28 @@ fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// How long delivered rows are kept (for inspection) before the pruner removes them.
+pub const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes rows delivered more than [`KEEP_DELIVERED`] ago, hourly, until `shutdown`.
+pub fn spawn_pruner(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let before =
+                Utc::now() - chrono::Duration::from_std(KEEP_DELIVERED).unwrap_or_default();
+            match prune_delivered(&mut db.conn(), before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "pruned delivered outbox rows"),
+                Err(err) => tracing::warn!(error = %err, "pruning the outbox failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,26 +592,4 @@ mod tests {
         assert_eq!(format_timestamp(&millis(t)), "2026-01-02T03:04:05.678Z");
         assert_eq!(millis(t).timestamp_subsec_micros(), 678_000);
     }
-}
-
-/// How long delivered rows are kept (for inspection) before the pruner removes them.
-pub const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Removes rows delivered more than [`KEEP_DELIVERED`] ago, hourly, until `shutdown`.
-pub fn spawn_pruner(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let before =
-                Utc::now() - chrono::Duration::from_std(KEEP_DELIVERED).unwrap_or_default();
-            match prune_delivered(&mut db.conn(), before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "pruned delivered outbox rows"),
-                Err(err) => tracing::warn!(error = %err, "pruning the outbox failed"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            }
-        }
-    })
 }

@@ -67,18 +67,24 @@ pub fn admin_body(body: &Value) -> Result<Onboarding, Vec<ValidationDetail>> {
             Object::new()
         }
     };
-    finish(tenant, address, contact, problems)
+    finish(tenant, address, contact, problems, true)
 }
 
 /// Validates the body of `POST /leads/{id}/tenants` (`TenantOnboardDto`): key, domains, optional
-/// name and address parts. The contact comes from the lead.
-pub fn lead_body(body: &Value, contact: Object) -> Result<Onboarding, Vec<ValidationDetail>> {
+/// name and address parts. The contact comes from the lead. `lead_has_address`: the parts are
+/// only compared with the lead's address, so they may be partial; otherwise they make a new
+/// address and need a country.
+pub fn lead_body(
+    body: &Value,
+    contact: Object,
+    lead_has_address: bool,
+) -> Result<Onboarding, Vec<ValidationDetail>> {
     let Value::Object(props) = body else {
         return Err(vec![not_an_object("")]);
     };
     let mut problems = Vec::new();
     let (tenant, address) = tenant_and_address(props, false, &mut problems);
-    finish(tenant, address, contact, problems)
+    finish(tenant, address, contact, problems, !lead_has_address)
 }
 
 fn tenant_and_address(
@@ -107,14 +113,17 @@ fn tenant_and_address(
     (tenant, address)
 }
 
+/// Address parts must include `country` when they make a new address (an administrator's
+/// onboarding); a lead's parts may be partial when they are only compared with its address.
 fn finish(
     tenant: Object,
     mut address: Object,
     contact: Object,
     mut problems: Vec<ValidationDetail>,
+    creates_address: bool,
 ) -> Result<Onboarding, Vec<ValidationDetail>> {
     address.retain(|_, v| !v.is_null());
-    if !address.is_empty() && !address.contains_key("country") {
+    if creates_address && !address.is_empty() && !address.contains_key("country") {
         problems.push(validation::missing_property("", "country"));
     }
     if !problems.is_empty() {

@@ -134,6 +134,13 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationDetail
             json!({"type": type_name(field.ty)}),
         );
     }
+    if contains_nul(value) {
+        return fail(
+            "pattern",
+            format!("{} must not contain NUL characters", field.name),
+            json!({"pattern": "no U+0000"}),
+        );
+    }
     let normalised = match field.ty {
         FieldType::Enum(names) => Value::from(values::enum_value(names, value).unwrap_or(0)),
         FieldType::Timestamp => value
@@ -208,6 +215,17 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationDetail
     Ok(normalised)
 }
 
+/// Whether a string anywhere in `value` holds U+0000, which PostgreSQL cannot store in text or
+/// jsonb (refused on both databases so they agree).
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// `domains`: unique, valid hostnames, lower-cased.
 fn domains(field: &Field, value: &Value) -> Result<Value, ValidationDetail> {
     let path = format!("/{}", field.name);
@@ -265,18 +283,23 @@ pub fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// A pragmatic address check: `local@domain` with a hostname domain of at least two labels,
-/// no spaces, local part of at most 64 characters.
+/// An address tms can mail: `local@domain` with a hostname domain of at least two labels, a
+/// local part of at most 64 characters that is a dot-atom (RFC 5322: no leading, trailing or
+/// doubled dots, no specials such as `,;:<>()[]\"`), and accepted by the mail library.
 pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
-    !local.is_empty()
+    const ATEXT_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
+    let dot_atom = !local.is_empty()
         && local.len() <= 64
-        && !local.contains(char::is_whitespace)
-        && !local.contains('@')
-        && domain.contains('.')
-        && is_hostname(domain)
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c) || !c.is_ascii()
+                })
+        });
+    dot_atom && domain.contains('.') && is_hostname(domain) && s.parse::<lettre::Address>().is_ok()
 }
 
 fn type_name(ty: FieldType) -> &'static str {
@@ -354,6 +377,12 @@ mod tests {
             (tenant(json!({"name": ""})), "/name", "minLength"),
             (tenant(json!({"name": null})), "/name", "type"),
             (tenant(json!({"leadId": "not-a-uuid"})), "/leadId", "type"),
+            (tenant(json!({"name": "a\u{0}b"})), "/name", "pattern"),
+            (
+                tenant(json!({"domains": ["a.com\u{0}"]})),
+                "/domains",
+                "pattern",
+            ),
         ];
         for (body, path, code) in cases {
             assert_eq!(
@@ -415,7 +444,26 @@ mod tests {
         for good in ["a@b.co", "first.last+tag@sub.example.org"] {
             assert!(is_email(good), "{good}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a b@c.co", "a@-b.co", "a@b..co"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.co",
+            "a b@c.co",
+            "a@-b.co",
+            "a@b..co",
+            "a..b@c.co",
+            ".a@c.co",
+            "a.@c.co",
+            "a,b@c.co",
+            "a;b@c.co",
+            "a:b@c.co",
+            "a<b>@c.co",
+            "a(b)@c.co",
+            "a[b]@c.co",
+            "a\\b@c.co",
+            "a\"b@c.co",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
         assert_eq!(

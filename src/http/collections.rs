@@ -538,6 +538,26 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
         ),
     );
     if C::READ_ONLY {
+        // Listed so clients generated from the original still find them: they answer 405.
+        for (path, method, name) in [
+            (&base, "patch", "updateAll"),
+            (&item, "patch", "updateById"),
+            (&item, "put", "replaceById"),
+            (&item, "delete", "deleteById"),
+        ] {
+            add(
+                path,
+                method,
+                json!({
+                    "x-controller-name": C::CONTROLLER,
+                    "x-operation-name": name,
+                    "tags": [C::CONTROLLER],
+                    "operationId": format!("{}.{name}", C::CONTROLLER),
+                    "description": format!("{title}s change only through the funnel: always 405."),
+                    "responses": {"405": crate::openapi::error_response("Method Not Allowed")},
+                }),
+            );
+        }
         return;
     }
     add(

@@ -263,11 +263,13 @@ async fn tenant_from_lead(
     }
     contact.insert("isPrimary".into(), json!(true));
     contact.insert("type".into(), json!("admin"));
-    let mut onboarding = onboarding::lead_body(&body, contact).map_err(AppError::Validation)?;
+    let lead_address = lead.get("address").and_then(Value::as_object);
+    let mut onboarding = onboarding::lead_body(&body, contact, lead_address.is_some())
+        .map_err(AppError::Validation)?;
     if onboarding.name.is_none() {
         onboarding.name = lead["companyName"].as_str().map(str::to_string);
     }
-    if let Some(lead_address) = lead.get("address").and_then(Value::as_object) {
+    if let Some(lead_address) = lead_address {
         if !same_address(&onboarding.address, lead_address) {
             return Err(AppError::BadRequest("Address mismatch with Lead".into()));
         }

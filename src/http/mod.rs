@@ -281,7 +281,10 @@ mod tests {
                     "late"
                 }),
             )
-            .route("/echo", post(|Json(v): Json<serde_json::Value>| async { Json(v) }));
+            .route(
+                "/echo",
+                post(|Json(v): Json<serde_json::Value>| async { Json(v) }),
+            );
         with_middleware(routes, 64, Duration::from_millis(100))
     }
 

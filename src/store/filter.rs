@@ -586,13 +586,9 @@ fn normalise(field: &'static Field, v: &Value) -> Result<Value, FilterError> {
             Ok(id) => Value::String(id.hyphenated().to_string()),
             Err(_) => return Err(bad(&format!("{s:?} is not a UUID"))),
         },
-        (FieldType::Timestamp, Value::String(s)) => match values::parse_timestamp(s) {
-            // Stored text on SQLite sorts chronologically only for four-digit years.
-            Some(t) if (0..=9999).contains(&chrono::Datelike::year(&t)) => {
-                Value::String(values::format_timestamp(&t))
-            }
-            Some(_) => return Err(bad(&format!("{s:?} is outside the years 0000 to 9999"))),
-            None => return Err(bad(&format!("{s:?} is not an ISO 8601 date-time"))),
+        (FieldType::Timestamp, Value::String(s)) => match values::check_timestamp(s) {
+            Ok(t) => Value::String(values::format_timestamp(&t)),
+            Err(problem) => return Err(bad(&format!("{s:?} {problem}"))),
         },
         (FieldType::Money, _) => {
             Value::String(values::parse_money(v).map_err(|e| bad(&e))?.to_string())

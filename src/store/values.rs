@@ -31,7 +31,8 @@ impl Backend {
 
 /// Money is stored with four decimal places; this is the scale on SQLite's integer column.
 pub const MONEY_SCALE: u32 = 4;
-/// Largest absolute amount accepted (fits `numeric(19,4)` and an `i64` of ten-thousandths).
+/// Largest absolute amount accepted, in ten-thousandths (99 999 999 999.9999: 15 significant
+/// digits, exact in `numeric(19,4)`, an `i64` and the JSON number on the wire).
 pub const MONEY_MAX: i64 = 999_999_999_999_999;
 
 /// The wire form of an instant: ISO 8601, milliseconds, `Z`.
@@ -48,6 +49,13 @@ pub fn now() -> DateTime<Utc> {
 /// Parses an instant: RFC 3339 (any offset, normalised to UTC) or a plain `YYYY-MM-DD` date
 /// (midnight UTC). Sub-millisecond digits are dropped.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    check_timestamp(s).ok()
+}
+
+/// Like [`parse_timestamp`], saying what is wrong: not ISO 8601, or outside the years 0000–9999
+/// in UTC (whose ISO text would neither sort nor read back).
+pub fn check_timestamp(s: &str) -> Result<DateTime<Utc>, &'static str> {
+    use chrono::Datelike;
     let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .ok()
@@ -56,12 +64,16 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map(|d| d.and_utc())
-        })?;
-    DateTime::from_timestamp_millis(t.timestamp_millis())
+        })
+        .ok_or("is not an ISO 8601 date-time")?;
+    if !(0..=9999).contains(&t.year()) {
+        return Err("is outside the years 0000 to 9999");
+    }
+    DateTime::from_timestamp_millis(t.timestamp_millis()).ok_or("is not an ISO 8601 date-time")
 }
 
-/// Parses money from a JSON number or string; at most four decimal places and |amount| below
-/// 10^15.
+/// Parses money from a JSON number or string: at most four decimal places and an absolute value
+/// of at most 99 999 999 999.9999 (`MONEY_MAX` ten-thousandths).
 pub fn parse_money(v: &Value) -> Result<Decimal, String> {
     let text = match v {
         Value::Number(n) => n.to_string(),
@@ -121,8 +133,7 @@ pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, Str
         FieldType::Enum(names) => SqlValue::Int(Some(enum_value(names, v)?)),
         FieldType::Timestamp => {
             let s = v.as_str().ok_or("must be an ISO 8601 date-time string")?;
-            let t =
-                parse_timestamp(s).ok_or_else(|| format!("{s:?} is not an ISO 8601 date-time"))?;
+            let t = check_timestamp(s).map_err(|problem| format!("{s:?} {problem}"))?;
             match backend {
                 Postgres => SqlValue::ChronoDateTimeUtc(Some(t)),
                 Sqlite => SqlValue::String(Some(format_timestamp(&t))),
@@ -278,6 +289,9 @@ mod tests {
         assert_eq!(format_timestamp(&d), "2026-01-02T00:00:00.000Z");
         assert!(parse_timestamp("yesterday").is_none());
         assert!(parse_timestamp("2026-13-01").is_none());
+        assert!(parse_timestamp("9999-12-31T23:30:00-01:00").is_none());
+        assert!(parse_timestamp("0000-01-01T00:30:00+01:00").is_none());
+        assert!(parse_timestamp("9999-12-31T23:59:59.999Z").is_some());
     }
 
     #[test]
