@@ -161,12 +161,14 @@ impl Kv {
     }
 
     /// Stores `value` under `key` for `ttl`, replacing whatever was there.
+    ///
+    /// Errors name only the key's namespace (`lead-key:…`): keys can be secrets.
     pub async fn put(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
         match self {
             Self::Db(kv) => kv.put(key, value, ttl).await,
             Self::Redis(kv) => kv.put(key, value, ttl).await,
         }
-        .with_context(|| format!("kv put {key}"))
+        .with_context(|| format!("kv put {}", namespace(key)))
     }
 
     /// The value of `key`; `None` when absent or expired. (The value of a counter is its count.)
@@ -175,7 +177,7 @@ impl Kv {
             Self::Db(kv) => kv.get(key).await,
             Self::Redis(kv) => kv.get(key).await,
         }
-        .with_context(|| format!("kv get {key}"))
+        .with_context(|| format!("kv get {}", namespace(key)))
     }
 
     /// Gets and deletes `key` in one step, for single-use keys: of concurrent `take`s of one key
@@ -185,7 +187,7 @@ impl Kv {
             Self::Db(kv) => kv.take(key).await,
             Self::Redis(kv) => kv.take(key).await,
         }
-        .with_context(|| format!("kv take {key}"))
+        .with_context(|| format!("kv take {}", namespace(key)))
     }
 
     /// Removes `key` (nothing happens when it is absent).
@@ -194,7 +196,7 @@ impl Kv {
             Self::Db(kv) => kv.delete(key).await,
             Self::Redis(kv) => kv.delete(key).await,
         }
-        .with_context(|| format!("kv delete {key}"))
+        .with_context(|| format!("kv delete {}", namespace(key)))
     }
 
     /// Counts a hit on the fixed-window counter `key`: the first hit starts a window of length
@@ -205,7 +207,7 @@ impl Kv {
             Self::Db(kv) => kv.hit(key, window).await,
             Self::Redis(kv) => kv.hit(key, window).await,
         }
-        .with_context(|| format!("kv hit {key}"))
+        .with_context(|| format!("kv hit {}", namespace(key)))
     }
 
     /// Deletes expired entries and returns how many. Expired entries are already invisible;
@@ -451,6 +453,12 @@ impl RedisKv {
             reset_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
         })
     }
+}
+
+/// The namespace of a key (`lead-key` of `lead-key:<secret>`), the only part of it that error
+/// messages and logs show: some keys are secrets.
+fn namespace(key: &str) -> &str {
+    key.split(':').next().unwrap_or("")
 }
 
 #[cfg(test)]

@@ -454,89 +454,115 @@ pub fn documented_routes() -> Vec<DocumentedRoute> {
 }
 
 fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
-    let r = C::RESOURCE;
-    let base = format!("/{}", r.path);
+    let title = C::RESOURCE.title;
+    let base = format!("/{}", C::RESOURCE.path);
     let item = format!("{base}/{{id}}");
-    let title = r.title;
+    let count = format!("{base}/count");
     let filter_param = |name: &str| {
-        json!({"name": name, "in": "query", "description": "LoopBack filter, as JSON or in bracket form (filter[where][field]=value)",
+        json!({"name": name, "in": "query",
+            "description": "LoopBack filter, as JSON or in bracket form (filter[where][field]=value)",
             "content": {"application/json": {"schema": {"type": "object", "additionalProperties": true}}}})
     };
-    let body = |schema: &str| Some(schema_ref(schema));
-    let mut add = |path: &str, method: &'static str, op: Value| {
-        routes.push(DocumentedRoute {
-            path: path.to_string(),
-            method,
-            operation: op,
-        })
-    };
-    let list = json!({"type": "array", "items": schema_ref(title)});
-    if !C::CUSTOM_CREATE {
-        add(
+    let new_body = Some(schema_ref(&format!("New{title}")));
+    let partial_body = Some(schema_ref(&format!("{title}Partial")));
+    let one = Some(schema_ref(title));
+    let many = Some(json!({"type": "array", "items": schema_ref(title)}));
+    let counted = Some(schema_ref("loopback.Count"));
+    // (path, method, operation, permission, parameters, body, (status, description, schema))
+    let mut table = vec![
+        (
             &base,
-            "post",
-            operation(
-                C::CONTROLLER,
-                "create",
-                C::Create::CODE,
-                vec![],
-                body(&format!("New{title}")),
-                (
-                    "200",
-                    &format!("{title} model instance"),
-                    Some(schema_ref(title)),
-                ),
-            ),
-        );
-    }
-    add(
-        &base,
-        "get",
-        operation(
-            C::CONTROLLER,
+            "get",
             "find",
             C::View::CODE,
             vec![filter_param("filter")],
             None,
-            (
-                "200",
-                &format!("Array of {title} model instances"),
-                Some(list),
-            ),
+            ("200", format!("Array of {title} model instances"), many),
         ),
-    );
-    add(
-        &format!("{base}/count"),
-        "get",
-        operation(
-            C::CONTROLLER,
+        (
+            &count,
+            "get",
             "count",
             C::View::CODE,
             vec![filter_param("where")],
             None,
-            (
-                "200",
-                &format!("{title} model count"),
-                Some(schema_ref("loopback.Count")),
-            ),
+            ("200", format!("{title} model count"), counted.clone()),
         ),
-    );
-    add(
-        &item,
-        "get",
-        operation(
-            C::CONTROLLER,
+        (
+            &item,
+            "get",
             "findById",
             C::View::CODE,
             vec![id_parameter(), filter_param("filter")],
             None,
-            (
-                "200",
-                &format!("{title} model instance"),
-                Some(schema_ref(title)),
-            ),
+            ("200", format!("{title} model instance"), one.clone()),
         ),
-    );
+    ];
+    if !C::CUSTOM_CREATE {
+        table.push((
+            &base,
+            "post",
+            "create",
+            C::Create::CODE,
+            vec![],
+            new_body.clone(),
+            ("200", format!("{title} model instance"), one),
+        ));
+    }
+    if !C::READ_ONLY {
+        table.extend([
+            (
+                &base,
+                "patch",
+                "updateAll",
+                C::Update::CODE,
+                vec![filter_param("where")],
+                partial_body.clone(),
+                ("200", format!("{title} PATCH success count"), counted),
+            ),
+            (
+                &item,
+                "patch",
+                "updateById",
+                C::Update::CODE,
+                vec![id_parameter()],
+                partial_body,
+                ("204", format!("{title} PATCH success"), None),
+            ),
+            (
+                &item,
+                "put",
+                "replaceById",
+                C::Update::CODE,
+                vec![id_parameter()],
+                new_body,
+                ("204", format!("{title} PUT success"), None),
+            ),
+            (
+                &item,
+                "delete",
+                "deleteById",
+                C::Delete::CODE,
+                vec![id_parameter()],
+                None,
+                ("204", format!("{title} DELETE success"), None),
+            ),
+        ]);
+    }
+    for (path, method, name, permission, parameters, body, (status, description, schema)) in table {
+        routes.push(DocumentedRoute {
+            path: path.clone(),
+            method,
+            operation: operation(
+                C::CONTROLLER,
+                name,
+                permission,
+                parameters,
+                body,
+                (status, &description, schema),
+            ),
+        });
+    }
     if C::READ_ONLY {
         // Listed so clients generated from the original still find them: they answer 405.
         for (path, method, name) in [
@@ -545,10 +571,10 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
             (&item, "put", "replaceById"),
             (&item, "delete", "deleteById"),
         ] {
-            add(
-                path,
+            routes.push(DocumentedRoute {
+                path: path.clone(),
                 method,
-                json!({
+                operation: json!({
                     "x-controller-name": C::CONTROLLER,
                     "x-operation-name": name,
                     "tags": [C::CONTROLLER],
@@ -556,60 +582,7 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
                     "description": format!("{title}s change only through the funnel: always 405."),
                     "responses": {"405": crate::openapi::error_response("Method Not Allowed")},
                 }),
-            );
+            });
         }
-        return;
     }
-    add(
-        &base,
-        "patch",
-        operation(
-            C::CONTROLLER,
-            "updateAll",
-            C::Update::CODE,
-            vec![filter_param("where")],
-            body(&format!("{title}Partial")),
-            (
-                "200",
-                &format!("{title} PATCH success count"),
-                Some(schema_ref("loopback.Count")),
-            ),
-        ),
-    );
-    add(
-        &item,
-        "patch",
-        operation(
-            C::CONTROLLER,
-            "updateById",
-            C::Update::CODE,
-            vec![id_parameter()],
-            body(&format!("{title}Partial")),
-            ("204", &format!("{title} PATCH success"), None),
-        ),
-    );
-    add(
-        &item,
-        "put",
-        operation(
-            C::CONTROLLER,
-            "replaceById",
-            C::Update::CODE,
-            vec![id_parameter()],
-            body(&format!("New{title}")),
-            ("204", &format!("{title} PUT success"), None),
-        ),
-    );
-    add(
-        &item,
-        "delete",
-        operation(
-            C::CONTROLLER,
-            "deleteById",
-            C::Delete::CODE,
-            vec![id_parameter()],
-            None,
-            ("204", &format!("{title} DELETE success"), None),
-        ),
-    );
 }
