@@ -210,7 +210,7 @@ fn actor(principal: &Principal) -> Actor {
     }
 }
 
-/// For a scoped caller, the `tenantId` of a new row must be its own tenant.
+/// For a scoped caller, a `tenantId` written (on create or update) must be its own tenant.
 async fn check_tenant_in_scope(
     state: &AppState,
     principal: &Principal,
@@ -220,20 +220,20 @@ async fn check_tenant_in_scope(
     if scope == Scope::All {
         return Ok(());
     }
-    let allowed = match values.get("tenantId").and_then(Value::as_str) {
-        Some(id) => match Uuid::parse_str(id) {
-            Ok(id) => crud::find_by_id(
-                &mut state.db.conn(),
-                &model::TENANTS,
-                id,
-                &Filter::default(),
-                scope,
-            )
-            .await?
-            .is_some(),
-            Err(_) => false,
-        },
-        None => false,
+    let Some(tenant) = values.get("tenantId") else {
+        return Ok(());
+    };
+    let allowed = match tenant.as_str().map(Uuid::parse_str) {
+        Some(Ok(id)) => crud::find_by_id(
+            &mut state.db.conn(),
+            &model::TENANTS,
+            id,
+            &Filter::default(),
+            scope,
+        )
+        .await?
+        .is_some(),
+        _ => false,
     };
     if allowed {
         Ok(())
@@ -317,6 +317,7 @@ async fn update_by_id<C: Collection>(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     let values = valid(C::RESOURCE, &body, Mode::Patch)?;
+    check_tenant_in_scope(&state, &auth.principal, &values).await?;
     let changed = crud::update(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -337,6 +338,7 @@ async fn replace_by_id<C: Collection>(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     let values = valid(C::RESOURCE, &body, Mode::Replace)?;
+    check_tenant_in_scope(&state, &auth.principal, &values).await?;
     let changed = crud::replace(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -373,6 +375,7 @@ async fn update_all<C: Collection>(
 ) -> AppResult<Json<Value>> {
     let where_ = parse_where(C::RESOURCE, query.as_deref())?;
     let values = valid(C::RESOURCE, &body, Mode::Patch)?;
+    check_tenant_in_scope(&state, &auth.principal, &values).await?;
     let count = crud::update(
         &mut state.db.conn(),
         C::RESOURCE,

@@ -1,0 +1,134 @@
+//! Lead tokens stay confined to their own lead and tenant for every kind of write, even when a
+//! token carries more permission codes than the lead token tms issues.
+
+mod common;
+mod rest_support;
+
+use common::*;
+use rest_support::*;
+use tms::auth::{Claims, now_secs};
+
+/// A token confined to `lead` that carries every contact permission.
+fn scoped_token(lead: &str) -> String {
+    let claims = Claims {
+        id: Some(lead.to_string()),
+        user_tenant_id: Some(lead.to_string()),
+        permissions: ["10208", "10209", "10210", "10211"]
+            .map(String::from)
+            .to_vec(),
+        lead_id: Some(lead.to_string()),
+        email: None,
+        iss: JWT_ISSUER.to_string(),
+        exp: now_secs() + 600,
+        iat: now_secs(),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+both_dbs!(
+    scoped_writes_never_leave_the_leads_tenant,
+    [("LEAD_KEY_IN_RESPONSE", "true")],
+    |app| async move {
+        let admin = app.admin_token();
+        let other = onboard(
+            &app,
+            &admin,
+            onboarding("other", "Other", &["other.com"], "o"),
+        )
+        .await;
+        let (status, lead) = app
+            .post(
+                "/leads",
+                None,
+                &json!({"firstName": "Ada", "lastName": "L", "email": "ada@own.com", "companyName": "Own"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{lead}");
+        let lead_id = id_of(&lead);
+        let key = lead["key"].as_str().unwrap();
+        let verify = app
+            .raw(
+                Method::POST,
+                &format!("/leads/{lead_id}/verify"),
+                Some(key),
+                "",
+                None,
+            )
+            .await;
+        assert_eq!(verify.status, 200, "{}", verify.text);
+        let lead_token = verify.json()["token"].as_str().unwrap().to_string();
+        let (status, own) = app
+            .post(
+                &format!("/leads/{lead_id}/tenants"),
+                Some(&lead_token),
+                &json!({"key": "own", "domains": ["own.com"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{own}");
+        let own_contact = id_of(&own["contacts"][0]);
+        let other_contact = id_of(&other["contacts"][0]);
+        let token = scoped_token(&lead_id);
+
+        // Moving an own row to another tenant is refused, by PATCH, PUT and bulk PATCH.
+        let to_other = json!({"tenantId": id_of(&other)});
+        let (status, body) = app
+            .patch(&format!("/contacts/{own_contact}"), Some(&token), &to_other)
+            .await;
+        assert_loopback_error(&body, 403, "ForbiddenError");
+        assert_eq!(status, 403);
+        let mut replaced = own["contacts"][0].clone();
+        for server_only in [
+            "id",
+            "deleted",
+            "deletedOn",
+            "deletedBy",
+            "createdOn",
+            "modifiedOn",
+            "createdBy",
+            "modifiedBy",
+        ] {
+            replaced.as_object_mut().unwrap().remove(server_only);
+        }
+        replaced["tenantId"] = json!(id_of(&other));
+        let (status, _) = app
+            .put(&format!("/contacts/{own_contact}"), Some(&token), &replaced)
+            .await;
+        assert_eq!(status, 403);
+        let (status, _) = app.patch("/contacts", Some(&token), &to_other).await;
+        assert_eq!(status, 403);
+        let mine = get_ok(&app, &admin, &format!("/contacts/{own_contact}")).await;
+        assert_eq!(mine["tenantId"], json!(id_of(&own)));
+
+        // Rows of other tenants are out of reach.
+        let (status, _) = app
+            .patch(
+                &format!("/contacts/{other_contact}"),
+                Some(&token),
+                &json!({"firstName": "x"}),
+            )
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = app
+            .delete(&format!("/contacts/{other_contact}"), Some(&token))
+            .await;
+        assert_eq!(status, 404);
+        let theirs = get_ok(&app, &admin, &format!("/contacts/{other_contact}")).await;
+        assert_eq!(theirs["firstName"], other["contacts"][0]["firstName"]);
+
+        // Bulk updates and lists see only the own tenant's rows.
+        let (status, body) = app
+            .patch("/contacts", Some(&token), &json!({"lastName": "Scoped"}))
+            .await;
+        assert_eq!((status.as_u16(), body), (200, json!({"count": 1})));
+        let listed = get_ok(&app, &token, "/contacts").await;
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        assert_eq!(listed[0]["id"], json!(own_contact));
+        let theirs = get_ok(&app, &admin, &format!("/contacts/{other_contact}")).await;
+        assert_ne!(theirs["lastName"], json!("Scoped"));
+    }
+);
