@@ -58,6 +58,16 @@ async fn send(
     app.request(method, path, token, body).await
 }
 
+/// A bulk `PATCH path` with `body` as `token`, which must answer 200 with `{"count": n}`.
+async fn bulk_patch(app: &TestApp, token: &str, path: &str, body: &Value, n: i64) {
+    let (status, answer) = app.patch(path, Some(token), body).await;
+    assert_eq!(
+        (status.as_u16(), answer),
+        (200, json!({"count": n})),
+        "bulk PATCH {path} {body}"
+    );
+}
+
 async fn count(app: &TestApp, path: &str) -> i64 {
     let body = get_ok(app, &app.admin_token(), &format!("{path}/count")).await;
     assert_eq!(keys_of(&body), ["count"], "{body}");
@@ -214,16 +224,10 @@ both_dbs!(tenant_update_replace_and_delete, |app| async move {
     );
 
     // Bulk PATCH answers the number of rows changed.
-    let bulk = format!("/tenants?where={}", q(&json!({"key": "alpha2"})));
-    let (status, answer) = app
-        .patch(&bulk, Some(&editor), &json!({"name": "Bulk"}))
-        .await;
-    assert_eq!((status.as_u16(), answer), (200, json!({"count": 1})));
+    let bulk = with_where("/tenants", &json!({"key": "alpha2"}));
+    bulk_patch(&app, &editor, &bulk, &json!({"name": "Bulk"}), 1).await;
     assert_eq!(get_ok(&app, &admin, &item).await["name"], "Bulk");
-    let (status, answer) = app
-        .patch("/tenants", Some(&editor), &json!({"spocUserId": "all"}))
-        .await;
-    assert_eq!((status.as_u16(), answer), (200, json!({"count": 2})));
+    bulk_patch(&app, &editor, "/tenants", &json!({"spocUserId": "all"}), 2).await;
 
     // DELETE is soft: the row disappears from every read.
     let (status, answer) = app.delete(&item, Some(&deleter)).await;
@@ -254,18 +258,9 @@ both_dbs!(tenant_update_replace_and_delete, |app| async move {
             &format!("{method} deleted tenant"),
         );
     }
-    let (status, answer) = app
-        .patch("/tenants", Some(&editor), &json!({"spocUserId": "x"}))
-        .await;
-    assert_eq!(
-        (status.as_u16(), answer),
-        (200, json!({"count": 1})),
-        "bulk PATCH skips deleted rows"
-    );
-    let (status, answer) = app
-        .patch(&bulk, Some(&editor), &json!({"name": "again"}))
-        .await;
-    assert_eq!((status.as_u16(), answer), (200, json!({"count": 0})));
+    // Bulk PATCH skips deleted rows.
+    bulk_patch(&app, &editor, "/tenants", &json!({"spocUserId": "x"}), 1).await;
+    bulk_patch(&app, &editor, &bulk, &json!({"name": "again"}), 0).await;
 });
 
 both_dbs!(
@@ -314,51 +309,36 @@ both_dbs!(
         );
 
         let beta_item = format!("/tenants/{}", id_of(&beta));
-        let (status, body) = app
-            .patch(&beta_item, Some(&admin), &json!({"key": "acme"}))
-            .await;
-        expect_error(
-            status,
-            &body,
-            409,
-            "ConflictError",
-            "PATCH key to a taken one",
-        );
-        let (status, body) = app
-            .put(
+        let bulk = with_where("/tenants", &json!({"key": "beta"}));
+        for (method, path, body, what) in [
+            (
+                Method::PATCH,
+                beta_item.as_str(),
+                json!({"key": "acme"}),
+                "PATCH key to a taken one",
+            ),
+            (
+                Method::PUT,
                 &beta_item,
-                Some(&admin),
-                &json!({"name": "Beta", "status": 1, "key": "acme", "domains": ["beta.io"]}),
-            )
-            .await;
-        expect_error(
-            status,
-            &body,
-            409,
-            "ConflictError",
-            "PUT key to a taken one",
-        );
-        let bulk = format!("/tenants?where={}", q(&json!({"key": "beta"})));
-        let (status, body) = app
-            .patch(&bulk, Some(&admin), &json!({"key": "acme"}))
-            .await;
-        expect_error(
-            status,
-            &body,
-            409,
-            "ConflictError",
-            "bulk PATCH key to a taken one",
-        );
-        let (status, body) = app
-            .patch("/tenants", Some(&admin), &json!({"key": "same"}))
-            .await;
-        expect_error(
-            status,
-            &body,
-            409,
-            "ConflictError",
-            "bulk PATCH of two rows to one key",
-        );
+                json!({"name": "Beta", "status": 1, "key": "acme", "domains": ["beta.io"]}),
+                "PUT key to a taken one",
+            ),
+            (
+                Method::PATCH,
+                &bulk,
+                json!({"key": "acme"}),
+                "bulk PATCH key to a taken one",
+            ),
+            (
+                Method::PATCH,
+                "/tenants",
+                json!({"key": "same"}),
+                "bulk PATCH of two rows to one key",
+            ),
+        ] {
+            let (status, answer) = app.request(method, path, Some(&admin), Some(&body)).await;
+            expect_error(status, &answer, 409, "ConflictError", what);
+        }
         assert_unchanged(&before, &snapshot(&app).await, "updates to a taken key");
 
         // A soft-deleted tenant's key can be used again.
@@ -659,19 +639,13 @@ async fn crud_cycle(app: &TestApp, c: Cycle) {
     );
 
     // Bulk PATCH with a where, then without one.
-    let bulk = format!("{path}?where={}", q(&json!({"id": id2})));
-    let (status, answer) = app.patch(&bulk, Some(&editor), &c.bulk).await;
-    assert_eq!(
-        (status.as_u16(), answer),
-        (200, json!({"count": 1})),
-        "bulk PATCH {path}"
-    );
+    let bulk = with_where(path, &json!({"id": id2}));
+    bulk_patch(app, &editor, &bulk, &c.bulk, 1).await;
     let bulked = get_ok(app, &admin, &item2).await;
     check_fields(&bulked, &c.expect_bulk, &format!("bulk PATCH {path}"));
     assert_eq!(bulked["modifiedBy"], EDITOR);
-    let none = format!("{path}?where={}", q(&json!({"id": random_uuid()})));
-    let (status, answer) = app.patch(&none, Some(&editor), &c.bulk).await;
-    assert_eq!((status.as_u16(), answer), (200, json!({"count": 0})));
+    let none = with_where(path, &json!({"id": random_uuid()}));
+    bulk_patch(app, &editor, &none, &c.bulk, 0).await;
 
     // DELETE is soft and final.
     let (status, answer) = app.delete(&item1, Some(&deleter)).await;
@@ -719,19 +693,10 @@ async fn crud_cycle(app: &TestApp, c: Cycle) {
             &format!("{method} deleted {path}"),
         );
     }
-    let by_id = format!("{path}?where={}", q(&json!({"id": id1})));
-    let (status, answer) = app.patch(&by_id, Some(&editor), &c.bulk).await;
-    assert_eq!(
-        (status.as_u16(), answer),
-        (200, json!({"count": 0})),
-        "bulk PATCH of a deleted row"
-    );
-    let (status, answer) = app.patch(path, Some(&editor), &c.bulk).await;
-    assert_eq!(
-        (status.as_u16(), answer),
-        (200, json!({"count": base + 1})),
-        "bulk PATCH counts live rows only"
-    );
+    // A bulk PATCH does not reach the deleted row, and counts live rows only.
+    let by_id = with_where(path, &json!({"id": id1}));
+    bulk_patch(app, &editor, &by_id, &c.bulk, 0).await;
+    bulk_patch(app, &editor, path, &c.bulk, base + 1).await;
 }
 
 /// One tenant (with its onboarding contact) to hang rows on; returns its id.
@@ -743,6 +708,12 @@ async fn a_tenant(app: &TestApp, key: &str, domain: &str) -> String {
     )
     .await;
     id_of(&tenant)
+}
+
+/// A config `key` with an empty value for `tenant`, created by an administrator.
+async fn a_config(app: &TestApp, key: &str, tenant: &str) -> Value {
+    let body = json!({"configKey": key, "configValue": {}, "tenantId": tenant});
+    create(app, &app.admin_token(), "/tenant-configs", &body).await
 }
 
 both_dbs!(contacts_create_read_update_delete, |app| async move {
@@ -845,20 +816,8 @@ both_dbs!(the_tenant_of_a_config, |app| async move {
     let admin = app.admin_token();
     let t = a_tenant(&app, "acme", "acme.com").await;
     let other = a_tenant(&app, "beta", "beta.io").await;
-    let config = create(
-        &app,
-        &admin,
-        "/tenant-configs",
-        &json!({"configKey": "keycloak", "configValue": {}, "tenantId": t}),
-    )
-    .await;
-    create(
-        &app,
-        &admin,
-        "/tenant-configs",
-        &json!({"configKey": "keycloak", "configValue": {}, "tenantId": other}),
-    )
-    .await;
+    let config = a_config(&app, "keycloak", &t).await;
+    a_config(&app, "keycloak", &other).await;
     let path = format!("/tenant-configs/{}/tenant", id_of(&config));
     let tenant = get_ok(&app, &admin, &path).await;
     assert_eq!(tenant, get_ok(&app, &admin, &format!("/tenants/{t}")).await);
@@ -886,13 +845,7 @@ both_dbs!(the_tenant_of_a_config, |app| async move {
     get_ok(&app, &admin, &format!("/tenant-configs/{}", id_of(&config))).await;
     // The config gone: 404.
     let t2 = a_tenant(&app, "gamma", "gamma.org").await;
-    let config2 = create(
-        &app,
-        &admin,
-        "/tenant-configs",
-        &json!({"configKey": "auth0", "configValue": {}, "tenantId": t2}),
-    )
-    .await;
+    let config2 = a_config(&app, "auth0", &t2).await;
     delete_ok(
         &app,
         &admin,
@@ -1262,11 +1215,7 @@ both_dbs!(
                 "GET" if path.starts_with("/leads/") && is_item => (path, None, 404),
                 "GET" => (path, None, 200),
                 "POST" => (path, Some(json!({})), 422),
-                "PATCH" if !is_item => (
-                    format!("{path}?where={}", q(&json!({"id": unknown}))),
-                    body,
-                    200,
-                ),
+                "PATCH" if !is_item => (with_where(&path, &json!({"id": unknown})), body, 200),
                 _ => {
                     let base = path
                         .rsplit_once('/')
@@ -1475,517 +1424,258 @@ both_dbs!(bad_bodies_are_422_and_write_nothing, |app| async move {
     let (t, contact, invoice, config) = one_of_each(&app).await;
     let before = snapshot(&app).await;
     let long = "x".repeat(101);
-    let merge = |base: Value, extra: Value| {
-        let mut base = base;
-        for (k, v) in extra.as_object().unwrap() {
-            base[k] = v.clone();
-        }
-        base
-    };
-    let c = || contact_body(&t, "new@acme.com");
-    let i = || invoice_body(&t);
-    let g = || config_body(&t);
     let tenant_item = format!("/tenants/{t}");
     let contact_item = format!("/contacts/{contact}");
     let invoice_item = format!("/invoices/{invoice}");
     let config_item = format!("/tenant-configs/{config}");
     let all = format!("?where={}", q(&json!({})));
-    let p = Method::POST;
-    let cases: Vec<BodyCase> = vec![
+    let cases: Vec<BodyCase> = [
         // Contacts
-        (
-            p.clone(),
-            "/contacts".into(),
-            json!({}),
-            vec![("", "required"); 5],
+        body_cases(
+            Method::POST,
+            "/contacts",
+            vec![(json!({}), vec![("", "required"); 5])],
         ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"isPrimary": "yes"})),
-            vec![("/isPrimary", "type")],
+        changed_body_cases(
+            Method::POST,
+            "/contacts",
+            contact_body(&t, "new@acme.com"),
+            vec![
+                (json!({"isPrimary": "yes"}), vec![("/isPrimary", "type")]),
+                (json!({"email": "nope"}), vec![("/email", "format")]),
+                (
+                    json!({"email": format!("{}@acme.com", "a".repeat(92))}),
+                    vec![("/email", "maxLength")],
+                ),
+                (json!({"tenantId": "x"}), vec![("/tenantId", "type")]),
+                (json!({"tenantId": 5}), vec![("/tenantId", "type")]),
+                (json!({"type": long}), vec![("/type", "maxLength")]),
+                (
+                    json!({"firstName": long}),
+                    vec![("/firstName", "maxLength")],
+                ),
+                (json!({"firstName": 42}), vec![("/firstName", "type")]),
+                (json!({"firstName": ["a"]}), vec![("/firstName", "type")]),
+                (json!({"firstName": ""}), vec![("/firstName", "minLength")]),
+                (json!({"firstName": null}), vec![("/firstName", "type")]),
+                (json!({"id": random_uuid()}), vec![("/id", "readOnly")]),
+                (json!({"createdBy": "me"}), vec![("/createdBy", "readOnly")]),
+                (json!({"deleted": true}), vec![("/deleted", "readOnly")]),
+                (
+                    json!({"modifiedOn": "2026-01-01"}),
+                    vec![("/modifiedOn", "readOnly")],
+                ),
+                (json!({"nope": 1}), vec![("", "additionalProperties")]),
+                (
+                    json!({"email": 5, "isPrimary": "x"}),
+                    vec![("/email", "type"), ("/isPrimary", "type")],
+                ),
+            ],
         ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"email": "nope"})),
-            vec![("/email", "format")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(
-                c(),
-                json!({"email": format!("{}@acme.com", "a".repeat(92))}),
-            ),
-            vec![("/email", "maxLength")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"tenantId": "x"})),
-            vec![("/tenantId", "type")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"tenantId": 5})),
-            vec![("/tenantId", "type")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"type": long})),
-            vec![("/type", "maxLength")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"firstName": long})),
-            vec![("/firstName", "maxLength")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"firstName": 42})),
-            vec![("/firstName", "type")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"firstName": ["a"]})),
-            vec![("/firstName", "type")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"firstName": ""})),
-            vec![("/firstName", "minLength")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"firstName": null})),
-            vec![("/firstName", "type")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"id": random_uuid()})),
-            vec![("/id", "readOnly")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"createdBy": "me"})),
-            vec![("/createdBy", "readOnly")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"deleted": true})),
-            vec![("/deleted", "readOnly")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"modifiedOn": "2026-01-01"})),
-            vec![("/modifiedOn", "readOnly")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"nope": 1})),
-            vec![("", "additionalProperties")],
-        ),
-        (
-            p.clone(),
-            "/contacts".into(),
-            merge(c(), json!({"email": 5, "isPrimary": "x"})),
-            vec![("/email", "type"), ("/isPrimary", "type")],
-        ),
-        (
+        body_cases(
             Method::PATCH,
-            contact_item.clone(),
-            json!({"email": "nope"}),
-            vec![("/email", "format")],
+            &contact_item,
+            vec![
+                (json!({"email": "nope"}), vec![("/email", "format")]),
+                (json!({"isPrimary": null}), vec![("/isPrimary", "type")]),
+                (
+                    json!({"tenantId": "not-a-uuid"}),
+                    vec![("/tenantId", "type")],
+                ),
+                (
+                    json!({"modifiedBy": "x"}),
+                    vec![("/modifiedBy", "readOnly")],
+                ),
+                (json!({"id": contact}), vec![("/id", "readOnly")]),
+            ],
         ),
-        (
-            Method::PATCH,
-            contact_item.clone(),
-            json!({"isPrimary": null}),
-            vec![("/isPrimary", "type")],
-        ),
-        (
-            Method::PATCH,
-            contact_item.clone(),
-            json!({"tenantId": "not-a-uuid"}),
-            vec![("/tenantId", "type")],
-        ),
-        (
-            Method::PATCH,
-            contact_item.clone(),
-            json!({"modifiedBy": "x"}),
-            vec![("/modifiedBy", "readOnly")],
-        ),
-        (
-            Method::PATCH,
-            contact_item.clone(),
-            json!({"id": contact}),
-            vec![("/id", "readOnly")],
-        ),
-        (
+        body_cases(
             Method::PUT,
-            contact_item.clone(),
-            json!({"firstName": "a"}),
-            vec![("", "required"); 4],
+            &contact_item,
+            vec![(json!({"firstName": "a"}), vec![("", "required"); 4])],
         ),
-        (
+        body_cases(
             Method::PATCH,
-            format!("/contacts{all}"),
-            json!({"isPrimary": "no"}),
-            vec![("/isPrimary", "type")],
+            &format!("/contacts{all}"),
+            vec![(json!({"isPrimary": "no"}), vec![("/isPrimary", "type")])],
         ),
-        (
+        body_cases(
             Method::PATCH,
-            "/contacts".into(),
-            json!({"lastName": long}),
-            vec![("/lastName", "maxLength")],
+            "/contacts",
+            vec![(json!({"lastName": long}), vec![("/lastName", "maxLength")])],
         ),
         // Invoices
-        (
-            p.clone(),
-            "/invoices".into(),
-            json!({}),
-            vec![("", "required"); 7],
+        body_cases(
+            Method::POST,
+            "/invoices",
+            vec![(json!({}), vec![("", "required"); 7])],
         ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": 1.23456})),
-            vec![("/amount", "type")],
+        changed_body_cases(
+            Method::POST,
+            "/invoices",
+            invoice_body(&t),
+            vec![
+                (json!({"amount": 1.23456}), vec![("/amount", "type")]),
+                (json!({"amount": "1.00001"}), vec![("/amount", "type")]),
+                (json!({"amount": "abc"}), vec![("/amount", "type")]),
+                (json!({"amount": true}), vec![("/amount", "type")]),
+                (
+                    json!({"amount": 100000000000u64}),
+                    vec![("/amount", "type")],
+                ),
+                (json!({"amount": null}), vec![("/amount", "type")]),
+                (
+                    json!({"currencyCode": "usd"}),
+                    vec![("/currencyCode", "pattern")],
+                ),
+                (
+                    json!({"currencyCode": "US"}),
+                    vec![("/currencyCode", "pattern")],
+                ),
+                (
+                    json!({"currencyCode": "USDX"}),
+                    vec![("/currencyCode", "maxLength")],
+                ),
+                (json!({"dueDate": "soon"}), vec![("/dueDate", "type")]),
+                (
+                    json!({"startDate": "2026-13-01"}),
+                    vec![("/startDate", "type")],
+                ),
+                (
+                    json!({"startDate": "2026-02-30"}),
+                    vec![("/startDate", "type")],
+                ),
+                (json!({"endDate": 20260101}), vec![("/endDate", "type")]),
+                (json!({"status": 3}), vec![("/status", "type")]),
+                (json!({"status": -1}), vec![("/status", "type")]),
+                (json!({"status": 1.5}), vec![("/status", "type")]),
+                (json!({"status": "unknown"}), vec![("/status", "type")]),
+                (
+                    json!({"invoiceFile": "x".repeat(501)}),
+                    vec![("/invoiceFile", "maxLength")],
+                ),
+            ],
         ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": "1.00001"})),
-            vec![("/amount", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": "abc"})),
-            vec![("/amount", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": true})),
-            vec![("/amount", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": 100000000000u64})),
-            vec![("/amount", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"amount": null})),
-            vec![("/amount", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"currencyCode": "usd"})),
-            vec![("/currencyCode", "pattern")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"currencyCode": "US"})),
-            vec![("/currencyCode", "pattern")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"currencyCode": "USDX"})),
-            vec![("/currencyCode", "maxLength")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"dueDate": "soon"})),
-            vec![("/dueDate", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"startDate": "2026-13-01"})),
-            vec![("/startDate", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"startDate": "2026-02-30"})),
-            vec![("/startDate", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"endDate": 20260101})),
-            vec![("/endDate", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"status": 3})),
-            vec![("/status", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"status": -1})),
-            vec![("/status", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"status": 1.5})),
-            vec![("/status", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"status": "unknown"})),
-            vec![("/status", "type")],
-        ),
-        (
-            p.clone(),
-            "/invoices".into(),
-            merge(i(), json!({"invoiceFile": "x".repeat(501)})),
-            vec![("/invoiceFile", "maxLength")],
-        ),
-        (
+        body_cases(
             Method::PATCH,
-            invoice_item.clone(),
-            json!({"amount": "1,5"}),
-            vec![("/amount", "type")],
+            &invoice_item,
+            vec![
+                (json!({"amount": "1,5"}), vec![("/amount", "type")]),
+                (json!({"status": null}), vec![("/status", "type")]),
+            ],
         ),
-        (
-            Method::PATCH,
-            invoice_item.clone(),
-            json!({"status": null}),
-            vec![("/status", "type")],
-        ),
-        (
+        body_cases(
             Method::PUT,
-            invoice_item.clone(),
-            json!({"amount": 1}),
-            vec![("", "required"); 6],
+            &invoice_item,
+            vec![(json!({"amount": 1}), vec![("", "required"); 6])],
         ),
-        (
+        body_cases(
             Method::PATCH,
-            "/invoices".into(),
-            json!({"currencyCode": "eur"}),
-            vec![("/currencyCode", "pattern")],
+            "/invoices",
+            vec![(
+                json!({"currencyCode": "eur"}),
+                vec![("/currencyCode", "pattern")],
+            )],
         ),
         // Tenant configs
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            merge(g(), json!({"configValue": "string"})),
-            vec![("/configValue", "type")],
+        changed_body_cases(
+            Method::POST,
+            "/tenant-configs",
+            config_body(&t),
+            vec![
+                (
+                    json!({"configValue": "string"}),
+                    vec![("/configValue", "type")],
+                ),
+                (json!({"configValue": [1]}), vec![("/configValue", "type")]),
+                (json!({"configValue": null}), vec![("/configValue", "type")]),
+                (
+                    json!({"configKey": long}),
+                    vec![("/configKey", "maxLength")],
+                ),
+                (json!({"configKey": ""}), vec![("/configKey", "minLength")]),
+            ],
         ),
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            merge(g(), json!({"configValue": [1]})),
-            vec![("/configValue", "type")],
+        body_cases(
+            Method::POST,
+            "/tenant-configs",
+            vec![(
+                json!({"configKey": "k", "configValue": {}}),
+                vec![("", "required")],
+            )],
         ),
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            merge(g(), json!({"configValue": null})),
-            vec![("/configValue", "type")],
-        ),
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            merge(g(), json!({"configKey": long})),
-            vec![("/configKey", "maxLength")],
-        ),
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            merge(g(), json!({"configKey": ""})),
-            vec![("/configKey", "minLength")],
-        ),
-        (
-            p.clone(),
-            "/tenant-configs".into(),
-            json!({"configKey": "k", "configValue": {}}),
-            vec![("", "required")],
-        ),
-        (
+        body_cases(
             Method::PATCH,
-            config_item.clone(),
-            json!({"configValue": 1}),
-            vec![("/configValue", "type")],
+            &config_item,
+            vec![(json!({"configValue": 1}), vec![("/configValue", "type")])],
         ),
-        (
+        body_cases(
             Method::PUT,
-            config_item.clone(),
-            json!({"configKey": "k"}),
-            vec![("", "required"); 2],
+            &config_item,
+            vec![(json!({"configKey": "k"}), vec![("", "required"); 2])],
         ),
-        (
+        body_cases(
             Method::PATCH,
-            "/tenant-configs".into(),
-            json!({"deletedBy": "x"}),
-            vec![("/deletedBy", "readOnly")],
+            "/tenant-configs",
+            vec![(json!({"deletedBy": "x"}), vec![("/deletedBy", "readOnly")])],
         ),
         // Tenants (updates; onboarding has its own test)
-        (
+        body_cases(
             Method::PATCH,
-            tenant_item.clone(),
-            json!({"status": 9}),
-            vec![("/status", "type")],
+            &tenant_item,
+            vec![
+                (json!({"status": 9}), vec![("/status", "type")]),
+                (json!({"status": "1x"}), vec![("/status", "type")]),
+                (json!({"status": "ACTIVATED"}), vec![("/status", "type")]),
+                (json!({"key": "Acme"}), vec![("/key", "pattern")]),
+                (json!({"key": "a b"}), vec![("/key", "pattern")]),
+                (json!({"key": "abcdefghijk"}), vec![("/key", "maxLength")]),
+                (json!({"key": ""}), vec![("/key", "minLength")]),
+                (json!({"domains": "acme.com"}), vec![("/domains", "type")]),
+                (
+                    json!({"domains": ["a.com", "A.COM"]}),
+                    vec![("/domains", "uniqueItems")],
+                ),
+                (
+                    json!({"domains": ["bad domain"]}),
+                    vec![("/domains/0", "format")],
+                ),
+                (
+                    json!({"domains": ["a.com", "b..com"]}),
+                    vec![("/domains/1", "format")],
+                ),
+                (json!({"leadId": "not-a-uuid"}), vec![("/leadId", "type")]),
+                (json!({"addressId": 5}), vec![("/addressId", "type")]),
+                (json!({"name": null}), vec![("/name", "type")]),
+                (json!({"name": long}), vec![("/name", "maxLength")]),
+                (
+                    json!({"spocUserId": long}),
+                    vec![("/spocUserId", "maxLength")],
+                ),
+                (json!({"id": random_uuid()}), vec![("/id", "readOnly")]),
+                (json!({"contacts": []}), vec![("", "additionalProperties")]),
+                (json!([{"name": "x"}]), vec![("", "type")]),
+                (json!("x"), vec![("", "type")]),
+            ],
         ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"status": "1x"}),
-            vec![("/status", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"status": "ACTIVATED"}),
-            vec![("/status", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"key": "Acme"}),
-            vec![("/key", "pattern")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"key": "a b"}),
-            vec![("/key", "pattern")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"key": "abcdefghijk"}),
-            vec![("/key", "maxLength")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"key": ""}),
-            vec![("/key", "minLength")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"domains": "acme.com"}),
-            vec![("/domains", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"domains": ["a.com", "A.COM"]}),
-            vec![("/domains", "uniqueItems")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"domains": ["bad domain"]}),
-            vec![("/domains/0", "format")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"domains": ["a.com", "b..com"]}),
-            vec![("/domains/1", "format")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"leadId": "not-a-uuid"}),
-            vec![("/leadId", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"addressId": 5}),
-            vec![("/addressId", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"name": null}),
-            vec![("/name", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"name": long}),
-            vec![("/name", "maxLength")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"spocUserId": long}),
-            vec![("/spocUserId", "maxLength")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"id": random_uuid()}),
-            vec![("/id", "readOnly")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!({"contacts": []}),
-            vec![("", "additionalProperties")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!([{"name": "x"}]),
-            vec![("", "type")],
-        ),
-        (
-            Method::PATCH,
-            tenant_item.clone(),
-            json!("x"),
-            vec![("", "type")],
-        ),
-        (
+        body_cases(
             Method::PUT,
-            tenant_item.clone(),
-            json!({"name": "x"}),
-            vec![("", "required"); 3],
+            &tenant_item,
+            vec![(json!({"name": "x"}), vec![("", "required"); 3])],
         ),
-        (
+        changed_body_cases(
             Method::PUT,
-            tenant_item.clone(),
-            merge(tenant_put_body("ok"), json!({"status": null})),
-            vec![("/status", "type")],
+            &tenant_item,
+            tenant_put_body("ok"),
+            vec![(json!({"status": null}), vec![("/status", "type")])],
         ),
-        (
+        body_cases(
             Method::PATCH,
-            format!("/tenants{all}"),
-            json!({"status": -1}),
-            vec![("/status", "type")],
+            &format!("/tenants{all}"),
+            vec![(json!({"status": -1}), vec![("/status", "type")])],
         ),
-    ];
+    ]
+    .concat();
     for (method, path, body, expected) in cases {
         let what = format!("{method} {path} {body}");
         let (status, answer) = send(&app, method, &path, Some(&admin), Some(&body)).await;
@@ -2000,6 +1690,39 @@ both_dbs!(bad_bodies_are_422_and_write_nothing, |app| async move {
 
 /// A request with a bad body and the `(path, code)` pairs of the 422 it must answer.
 type BodyCase<'a> = (Method, String, Value, Vec<(&'a str, &'a str)>);
+
+/// The cases sending each of `bodies` (with the pairs of its 422) with `method` to `path`.
+fn body_cases<'a>(
+    method: Method,
+    path: &str,
+    bodies: Vec<(Value, Vec<(&'a str, &'a str)>)>,
+) -> Vec<BodyCase<'a>> {
+    bodies
+        .into_iter()
+        .map(|(body, expected)| (method.clone(), path.to_string(), body, expected))
+        .collect()
+}
+
+/// [`body_cases`] whose bodies are `base` with each of `changes` applied (a change's properties
+/// replace the base's).
+fn changed_body_cases<'a>(
+    method: Method,
+    path: &str,
+    base: Value,
+    changes: Vec<(Value, Vec<(&'a str, &'a str)>)>,
+) -> Vec<BodyCase<'a>> {
+    let bodies = changes
+        .into_iter()
+        .map(|(change, expected)| {
+            let mut body = base.clone();
+            for (k, v) in change.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            (body, expected)
+        })
+        .collect();
+    body_cases(method, path, bodies)
+}
 
 /// Every route that reads a JSON body, and whether it needs a token.
 fn body_routes(t: &str, contact: &str, invoice: &str, config: &str) -> Vec<(Method, String, bool)> {
@@ -2354,10 +2077,7 @@ both_dbs!(soft_deleted_rows_are_hidden_everywhere, |app| async move {
     assert!(!emails.contains(&"bob@acme.com"), "{emails:?}");
     assert_eq!(emails.len(), 2, "{emails:?}");
     assert_eq!(count(&app, "/contacts").await, 4);
-    let (status, answer) = app
-        .patch("/contacts", Some(&admin), &json!({"type": "x"}))
-        .await;
-    assert_eq!((status.as_u16(), answer), (200, json!({"count": 4})));
+    bulk_patch(&app, &admin, "/contacts", &json!({"type": "x"}), 4).await;
     let filtered = get_ok(
         &app,
         &admin,
@@ -2382,26 +2102,14 @@ both_dbs!(soft_deleted_rows_are_hidden_everywhere, |app| async move {
 
     // A deleted parent is gone from the includes of its children.
     let tenant_row = get_ok(&app, &admin, &format!("/tenants/{beta}")).await;
-    let with_tenant = get_ok(
-        &app,
-        &admin,
-        &with_filter(
-            &format!("/invoices/{invoice}"),
-            &json!({"include": ["tenant"]}),
-        ),
-    )
-    .await;
+    let invoice_with_tenant = with_filter(
+        &format!("/invoices/{invoice}"),
+        &json!({"include": ["tenant"]}),
+    );
+    let with_tenant = get_ok(&app, &admin, &invoice_with_tenant).await;
     assert_eq!(with_tenant["tenant"], tenant_row);
     delete_ok(&app, &admin, &format!("/tenants/{beta}")).await;
-    let with_tenant = get_ok(
-        &app,
-        &admin,
-        &with_filter(
-            &format!("/invoices/{invoice}"),
-            &json!({"include": ["tenant"]}),
-        ),
-    )
-    .await;
+    let with_tenant = get_ok(&app, &admin, &invoice_with_tenant).await;
     assert!(
         with_tenant.get("tenant").is_none_or(Value::is_null),
         "{with_tenant}"

@@ -140,25 +140,9 @@ async fn seed(app: &TestApp) {
         let tenant = onboard(app, &admin_as(app, CALLERS[i % 4]), body).await;
         let id = id_of(&tenant);
         tick().await;
-        let mut change = serde_json::Map::new();
-        if i % 6 != 1 {
-            change.insert("status".into(), json!(i % 6));
-        }
-        if i % 4 != 3 {
-            change.insert(
-                "spocUserId".into(),
-                json!(SAMPLE_TEXTS[(i * 5) % SAMPLE_TEXTS.len()]),
-            );
-        }
-        if !change.is_empty() {
-            let editor = admin_as(app, CALLERS[(i + 1) % 4]);
-            patch_ok(
-                app,
-                &editor,
-                &format!("/tenants/{id}"),
-                &Value::Object(change),
-            )
-            .await;
+        let spoc = (i % 4 != 3).then(|| SAMPLE_TEXTS[(i * 5) % SAMPLE_TEXTS.len()]);
+        let editor = admin_as(app, CALLERS[(i + 1) % 4]);
+        if patch_status_and_spoc(app, &editor, &id, (i % 6) as i64, spoc).await {
             tick().await;
         }
         tenants.push((id, domains[0].clone()));

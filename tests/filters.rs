@@ -170,22 +170,7 @@ async fn seed(app: &TestApp) -> Seed {
             key.to_string(),
             tenant["createdOn"].as_str().unwrap().to_string(),
         );
-        let mut change = serde_json::Map::new();
-        if status != 1 {
-            change.insert("status".into(), json!(status));
-        }
-        if let Some(spoc) = spoc {
-            change.insert("spocUserId".into(), json!(spoc));
-        }
-        if !change.is_empty() {
-            patch_ok(
-                app,
-                &editor,
-                &format!("/tenants/{id}"),
-                &Value::Object(change),
-            )
-            .await;
-        }
+        patch_status_and_spoc(app, &editor, &id, status, spoc).await;
         ids.insert(key.to_string(), id);
         tick().await;
     }

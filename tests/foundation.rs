@@ -357,21 +357,25 @@ both_dbs!(wrong_method_is_405, |app| async move {
     }
 });
 
+/// `POST /tenants` as an administrator with `body` sent verbatim as `content_type`; the whole
+/// response.
+async fn post_tenant_text(app: &TestApp, body: &str, content_type: Option<&str>) -> TestResponse {
+    app.raw(
+        Method::POST,
+        "/tenants",
+        Some(&app.admin_token()),
+        body,
+        content_type,
+    )
+    .await
+}
+
 both_dbs!(malformed_json_is_400_syntax_error, |app| async move {
-    let token = app.admin_token();
     for body in ["{bad", "{\"name\": ", "[1,2", "nul"] {
-        let response = app
-            .raw(
-                Method::POST,
-                "/tenants",
-                Some(&token),
-                body,
-                Some("application/json"),
-            )
-            .await;
+        let response = post_tenant_text(&app, body, Some("application/json")).await;
         response.assert_error(400, "SyntaxError");
     }
-    let (_, count) = app.get("/tenants/count", Some(&token)).await;
+    let (_, count) = app.get("/tenants/count", Some(&app.admin_token())).await;
     assert_eq!(count, json!({"count": 0}), "nothing written");
 });
 
@@ -387,15 +391,7 @@ both_dbs!(
                         "isPrimary": true}
         })
         .to_string();
-        let response = app
-            .raw(
-                Method::POST,
-                "/tenants",
-                Some(&app.admin_token()),
-                &big,
-                Some("application/json"),
-            )
-            .await;
+        let response = post_tenant_text(&app, &big, Some("application/json")).await;
         response.assert_error(413, "PayloadTooLargeError");
     }
 );
@@ -407,15 +403,7 @@ both_dbs!(wrong_content_type_is_415, |app| async move {
         Some("application/x-www-form-urlencoded"),
         None,
     ] {
-        let response = app
-            .raw(
-                Method::POST,
-                "/tenants",
-                Some(&app.admin_token()),
-                &body,
-                content_type,
-            )
-            .await;
+        let response = post_tenant_text(&app, &body, content_type).await;
         response.assert_error(415, "UnsupportedMediaTypeError");
     }
 });
@@ -489,16 +477,22 @@ both_dbs!(health_probes_answer, |app| async move {
     assert_eq!(status, 200, "{body}");
 });
 
-both_dbs!(openapi_document_is_served, |app| async move {
-    let response = app.get_raw("/openapi.json", None).await;
-    assert_eq!(response.status, 200);
+/// The response is a 200 whose `Content-Type` starts with `content_type`.
+#[track_caller]
+fn assert_served_as(response: &TestResponse, content_type: &str) {
+    assert_eq!(response.status, 200, "{}", response.text);
     assert!(
         response
             .header("content-type")
-            .is_some_and(|v| v.starts_with("application/json")),
-        "{:?}",
+            .is_some_and(|v| v.starts_with(content_type)),
+        "not {content_type}: {:?}",
         response.headers
     );
+}
+
+both_dbs!(openapi_document_is_served, |app| async move {
+    let response = app.get_raw("/openapi.json", None).await;
+    assert_served_as(&response, "application/json");
     let doc = response.json();
     assert_eq!(doc["openapi"], "3.0.0");
     assert!(doc["paths"].get("/ping").is_some(), "{}", doc["paths"]);
@@ -507,12 +501,7 @@ both_dbs!(openapi_document_is_served, |app| async move {
 
 both_dbs!(explorer_and_home_pages_are_served, |app| async move {
     let explorer = app.get_raw("/explorer", None).await;
-    assert_eq!(explorer.status, 200);
-    assert!(
-        explorer
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("text/html"))
-    );
+    assert_served_as(&explorer, "text/html");
     assert!(
         explorer.text.contains("/explorer/swagger-ui-bundle.js"),
         "{}",
@@ -531,19 +520,10 @@ both_dbs!(explorer_and_home_pages_are_served, |app| async move {
     assert!(script.text.len() > 100_000, "the bundle is served whole");
 
     let css = app.get_raw("/explorer/swagger-ui.css", None).await;
-    assert_eq!(css.status, 200);
-    assert!(
-        css.header("content-type")
-            .unwrap_or_default()
-            .starts_with("text/css")
-    );
+    assert_served_as(&css, "text/css");
 
     let home = app.get_raw("/", None).await;
-    assert_eq!(home.status, 200);
-    assert!(
-        home.header("content-type")
-            .is_some_and(|v| v.starts_with("text/html"))
-    );
+    assert_served_as(&home, "text/html");
     assert!(home.text.contains("href=\"/explorer\""), "{}", home.text);
 });
 
@@ -870,6 +850,25 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     received
 }
 
+/// Fires the shutdown signal while `in_flight` (a request or response) is not done yet, and
+/// checks that the server is still running a moment later.
+async fn signal_shutdown_during(app: &mut TestApp, in_flight: &str) {
+    app.signal_shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !app.server_finished(),
+        "the server stopped while {in_flight}"
+    );
+}
+
+/// Waits (at most 10 s) for the server to stop once `what` is done; it must stop cleanly.
+async fn assert_stops_once_done(app: &mut TestApp, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
+        .await
+        .unwrap_or_else(|_| panic!("the server stops once the {what} is done"))
+        .expect("run_until_stopped returns Ok");
+}
+
 both_dbs!(
     shutdown_lets_in_flight_responses_finish,
     |mut app| async move {
@@ -888,12 +887,7 @@ both_dbs!(
         stream.write_all(&request.repeat(requests)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        app.signal_shutdown();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !app.server_finished(),
-            "the server stopped while a response was still being written"
-        );
+        signal_shutdown_during(&mut app, "a response was still being written").await;
 
         let responses = complete_responses(&read_to_close(&mut stream).await);
         assert!(!responses.is_empty(), "the in-flight response was sent");
@@ -902,10 +896,7 @@ both_dbs!(
             assert_eq!(status, "HTTP/1.1 200 OK");
             assert_eq!(*length, bundle_len);
         }
-        tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
-            .await
-            .expect("the server stops once the response is done")
-            .expect("run_until_stopped returns Ok");
+        assert_stops_once_done(&mut app, "response").await;
         assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
     }
 );
@@ -927,12 +918,7 @@ both_dbs!(
         stream.write_all(first).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        app.signal_shutdown();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !app.server_finished(),
-            "the server stopped while a request was still arriving"
-        );
+        signal_shutdown_during(&mut app, "a request was still arriving").await;
 
         stream.write_all(second).await.unwrap();
         let received = read_to_close(&mut stream).await;
@@ -944,10 +930,7 @@ both_dbs!(
             "{}",
             String::from_utf8_lossy(&received)
         );
-        tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
-            .await
-            .expect("the server stops once the request is done")
-            .expect("run_until_stopped returns Ok");
+        assert_stops_once_done(&mut app, "request").await;
 
         // The tenant was written: a restart on the same database sees it.
         let app = app.restart().await;

@@ -11,18 +11,17 @@
 //! that fails the test; the same holds for Python's `aiosmtpd`, the SMTP server of the mail tests.
 
 mod common;
+mod rest_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use mailparse::{MailHeaderMap, ParsedMail};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use rest_support::{expect_error, with_filter};
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -68,23 +67,6 @@ impl Variant {
             Self::Sqlite | Self::Redis => Db::Sqlite,
         }
     }
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Skips `test` with a note, or fails it under CI.
-fn skip(test: &str, why: &str) {
-    assert!(!under_ci(), "{test}: {why} (required under CI=true)");
-    eprintln!("skipping {test}: {why}");
-}
-
-fn redis_url() -> String {
-    std::env::var("TMS_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
 async fn redis_reachable(url: &str) -> bool {
@@ -217,17 +199,7 @@ impl RedisKeys {
 
 impl Drop for RedisKeys {
     fn drop(&mut self) {
-        let (url, pattern) = (self.url.clone(), format!("{}*", self.prefix));
-        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
-            let client = redis::Client::open(url.as_str())?;
-            let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
-            if !keys.is_empty() {
-                redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
-            }
-            Ok(())
-        })
-        .join();
+        remove_redis_keys(&self.url, &self.prefix);
     }
 }
 
@@ -269,14 +241,6 @@ struct Snapshot {
     mails: i64,
     /// isValidated of every lead.
     validated: BTreeMap<String, bool>,
-}
-
-/// `path?filter=<json>`.
-fn with_filter(path: &str, filter: &Value) -> String {
-    format!(
-        "{path}?filter={}",
-        utf8_percent_encode(&filter.to_string(), NON_ALPHANUMERIC)
-    )
 }
 
 fn include(relations: &[&str]) -> Value {
@@ -444,6 +408,13 @@ impl Funnel {
             .await
     }
 
+    /// `POST /leads/{id}/tenants` with `token`, which must answer 200; the tenant.
+    async fn onboard_ok(&self, id: &str, token: &str, body: &Value) -> Value {
+        let (status, tenant) = self.onboard(id, Some(token), body).await;
+        assert_eq!(status, 200, "onboarding {id} with {body}: {tenant}");
+        tenant
+    }
+
     /// The lead as an administrator reads it, with its address.
     async fn lead(&self, id: &str) -> Value {
         self.get_ok(
@@ -472,17 +443,10 @@ impl Funnel {
     }
 }
 
-/// The error body is LoopBack's with `status` and `name`.
-#[track_caller]
-fn assert_refused(status: StatusCode, body: &Value, expected: u16, name: &str, what: &str) {
-    assert_eq!(status.as_u16(), expected, "{what}: {body}");
-    assert_loopback_error(body, expected, name);
-}
-
 /// A 422 whose `details` name (path, code).
 #[track_caller]
 fn assert_invalid(status: StatusCode, body: &Value, path: &str, code: &str, what: &str) {
-    assert_refused(status, body, 422, "UnprocessableEntityError", what);
+    expect_error(status, body, 422, "UnprocessableEntityError", what);
     assert_eq!(body["error"]["code"], "VALIDATION_FAILED", "{what}: {body}");
     let details = body["error"]["details"]
         .as_array()
@@ -498,81 +462,6 @@ fn assert_invalid(status: StatusCode, body: &Value, path: &str, code: &str, what
 // ---------------------------------------------------------------------------------------------
 // Mail: a local SMTP server, the `.eml` outbox, the verification link
 // ---------------------------------------------------------------------------------------------
-
-/// `python3 -m aiosmtpd` storing every message in a Maildir; killed when dropped.
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    fn available(test: &str) -> bool {
-        let ok = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            skip(
-                test,
-                "aiosmtpd is not installed (python3 -m pip install aiosmtpd)",
-            );
-        }
-        ok
-    }
-
-    async fn start() -> SmtpServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let maildir = dir.path().join("maildir");
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start aiosmtpd");
-        let server = SmtpServer {
-            child,
-            port,
-            maildir,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits (bounded) until `dir` holds `n` files whose names satisfy `wanted`; their contents.
 async fn wait_for_files(dir: &Path, n: usize, wanted: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
@@ -666,7 +555,7 @@ enum Delivery {
 }
 
 /// Sign-up → mail → link → verify → onboard → read the tenant, with the mail from `delivery`.
-async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServer>) {
+async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpSink>) {
     let email = "ada@engines.example";
     let before = f.snapshot().await;
     assert_eq!(before.leads, 0);
@@ -692,7 +581,7 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
     let raw = match delivery {
         Delivery::Smtp => {
             let smtp = smtp.expect("the SMTP server");
-            let received = wait_for_files(&smtp.maildir.join("new"), 1, |_| true).await;
+            let received = wait_for_files(&smtp.inbox(), 1, |_| true).await;
             assert_eq!(received.len(), 1, "one mail");
             assert!(
                 !f.data_dir.join("outbox").exists(),
@@ -741,7 +630,7 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
     assert!(!f.key_stored(&mail.code).await, "the key is consumed");
     // Single use.
     let (status, body) = f.verify(&mail.lead_id, &mail.code).await;
-    assert_refused(status, &body, 401, "UnauthorizedError", "second verify");
+    expect_error(status, &body, 401, "UnauthorizedError", "second verify");
 
     // The lead token reads its own lead.
     let own = f.get_ok(&format!("/leads/{lead_id}"), &token).await;
@@ -749,10 +638,10 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
     assert_eq!(own["isValidated"], true);
 
     // Onboarding: no name (the company name), address parts equal to the lead's.
-    let (status, tenant) = f
-        .onboard(
+    let tenant = f
+        .onboard_ok(
             &lead_id,
-            Some(&token),
+            &token,
             &json!({
                 "key": "engines",
                 "domains": ["engines.example", "www.engines.example"],
@@ -761,7 +650,6 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
             }),
         )
         .await;
-    assert_eq!(status, 200, "{tenant}");
     let tenant_id = tenant["id"].as_str().unwrap().to_string();
     let check_tenant = |t: &Value, what: &str| {
         assert_eq!(t["id"], tenant_id, "{what}: {t}");
@@ -829,7 +717,7 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
     assert_eq!(own["tenant"]["id"], tenant_id, "{own}");
     assert_eq!(own["address"]["id"], lead_address["id"], "{own}");
     let (status, body) = f.get(&format!("/tenants/{tenant_id}"), Some(&token)).await;
-    assert_refused(
+    expect_error(
         status,
         &body,
         403,
@@ -859,15 +747,15 @@ async fn walk_the_funnel(f: &Funnel, delivery: Delivery, smtp: Option<&SmtpServe
             &json!({"key": "engines2", "domains": ["engines.example"]}),
         )
         .await;
-    assert_refused(status, &body, 401, "UnauthorizedError", "second onboarding");
+    expect_error(status, &body, 401, "UnauthorizedError", "second onboarding");
     assert_eq!(f.snapshot().await, after);
 }
 
 async fn funnel_with_mail_over_smtp_body(env: Env) {
-    if !SmtpServer::available(env.name) {
+    if !SmtpSink::available(env.name) {
         return;
     }
-    let smtp = SmtpServer::start().await;
+    let smtp = SmtpSink::start().await;
     let f = env.start(&[("SMTP_URL", &smtp.url())]).await;
     walk_the_funnel(&f, Delivery::Smtp, Some(&smtp)).await;
 }
@@ -946,7 +834,7 @@ async fn expired_keys_verify_nothing_body(env: Env) {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let before = f.snapshot().await;
     let (status, body) = f.verify(&lead.id, lead.key()).await;
-    assert_refused(status, &body, 401, "UnauthorizedError", "expired key");
+    expect_error(status, &body, 401, "UnauthorizedError", "expired key");
     assert_eq!(f.snapshot().await, before);
     assert!(!before.validated[&lead.id]);
 
@@ -969,7 +857,7 @@ async fn keys_are_single_use_and_bound_to_their_lead_body(env: Env) {
 
     // A's key does not verify B, and is not spent by trying.
     let (status, body) = f.verify(&b.id, a.key()).await;
-    assert_refused(
+    expect_error(
         status,
         &body,
         401,
@@ -986,7 +874,7 @@ async fn keys_are_single_use_and_bound_to_their_lead_body(env: Env) {
     assert!(after.validated[&a.id]);
     assert!(!after.validated[&b.id]);
     let (status, body) = f.verify(&a.id, a.key()).await;
-    assert_refused(status, &body, 401, "UnauthorizedError", "reused key");
+    expect_error(status, &body, 401, "UnauthorizedError", "reused key");
     assert_eq!(f.snapshot().await, after);
 
     // Two verifications at once with one key: exactly one wins.
@@ -1034,7 +922,7 @@ async fn verify_needs_the_key_as_bearer_body(env: Env) {
     // The right key on the wrong path.
     for path_id in ["not-a-uuid".to_string(), Uuid::new_v4().to_string()] {
         let (status, body) = f.verify(&path_id, &key).await;
-        assert_refused(status, &body, 401, "UnauthorizedError", &path_id);
+        expect_error(status, &body, 401, "UnauthorizedError", &path_id);
     }
     assert_eq!(f.snapshot().await, before);
     // None of that spent the key.
@@ -1101,21 +989,18 @@ async fn onboarding_needs_the_token_of_a_validated_lead_body(env: Env) {
     ];
     for (what, id, token, body) in cases {
         let (status, answer) = f.onboard(id, token, body).await;
-        assert_refused(status, &answer, 401, "UnauthorizedError", what);
+        expect_error(status, &answer, 401, "UnauthorizedError", what);
         assert_eq!(f.snapshot().await, before, "{what}");
     }
 
     // The right tokens work.
-    let (status, tenant) = f.onboard(&a.id, Some(&token_a), &body_a).await;
-    assert_eq!(status, 200, "{tenant}");
-    let (status, tenant) = f
-        .onboard(
-            &b.id,
-            Some(&token_b),
-            &json!({"key": "beta", "domains": ["beta.test"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{tenant}");
+    f.onboard_ok(&a.id, &token_a, &body_a).await;
+    f.onboard_ok(
+        &b.id,
+        &token_b,
+        &json!({"key": "beta", "domains": ["beta.test"]}),
+    )
+    .await;
 }
 funnel_test!(
     onboarding_needs_the_token_of_a_validated_lead,
@@ -1125,14 +1010,13 @@ funnel_test!(
 async fn a_lead_onboards_once_body(env: Env) {
     let f = env.start(&[UNLIMITED, KEY_IN_RESPONSE]).await;
     let (a, token) = f.verified_lead(&sign_up_body("a@alpha.test")).await;
-    let (status, tenant) = f
-        .onboard(
+    let tenant = f
+        .onboard_ok(
             &a.id,
-            Some(&token),
+            &token,
             &json!({"key": "alpha", "domains": ["alpha.test"], "name": "Alpha Ltd"}),
         )
         .await;
-    assert_eq!(status, 200, "{tenant}");
     assert_eq!(tenant["name"], "Alpha Ltd", "a given name wins: {tenant}");
     assert_eq!(
         tenant["address"],
@@ -1146,7 +1030,7 @@ async fn a_lead_onboards_once_body(env: Env) {
         json!({"key": "alpha3", "domains": ["alpha.test"], "country": "India"}),
     ] {
         let (status, answer) = f.onboard(&a.id, Some(&token), &body).await;
-        assert_refused(status, &answer, 401, "UnauthorizedError", &body.to_string());
+        expect_error(status, &answer, 401, "UnauthorizedError", &body.to_string());
         assert_eq!(f.snapshot().await, after, "{body}");
     }
 }
@@ -1256,7 +1140,7 @@ async fn a_validated_email_signs_up_once_body(env: Env) {
         sign_up_with_address("Grace@hopper.test"),
     ] {
         let (status, answer) = f.sign_up(&body).await;
-        assert_refused(status, &answer, 409, "ConflictError", &body.to_string());
+        expect_error(status, &answer, 409, "ConflictError", &body.to_string());
         assert_eq!(f.snapshot().await, before, "nothing written for {body}");
     }
     // Another address is welcome.
@@ -1276,7 +1160,7 @@ async fn a_validated_email_with_non_ascii_letters_signs_up_once_body(env: Env) {
     let before = f.snapshot().await;
     for email in ["Ädä@umlaut.test", "Ädä@UMLAUT.TEST"] {
         let (status, answer) = f.sign_up(&sign_up_body(email)).await;
-        assert_refused(status, &answer, 409, "ConflictError", email);
+        expect_error(status, &answer, 409, "ConflictError", email);
         assert_eq!(f.snapshot().await, before, "nothing written for {email}");
     }
 }
@@ -1605,7 +1489,7 @@ async fn onboarding_bodies_are_checked_body(env: Env) {
     ];
     for (body, status, name, message) in refused {
         let (got, answer) = f.onboard(&lead.id, Some(&token), &body).await;
-        assert_refused(got, &answer, status, name, &body.to_string());
+        expect_error(got, &answer, status, name, &body.to_string());
         if !message.is_empty() {
             assert_eq!(answer["error"]["message"], message, "{body}");
         }
@@ -1634,8 +1518,7 @@ async fn onboarding_bodies_are_checked_body(env: Env) {
     }
 
     // After all that, the lead still onboards.
-    let (status, tenant) = f.onboard(&lead.id, Some(&token), &valid).await;
-    assert_eq!(status, 200, "{tenant}");
+    f.onboard_ok(&lead.id, &token, &valid).await;
     let after = f.snapshot().await;
     assert_eq!(after.tenants, before.tenants + 1);
     assert_eq!(
@@ -1664,18 +1547,18 @@ async fn partial_address_parts_are_compared_with_the_leads_body(env: Env) {
             &json!({"key": "engines", "domains": ["engines.example"], "city": "Mumbai"}),
         )
         .await;
-    assert_refused(status, &answer, 400, "BadRequestError", "city differs");
+    expect_error(status, &answer, 400, "BadRequestError", "city differs");
     assert_eq!(answer["error"]["message"], "Address mismatch with Lead");
     assert_eq!(f.snapshot().await, before);
 
-    let (status, tenant) = f
-        .onboard(
+    // Parts equal to the lead's.
+    let tenant = f
+        .onboard_ok(
             &lead.id,
-            Some(&token),
+            &token,
             &json!({"key": "engines", "domains": ["engines.example"], "city": "Pune", "zip": "411001"}),
         )
         .await;
-    assert_eq!(status, 200, "parts equal to the lead's: {tenant}");
     assert_eq!(tenant["address"]["city"], "Pune", "{tenant}");
     assert_eq!(tenant["address"]["country"], "India", "{tenant}");
     assert_eq!(f.snapshot().await.address_rows, before.address_rows);
@@ -1694,6 +1577,18 @@ fn header(answer: &TestResponse, name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number"))
     })
+}
+
+/// `POST /leads/{id}/tenants` with an empty body and no token, the whole response.
+async fn raw_onboard_without_token(f: &Funnel, id: &str) -> TestResponse {
+    f.raw(
+        Method::POST,
+        &format!("/leads/{id}/tenants"),
+        None,
+        "{}",
+        Some("application/json"),
+    )
+    .await
 }
 
 /// `POST /leads`, the whole response.
@@ -1733,15 +1628,7 @@ async fn public_routes_share_a_rate_limit_body(env: Env) {
     let second = f.verify_with_header(id, Some("Bearer wrong")).await;
     second.assert_error(401, "UnauthorizedError");
     assert_eq!(header(&second, "x-ratelimit-remaining"), Some(1));
-    let third = f
-        .raw(
-            Method::POST,
-            &format!("/leads/{id}/tenants"),
-            None,
-            "{}",
-            Some("application/json"),
-        )
-        .await;
+    let third = raw_onboard_without_token(&f, id).await;
     third.assert_error(401, "UnauthorizedError");
     assert_eq!(header(&third, "x-ratelimit-remaining"), Some(0));
 
@@ -1775,15 +1662,7 @@ async fn public_routes_share_a_rate_limit_body(env: Env) {
         .await;
     verify.assert_error(429, "TooManyRequestsError");
     assert!(header(&verify, "retry-after").is_some());
-    let onboard = f
-        .raw(
-            Method::POST,
-            &format!("/leads/{id}/tenants"),
-            None,
-            "{}",
-            Some("application/json"),
-        )
-        .await;
+    let onboard = raw_onboard_without_token(&f, id).await;
     onboard.assert_error(429, "TooManyRequestsError");
     assert_eq!(
         f.snapshot().await,
@@ -1832,22 +1711,20 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
     let (a, token_a) = f.verified_lead(&sign_up_with_address("a@alpha.test")).await;
     let (b, token_b) = f.verified_lead(&sign_up_body("b@beta.test")).await;
     let c = f.new_lead(&sign_up_body("c@gamma.test")).await;
-    let (status, tenant_a) = f
-        .onboard(
+    let tenant_a = f
+        .onboard_ok(
             &a.id,
-            Some(&token_a),
+            &token_a,
             &json!({"key": "alpha", "domains": ["alpha.test"]}),
         )
         .await;
-    assert_eq!(status, 200, "{tenant_a}");
-    let (status, tenant_b) = f
-        .onboard(
+    let tenant_b = f
+        .onboard_ok(
             &b.id,
-            Some(&token_b),
+            &token_b,
             &json!({"key": "beta", "domains": ["beta.test"]}),
         )
         .await;
-    assert_eq!(status, 200, "{tenant_b}");
     let tenant_a = tenant_a["id"].as_str().unwrap().to_string();
     let tenant_b = tenant_b["id"].as_str().unwrap().to_string();
 
@@ -1905,7 +1782,7 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
         format!("/tenants/{tenant_b}"),
     ] {
         let (status, body) = f.get(&path, Some(&token_a)).await;
-        assert_refused(status, &body, 403, "ForbiddenError", &path);
+        expect_error(status, &body, 403, "ForbiddenError", &path);
     }
 
     // Tenant configs: for its own tenant only.
@@ -1923,7 +1800,7 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
         let (status, body) = f
             .post("/tenant-configs", Some(&token_a), &config(&tenant))
             .await;
-        assert_refused(status, &body, 403, "ForbiddenError", &tenant);
+        expect_error(status, &body, 403, "ForbiddenError", &tenant);
         assert_eq!(
             f.snapshot().await,
             after,
@@ -1958,7 +1835,7 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
             }),
         )
         .await;
-    assert_refused(
+    expect_error(
         status,
         &body,
         403,

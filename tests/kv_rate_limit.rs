@@ -6,6 +6,8 @@
 //! The database backend runs on a manual clock, so expiry is tested by moving the clock; Redis
 //! keeps its own time, so those tests wait for short expiries (about a second).
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +17,8 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, Executor};
-use tempfile::TempDir;
 
+use common::{Db, Storage, Value, db_available, json, remove_redis_keys, skip};
 use tms::client_ip::TrustedProxies;
 use tms::config::Config;
 use tms::kv::{Clock, Kv};
@@ -37,19 +37,6 @@ enum Backend {
     Redis,
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// Skips (prints why) or, under CI, fails.
-fn unavailable(test: &str, why: &str) -> Option<Harness> {
-    if under_ci() {
-        panic!("{test}: {why} (required under CI=true)");
-    }
-    eprintln!("skipping {test}: {why}");
-    None
-}
-
 /// One test's store: a fresh SQLite file, PostgreSQL schema or Redis key prefix, removed when
 /// dropped.
 struct Harness {
@@ -60,13 +47,8 @@ struct Harness {
     db: Option<tms::store::Db>,
     prefix: String,
     redis_url: Option<String>,
-    pg_schema: Option<PgSchema>,
-    _data_dir: TempDir,
-}
-
-struct PgSchema {
-    admin_url: String,
-    schema: String,
+    /// The data directory and PostgreSQL schema; last, so dropped after the pool.
+    _storage: Storage,
 }
 
 fn start_instant() -> DateTime<Utc> {
@@ -77,55 +59,32 @@ fn start_instant() -> DateTime<Utc> {
 
 impl Harness {
     async fn start(backend: Backend, test: &str) -> Option<Harness> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("tms-kv-test-")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        let prefix = format!("tms-test:{}:", uuid::Uuid::new_v4().simple());
-        let mut vars: HashMap<String, String> = HashMap::from([
-            ("TMS_ENV".into(), "test".into()),
-            ("TMS_DATA_DIR".into(), data_dir.path().display().to_string()),
-            ("REDIS_KEY_PREFIX".into(), prefix.clone()),
-        ]);
-        let mut pg_schema = None;
-        match backend {
-            Backend::Sqlite => {}
-            Backend::Postgres => {
-                let Some(url) = std::env::var("TMS_TEST_DATABASE_URL")
-                    .ok()
-                    .filter(|u| !u.trim().is_empty())
-                else {
-                    return unavailable(test, "TMS_TEST_DATABASE_URL is not set");
-                };
-                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let separator = if url.contains('?') { '&' } else { '?' };
-                vars.insert(
-                    "DATABASE_URL".into(),
-                    format!("{url}{separator}application_name={schema}"),
-                );
-                vars.insert("DB_SCHEMA".into(), schema.clone());
-                pg_schema = Some(PgSchema {
-                    admin_url: url,
-                    schema,
-                });
-            }
-            Backend::Redis => {
-                let url = std::env::var("TMS_TEST_REDIS_URL")
-                    .ok()
-                    .filter(|u| !u.trim().is_empty())
-                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-                vars.insert("REDIS_URL".into(), url);
-            }
+        let db_kind = match backend {
+            Backend::Postgres => Db::Postgres,
+            Backend::Sqlite | Backend::Redis => Db::Sqlite,
+        };
+        if !db_available(db_kind, test) {
+            return None;
         }
-        let config = Config::from_map(&vars).expect("test configuration");
+        let storage = Storage::new(db_kind);
+        let prefix = format!("tms-test:{}:", uuid::Uuid::new_v4().simple());
+        let redis_url = (backend == Backend::Redis).then(common::redis_url);
+        let mut overrides = vec![("REDIS_KEY_PREFIX", prefix.as_str())];
+        if let Some(url) = &redis_url {
+            overrides.push(("REDIS_URL", url));
+        }
+        let config = storage.config(&overrides);
         let (kv, clock, db, redis_url) = if backend == Backend::Redis {
             // Kv::connect does not touch the database when Redis is configured.
             let unused = tms::store::Db::Sqlite(
                 sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("a lazy pool"),
             );
             match Kv::connect(&config, &unused).await {
-                Ok(kv) => (kv, None, None, vars.get("REDIS_URL").cloned()),
-                Err(err) => return unavailable(test, &format!("{err:#}")),
+                Ok(kv) => (kv, None, None, redis_url),
+                Err(err) => {
+                    skip(test, &format!("{err:#}"));
+                    return None;
+                }
             }
         } else {
             let db = tms::store::Db::connect(&config)
@@ -155,8 +114,7 @@ impl Harness {
             db,
             prefix,
             redis_url,
-            pg_schema,
-            _data_dir: data_dir,
+            _storage: storage,
         })
     }
 
@@ -206,64 +164,9 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Some(url) = self.redis_url.take() {
-            remove_redis_keys(&url, &self.prefix);
+        if let Some(url) = &self.redis_url {
+            remove_redis_keys(url, &self.prefix);
         }
-        if let Some(pg) = self.pg_schema.take() {
-            drop_schema(pg);
-        }
-    }
-}
-
-/// Removes what a test left under its prefix in the shared Redis (best effort; every key the
-/// tests write expires within minutes anyway).
-fn remove_redis_keys(url: &str, prefix: &str) {
-    let Ok(mut conn) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-    }
-}
-
-/// Ends the test's sessions and drops its schema, on a thread of its own (a `Drop` cannot
-/// await).
-fn drop_schema(pg: PgSchema) {
-    let schema = pg.schema.clone();
-    let outcome = std::thread::spawn(move || -> anyhow::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&pg.admin_url).await?;
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(&pg.schema)
-            .execute(&mut conn)
-            .await?;
-            conn.execute("SET lock_timeout = '10s'").await?;
-            conn.execute(AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                pg.schema
-            )))
-            .await?;
-            conn.close().await?;
-            Ok(())
-        })
-    })
-    .join();
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) if !std::thread::panicking() => {
-            panic!("could not drop test schema {schema}: {err:#}")
-        }
-        _ => eprintln!("could not drop test schema {schema}"),
     }
 }
 

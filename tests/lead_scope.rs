@@ -82,16 +82,7 @@ both_dbs!(
         assert_loopback_error(&body, 403, "ForbiddenError");
         assert_eq!(status, 403);
         let mut replaced = own["contacts"][0].clone();
-        for server_only in [
-            "id",
-            "deleted",
-            "deletedOn",
-            "deletedBy",
-            "createdOn",
-            "modifiedOn",
-            "createdBy",
-            "modifiedBy",
-        ] {
+        for server_only in AUDIT_FIELDS {
             replaced.as_object_mut().unwrap().remove(server_only);
         }
         replaced["tenantId"] = json!(id_of(&other));

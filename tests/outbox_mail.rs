@@ -9,9 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,10 +19,11 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use common::{Db as Kind, TestDb, Value, json};
+use common::{Db as Kind, SmtpSink, TestDb, Value, json};
 use tms::config::Config;
 use tms::mail::{self, Mailer, Template};
 use tms::outbox::{self, Deliver, Step};
+use tms::store::Conn;
 
 const TOPIC: &str = "event";
 const LEASE: Duration = Duration::from_secs(60);
@@ -396,10 +395,6 @@ both!(
 // Mail
 // ---------------------------------------------------------------------------------------------
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 fn mail_config(data_dir: &Path, smtp_url: Option<&str>) -> Config {
     let mut vars: HashMap<String, String> = [
         ("TMS_ENV", "test"),
@@ -416,15 +411,20 @@ fn mail_config(data_dir: &Path, smtp_url: Option<&str>) -> Config {
     Config::from_map(&vars).expect("mail test configuration")
 }
 
-fn lead_vars(link: &str) -> Value {
-    json!({
+/// Queues the validate_lead mail to ada@example.com with `link` on `conn`; the id of its row.
+async fn queue_validate_lead(mailer: &Mailer, conn: &mut Conn<'_>, link: &str) -> Uuid {
+    let vars = json!({
         "firstName": "<b>Ada</b>",
         "lastName": "Lovelace",
         "companyName": "Analytical Engines",
         "email": "ada@example.com",
         "link": link,
         "expiresInMinutes": 60,
-    })
+    });
+    mailer
+        .queue(conn, "ada@example.com", Template::ValidateLead, vars)
+        .await
+        .unwrap()
 }
 
 /// The decoded body of the one part of `mail` with content type `mimetype`.
@@ -506,27 +506,11 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
 
     // Queued in a transaction that rolls back: nothing is ever sent.
     let mut tx = db.begin().await.unwrap();
-    mailer
-        .queue(
-            &mut tx.conn(),
-            "ada@example.com",
-            Template::ValidateLead,
-            lead_vars("https://app.acme.test/never"),
-        )
-        .await
-        .unwrap();
+    queue_validate_lead(&mailer, &mut tx.conn(), "https://app.acme.test/never").await;
     drop(tx);
 
     let mut tx = db.begin().await.unwrap();
-    let id = mailer
-        .queue(
-            &mut tx.conn(),
-            "ada@example.com",
-            Template::ValidateLead,
-            lead_vars(&link),
-        )
-        .await
-        .unwrap();
+    let id = queue_validate_lead(&mailer, &mut tx.conn(), &link).await;
     tx.commit().await.unwrap();
     let payload = entry(db, id).await.payload;
     assert_eq!(payload["to"], "ada@example.com");
@@ -595,106 +579,12 @@ async fn mail_without_smtp_is_an_eml_file_postgres() {
     .await;
 }
 
-/// A local SMTP server: `python3 -m aiosmtpd` storing every message in a Maildir. Killed when
-/// dropped.
-struct SmtpServer {
-    child: Child,
-    maildir: PathBuf,
-}
-
-impl SmtpServer {
-    /// Whether aiosmtpd can be run; under CI its absence fails the test.
-    fn available(test: &str) -> bool {
-        let ok = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                !under_ci(),
-                "aiosmtpd is required under CI: python3 -m pip install aiosmtpd"
-            );
-            eprintln!(
-                "skipping {test}: aiosmtpd is not installed (python3 -m pip install aiosmtpd)"
-            );
-        }
-        ok
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// Starts a server on `port` writing into `maildir`, and waits until it accepts connections.
-    async fn start(port: u16, maildir: &Path) -> SmtpServer {
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start aiosmtpd");
-        let server = SmtpServer {
-            child,
-            maildir: maildir.to_path_buf(),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "aiosmtpd did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    /// The messages received so far.
-    fn messages(&self) -> Vec<Vec<u8>> {
-        let new = self.maildir.join("new");
-        let Ok(entries) = std::fs::read_dir(&new) else {
-            return Vec::new();
-        };
-        entries
-            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-            .collect()
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
     let db = &t.db;
-    let port = SmtpServer::free_port();
+    let port = SmtpSink::free_port();
     let maildir = t.data_dir.join("maildir");
-    let server = SmtpServer::start(port, &maildir).await;
-    let mailer = Mailer::from_config(&mail_config(
-        &t.data_dir,
-        Some(&format!("smtp://127.0.0.1:{port}?tls=none")),
-    ))
-    .unwrap();
+    let server = SmtpSink::start_at(port, &maildir).await;
+    let mailer = Mailer::from_config(&mail_config(&t.data_dir, Some(&server.url()))).unwrap();
     assert_eq!(
         mailer.describe_transport(),
         format!("smtp 127.0.0.1:{port} (no TLS)")
@@ -705,15 +595,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
         Uuid::new_v4().simple(),
         Uuid::new_v4().simple()
     );
-    let id = mailer
-        .queue(
-            &mut db.conn(),
-            "ada@example.com",
-            Template::ValidateLead,
-            lead_vars(&link),
-        )
-        .await
-        .unwrap();
+    let id = queue_validate_lead(&mailer, &mut db.conn(), &link).await;
     let t0 = now();
     let step = outbox::relay_step(db, mail::TOPIC, &mailer, t0, LEASE)
         .await
@@ -751,7 +633,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
         "{:?}",
         e.last_error
     );
-    let server = SmtpServer::start(port, &maildir).await;
+    let server = SmtpSink::start_at(port, &maildir).await;
     let step = outbox::relay_step(db, mail::TOPIC, &mailer, e.next_attempt_at, LEASE)
         .await
         .unwrap();
@@ -776,7 +658,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
 #[tokio::test]
 async fn mail_arrives_at_a_real_smtp_server_sqlite() {
     let test = "mail_arrives_at_a_real_smtp_server_sqlite";
-    if SmtpServer::available(test) {
+    if SmtpSink::available(test) {
         run(Kind::Sqlite, test, mail_arrives_at_a_real_smtp_server_body).await;
     }
 }
@@ -784,7 +666,7 @@ async fn mail_arrives_at_a_real_smtp_server_sqlite() {
 #[tokio::test]
 async fn mail_arrives_at_a_real_smtp_server_postgres() {
     let test = "mail_arrives_at_a_real_smtp_server_postgres";
-    if SmtpServer::available(test) {
+    if SmtpSink::available(test) {
         run(
             Kind::Postgres,
             test,

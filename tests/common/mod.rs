@@ -18,13 +18,18 @@
 //! PostgreSQL runs when `TMS_TEST_DATABASE_URL` is set (e.g.
 //! `postgres://postgres@127.0.0.1:5432/test`); otherwise those variants are skipped with a note on
 //! stderr, except under `CI=true`, where a missing URL fails the test.
+//!
+//! Also here for the suites with harnesses of their own: [`Storage`] (a data directory and
+//! PostgreSQL schema without a server), the Redis URL and key clean-up, and [`SmtpSink`], a local
+//! SMTP server for the mail tests.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub use reqwest::header::HeaderMap;
 pub use reqwest::{Method, StatusCode};
@@ -64,8 +69,40 @@ impl Db {
     }
 }
 
-fn under_ci() -> bool {
+/// Whether the tests run under `CI=true` (or `CI=1`), where every backend is required.
+pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Skips `test` with a note on stderr because of `why`; under CI, fails it instead.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    assert!(!under_ci(), "{test}: {why} (required under CI=true)");
+    eprintln!("skipping {test}: {why}");
+}
+
+/// The Redis the tests use: `TMS_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
+pub fn redis_url() -> String {
+    std::env::var("TMS_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes every key under `prefix` in the Redis at `url`, on a thread of its own (callable from
+/// a `Drop` inside the test runtime). Best effort: every key the tests write expires anyway.
+pub fn remove_redis_keys(url: &str, prefix: &str) {
+    let (url, pattern) = (url.to_string(), format!("{prefix}*"));
+    let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
+        }
+        Ok(())
+    })
+    .join();
 }
 
 /// The PostgreSQL URL tests run against: `TMS_TEST_DATABASE_URL`, or `None` when unset.
@@ -152,7 +189,11 @@ macro_rules! both_dbs {
 
 /// What a test owns outside the server: its data directory and, on PostgreSQL, its schema.
 /// Dropping it removes both (the schema with `DROP SCHEMA … CASCADE`, best effort).
-struct Storage {
+///
+/// [`TestApp`] and [`TestDb`] hold one; a suite with a harness of its own makes one with
+/// [`Storage::new`] (after [`db_available`]) and builds its configuration with
+/// [`Storage::config`].
+pub struct Storage {
     data_dir: TempDir,
     postgres: Option<PgSchema>,
 }
@@ -166,7 +207,9 @@ struct PgSchema {
 }
 
 impl Storage {
-    fn new(db: Db) -> Self {
+    /// A fresh data directory and, on PostgreSQL, a fresh schema name (created by the first
+    /// migration). Panics on PostgreSQL without `TMS_TEST_DATABASE_URL`.
+    pub fn new(db: Db) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("tms-test-")
             .tempdir()
@@ -191,7 +234,7 @@ impl Storage {
         Self { data_dir, postgres }
     }
 
-    fn db(&self) -> Db {
+    pub fn db(&self) -> Db {
         if self.postgres.is_some() {
             Db::Postgres
         } else {
@@ -225,7 +268,8 @@ impl Storage {
         vars
     }
 
-    fn config(&self, overrides: &[(&str, &str)]) -> Config {
+    /// The harness configuration of this storage with `overrides` (an empty value unsets).
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
         Config::from_map(&self.variables(overrides))
             .unwrap_or_else(|err| panic!("test configuration refused: {err}"))
     }
@@ -670,5 +714,122 @@ impl TestDb {
     /// Closes the pool, then removes the data directory and the schema.
     pub async fn close(self) {
         self.db.close().await;
+    }
+}
+
+/// A local SMTP server for the mail tests: `python3 -m aiosmtpd` storing every message it
+/// receives in a Maildir. Killed when dropped.
+pub struct SmtpSink {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+    /// The temporary directory holding the Maildir, when the sink made its own.
+    _dir: Option<TempDir>,
+}
+
+impl SmtpSink {
+    /// How long [`SmtpSink::start_at`] waits for the server to accept connections.
+    const STARTUP: Duration = Duration::from_secs(20);
+
+    /// Whether aiosmtpd can be run; when it cannot, `test` is skipped with a note (see [`skip`]).
+    pub fn available(test: &str) -> bool {
+        let ok = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            skip(
+                test,
+                "aiosmtpd is not installed (python3 -m pip install aiosmtpd)",
+            );
+        }
+        ok
+    }
+
+    /// A port on 127.0.0.1 that nothing listens on (at the time of asking).
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("cannot find a free port")
+            .port()
+    }
+
+    /// A server on a free port with a Maildir of its own (removed when the sink is dropped).
+    pub async fn start() -> SmtpSink {
+        let dir = tempfile::tempdir().expect("cannot create a temporary Maildir directory");
+        let mut sink = Self::start_at(Self::free_port(), &dir.path().join("maildir")).await;
+        sink._dir = Some(dir);
+        sink
+    }
+
+    /// A server on `port` writing into `maildir`, once it accepts connections. A server started
+    /// again on the same port and Maildir takes over where a stopped one left off.
+    pub async fn start_at(port: u16, maildir: &Path) -> SmtpSink {
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start aiosmtpd");
+        let sink = SmtpSink {
+            child,
+            port,
+            maildir: maildir.to_path_buf(),
+            _dir: None,
+        };
+        let deadline = Instant::now() + Self::STARTUP;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not start on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sink
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `SMTP_URL` for this server: `smtp://127.0.0.1:<port>?tls=none`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    /// The directory delivered messages land in (the Maildir's `new`).
+    pub fn inbox(&self) -> PathBuf {
+        self.maildir.join("new")
+    }
+
+    /// The messages received so far, in no particular order.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let Ok(entries) = std::fs::read_dir(self.inbox()) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| std::fs::read(e.expect("a Maildir entry").path()).expect("a readable message"))
+            .collect()
+    }
+
+    /// Stops the server now (as dropping it does).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

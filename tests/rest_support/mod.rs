@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of the REST surface (`collections.rs`, `filters.rs`,
-//! `filter_parity.rs`): URL encoding, seeding through the API, snapshots of everything the API
-//! can show (to prove that a rejected request wrote nothing) and checks of the wire format.
+//! `filter_parity.rs`, `lead_scope.rs`, `funnel.rs`): URL encoding, seeding through the API,
+//! snapshots of everything the API can show (to prove that a rejected request wrote nothing) and
+//! checks of the wire format.
 //!
 //! Used next to the harness: `mod common; mod rest_support; use common::*; use rest_support::*;`.
 #![allow(dead_code)]
@@ -134,6 +135,11 @@ pub fn with_filter(path: &str, filter: &Value) -> String {
     format!("{path}?filter={}", q(filter))
 }
 
+/// `path?where=<json>`.
+pub fn with_where(path: &str, where_: &Value) -> String {
+    format!("{path}?where={}", q(where_))
+}
+
 /// `path/count?where=<json>`.
 pub fn count_path(path: &str, where_: &Value) -> String {
     format!("{path}/count?where={}", q(where_))
@@ -189,6 +195,35 @@ pub async fn create(app: &TestApp, token: &str, path: &str, body: &Value) -> Val
 pub async fn patch_ok(app: &TestApp, token: &str, path: &str, body: &Value) {
     let (status, answer) = app.patch(path, Some(token), body).await;
     assert_eq!(status, 204, "PATCH {path} {body}: {answer}");
+}
+
+/// `PATCH /tenants/{id}` setting `status` (unless it is 1, the status of a new tenant) and
+/// `spocUserId` (when given), which must answer 204; whether there was anything to set.
+pub async fn patch_status_and_spoc(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    status: i64,
+    spoc: Option<&str>,
+) -> bool {
+    let mut change = serde_json::Map::new();
+    if status != 1 {
+        change.insert("status".into(), json!(status));
+    }
+    if let Some(spoc) = spoc {
+        change.insert("spocUserId".into(), json!(spoc));
+    }
+    if change.is_empty() {
+        return false;
+    }
+    patch_ok(
+        app,
+        token,
+        &format!("/tenants/{id}"),
+        &Value::Object(change),
+    )
+    .await;
+    true
 }
 
 /// `DELETE path` that must answer 204.
