@@ -62,6 +62,7 @@ impl Db {
                     .log_statements(tracing::log::LevelFilter::Trace);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.db_pool_size.min(8))
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await
@@ -72,21 +73,13 @@ impl Db {
                 let base = PgConnectOptions::from_str(url.expose_secret())
                     .context("DATABASE_URL is not a valid PostgreSQL URL")?
                     .log_statements(tracing::log::LevelFilter::Trace);
-                // The schema must exist before connections put it on their search_path.
-                let mut conn = base
-                    .connect()
-                    .await
-                    .context("cannot connect to PostgreSQL")?;
-                conn.execute(AssertSqlSafe(format!(
-                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-                )))
-                .await
-                .with_context(|| format!("cannot create schema {schema}"))?;
-                drop(conn);
                 let options = base.options([("search_path", schema.as_str())]);
                 let pool = PgPoolOptions::new()
                     .max_connections(config.db_pool_size)
                     .acquire_timeout(Duration::from_secs(10))
+                    // sqlx already pings every connection when it returns to the pool; a second
+                    // ping on acquire would add a round trip to every request.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .context("cannot connect to PostgreSQL")?;
@@ -96,10 +89,28 @@ impl Db {
     }
 
     /// Applies the embedded migrations (idempotent; safe with many replicas on PostgreSQL,
-    /// which takes an advisory lock).
+    /// which takes an advisory lock). On PostgreSQL it first creates the schema named on the
+    /// connections' search_path (`DB_SCHEMA`), on the same connection as the migrations, so a
+    /// start-up opens one connection, not two.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Self::Postgres(pool) => {
+                let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
+                let schema: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let schema = schema.trim_matches('"');
+                anyhow::ensure!(
+                    crate::config::is_identifier(schema),
+                    "unexpected search_path {schema:?}"
+                );
+                conn.execute(AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                )))
+                .await
+                .with_context(|| format!("cannot create schema {schema}"))?;
+                POSTGRES_MIGRATIONS.run(&mut *conn).await
+            }
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .context("database migration failed")
