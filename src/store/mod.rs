@@ -95,7 +95,10 @@ impl Db {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
             Self::Postgres(pool) => {
-                let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
                 let schema: String = sqlx::query_scalar("SELECT current_setting('search_path')")
                     .fetch_one(&mut *conn)
                     .await?;
