@@ -191,6 +191,20 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::store::crud::WriteError> for AppError {
+    fn from(err: crate::store::crud::WriteError) -> Self {
+        use crate::store::crud::WriteError;
+        match err {
+            WriteError::Conflict(_) => Self::Conflict("Unique constraint violation".into()),
+            // A tenantId/leadId/addressId naming no live row: 404, as the original answers.
+            WriteError::MissingReference { field, id } => Self::NotFound(format!(
+                "Related entity not found: {field} {id:?} does not exist"
+            )),
+            WriteError::Db(err) => err.into(),
+        }
+    }
+}
+
 pub type AppResult<T> = Result<T, AppError>;
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub fn admin_body(body: &Value) -> Result<Onboarding, Vec<ValidationDetail>> {
     let mut problems = Vec::new();
     let mut top = props.clone();
     let contact = top.remove("contact");
-    let (tenant, address) = tenant_and_address(&top, true, &mut problems);
+    let (tenant, address) = tenant_and_address(&top, true, true, &mut problems);
     let contact = match contact {
         None => {
             problems.push(validation::missing_property("", "contact"));
@@ -67,7 +67,7 @@ pub fn admin_body(body: &Value) -> Result<Onboarding, Vec<ValidationDetail>> {
             Object::new()
         }
     };
-    finish(tenant, address, contact, problems, true)
+    finish(tenant, address, contact, problems)
 }
 
 /// Validates the body of `POST /leads/{id}/tenants` (`TenantOnboardDto`): key, domains, optional
@@ -83,13 +83,37 @@ pub fn lead_body(
         return Err(vec![not_an_object("")]);
     };
     let mut problems = Vec::new();
-    let (tenant, address) = tenant_and_address(props, false, &mut problems);
-    finish(tenant, address, contact, problems, !lead_has_address)
+    let (tenant, address) = tenant_and_address(props, false, !lead_has_address, &mut problems);
+    finish(tenant, address, contact, problems)
+}
+
+/// Validates address parts (`address`, `city`, `state`, `zip`, `country`) and drops nulls. When
+/// the parts make a new address (`creates`), `country` is required as soon as any part is given;
+/// a lead's parts may be partial when they are only compared with its address.
+pub fn address_parts(
+    props: &serde_json::Map<String, Value>,
+    prefix: &str,
+    creates: bool,
+    problems: &mut Vec<ValidationDetail>,
+) -> Object {
+    let mut out = check_fields(
+        &ADDRESSES,
+        props,
+        &ADDRESS_PARTS.map(|p| (p, false)),
+        prefix,
+        problems,
+    );
+    out.retain(|_, v| !v.is_null());
+    if creates && !out.is_empty() && !out.contains_key("country") {
+        problems.push(validation::missing_property(prefix, "country"));
+    }
+    out
 }
 
 fn tenant_and_address(
     props: &serde_json::Map<String, Value>,
     name_required: bool,
+    creates_address: bool,
     problems: &mut Vec<ValidationDetail>,
 ) -> (Object, Object) {
     let (address_props, tenant_props): (serde_json::Map<_, _>, serde_json::Map<_, _>) = props
@@ -103,29 +127,16 @@ fn tenant_and_address(
         "",
         problems,
     );
-    let address = check_fields(
-        &ADDRESSES,
-        &address_props,
-        &ADDRESS_PARTS.map(|p| (p, false)),
-        "",
-        problems,
-    );
+    let address = address_parts(&address_props, "", creates_address, problems);
     (tenant, address)
 }
 
-/// Address parts must include `country` when they make a new address (an administrator's
-/// onboarding); a lead's parts may be partial when they are only compared with its address.
 fn finish(
     tenant: Object,
-    mut address: Object,
+    address: Object,
     contact: Object,
-    mut problems: Vec<ValidationDetail>,
-    creates_address: bool,
+    problems: Vec<ValidationDetail>,
 ) -> Result<Onboarding, Vec<ValidationDetail>> {
-    address.retain(|_, v| !v.is_null());
-    if creates_address && !address.is_empty() && !address.contains_key("country") {
-        problems.push(validation::missing_property("", "country"));
-    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -182,15 +193,7 @@ impl From<OnboardingError> for AppError {
                 "Unique constraint violation: a Tenant with key \"{key}\" already exists"
             )),
             OnboardingError::LeadTaken => AppError::Unauthorized("Unauthorized".into()),
-            OnboardingError::Store(WriteError::MissingReference { field, id }) => {
-                AppError::NotFound(format!(
-                    "Related entity not found: {field} {id:?} does not exist"
-                ))
-            }
-            OnboardingError::Store(WriteError::Conflict(_)) => {
-                AppError::Conflict("Onboarding violates a unique constraint".into())
-            }
-            OnboardingError::Store(WriteError::Db(err)) => err.into(),
+            OnboardingError::Store(err) => err.into(),
         }
     }
 }

@@ -191,10 +191,7 @@ fn write_error<C: Collection>(err: WriteError, body: &Value) -> AppError {
                 )
             })
         }
-        WriteError::MissingReference { field, id } => AppError::NotFound(format!(
-            "Related entity not found: {field} {id:?} does not exist"
-        )),
-        WriteError::Db(err) => err.into(),
+        other => other.into(),
     }
 }
 
@@ -224,15 +221,22 @@ async fn check_tenant_in_scope(
         return Ok(());
     };
     let allowed = match tenant.as_str().map(Uuid::parse_str) {
-        Some(Ok(id)) => crud::find_by_id(
-            &mut state.db.conn(),
-            &model::TENANTS,
-            id,
-            &Filter::default(),
-            scope,
-        )
-        .await?
-        .is_some(),
+        Some(Ok(id)) => {
+            let this_tenant = filter::Where::cmp(
+                model::TENANTS.id_field(),
+                filter::Op::Eq,
+                &Value::from(id.to_string()),
+            )
+            .expect("a UUID is a valid id");
+            crud::count(
+                &mut state.db.conn(),
+                &model::TENANTS,
+                Some(&this_tenant),
+                scope,
+            )
+            .await?
+                > 0
+        }
         _ => false,
     };
     if allowed {

@@ -55,10 +55,14 @@ async fn home(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
+/// The document is fixed for the life of the process: rendered once, on first request.
 async fn openapi() -> impl IntoResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document().to_string(),
+        DOCUMENT
+            .get_or_init(|| crate::openapi::document().to_string())
+            .as_str(),
     )
 }
 

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{Json, Path};
 use crate::AppState;
 use crate::auth::{Principal, bearer_token};
-use crate::domain::onboarding::{self, ADDRESS_PARTS};
-use crate::domain::validation::{self, check_fields, not_an_object};
+use crate::domain::onboarding;
+use crate::domain::validation::{check_fields, not_an_object};
 use crate::error::{AppError, AppResult, ValidationDetail};
 use crate::mail::Template;
 use crate::model::{ADDRESSES, LEADS};
@@ -59,20 +59,7 @@ fn lead_body(body: &Value) -> Result<(Object, Object), Vec<ValidationDetail>> {
     );
     let address = match address {
         None | Some(Value::Null) => Object::new(),
-        Some(Value::Object(a)) => {
-            let mut out = check_fields(
-                &ADDRESSES,
-                &a,
-                &ADDRESS_PARTS.map(|p| (p, false)),
-                "/address",
-                &mut problems,
-            );
-            out.retain(|_, v| !v.is_null());
-            if !out.is_empty() && !out.contains_key("country") {
-                problems.push(validation::missing_property("/address", "country"));
-            }
-            out
-        }
+        Some(Value::Object(a)) => onboarding::address_parts(&a, "/address", true, &mut problems),
         Some(_) => {
             problems.push(not_an_object("/address"));
             Object::new()
@@ -128,15 +115,11 @@ async fn create_lead(
 
     let mut tx = state.db.begin().await?;
     if !address.is_empty() {
-        let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, system)
-            .await
-            .map_err(write_failed)?;
+        let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, system).await?;
         lead.insert("addressId".into(), created["id"].clone());
     }
     lead.insert("isValidated".into(), json!(false));
-    crud::create_with_id(&mut tx.conn(), &LEADS, lead_id, &lead, system)
-        .await
-        .map_err(write_failed)?;
+    crud::create_with_id(&mut tx.conn(), &LEADS, lead_id, &lead, system).await?;
     let link = validation_link(&config.app_validate_url, &key, &id);
     state
         .mailer
@@ -162,13 +145,6 @@ async fn create_lead(
         answer["key"] = json!(key);
     }
     Ok(Json(answer))
-}
-
-fn write_failed(err: crud::WriteError) -> AppError {
-    match err {
-        crud::WriteError::Db(err) => err.into(),
-        other => AppError::Internal(anyhow::Error::new(other)),
-    }
 }
 
 /// `POST /leads/{id}/verify` with `Authorization: Bearer <key>`: the key must exist, be
@@ -221,8 +197,7 @@ async fn verify_lead(
         &validated,
         &actor,
     )
-    .await
-    .map_err(write_failed)?;
+    .await?;
     let email = lead["email"].as_str().unwrap_or_default();
     let token = state
         .jwt

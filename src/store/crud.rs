@@ -376,8 +376,7 @@ pub async fn update(
         &mut stmt,
         resource,
         backend,
-        "modifiedOn",
-        "modifiedBy",
+        &[("modifiedOn", "modifiedBy")],
         &actor.id,
     );
     restrict(&mut stmt, resource, target, actor.scope, backend);
@@ -420,34 +419,27 @@ pub async fn soft_delete(
         &mut stmt,
         resource,
         backend,
-        "deletedOn",
-        "deletedBy",
-        &actor.id,
-    );
-    stamp(
-        &mut stmt,
-        resource,
-        backend,
-        "modifiedOn",
-        "modifiedBy",
+        &[("deletedOn", "deletedBy"), ("modifiedOn", "modifiedBy")],
         &actor.id,
     );
     restrict(&mut stmt, resource, Target::Id(id), actor.scope, backend);
     Ok(conn.execute(&stmt).await? > 0)
 }
 
+/// Sets each `(when, who)` pair of audit columns to now and `actor`.
 fn stamp(
     stmt: &mut UpdateStatement,
     resource: &'static Resource,
     backend: Backend,
-    on: &str,
-    by: &str,
+    pairs: &[(&str, &str)],
     actor: &str,
 ) {
     let now = Value::from(values::format_timestamp(&values::now()));
-    for (name, value) in [(on, now), (by, Value::from(actor))] {
-        if let Some(field) = resource.field(name) {
-            stmt.value(col(field.column), bind(backend, field, &value));
+    for (on, by) in pairs {
+        for (name, value) in [(*on, &now), (*by, &Value::from(actor))] {
+            if let Some(field) = resource.field(name) {
+                stmt.value(col(field.column), bind(backend, field, value));
+            }
         }
     }
 }

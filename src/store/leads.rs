@@ -1,9 +1,12 @@
 //! Lead-specific queries of the funnel (everything generic lives in `crud`).
 
 use sea_query::{Alias, Expr, ExprTrait, Func, Query};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::Conn;
+use super::crud::{self, Scope};
+use super::filter::{Op, Where};
 use crate::model::{LEADS, TENANTS};
 
 /// Whether a live, validated lead with this email exists. Emails are compared ignoring ASCII
@@ -20,11 +23,8 @@ pub async fn validated_email_exists(conn: &mut Conn<'_>, email: &str) -> Result<
 
 /// Whether a live tenant was onboarded from `lead`.
 pub async fn has_tenant(conn: &mut Conn<'_>, lead: Uuid) -> Result<bool, sqlx::Error> {
-    let lead = Expr::val(super::values::uuid_value(conn.backend(), lead));
-    let mut stmt = Query::select();
-    stmt.expr(Expr::cust("COUNT(*)"))
-        .from(Alias::new(TENANTS.table))
-        .and_where(Expr::col(Alias::new("deleted")).eq(false))
-        .and_where(Expr::col(Alias::new("lead_id")).eq(lead));
-    Ok(conn.fetch_count(&stmt).await? > 0)
+    let lead_id = TENANTS.field("leadId").expect("tenants have a leadId");
+    let onboarded = Where::cmp(lead_id, Op::Eq, &Value::from(lead.to_string()))
+        .expect("a UUID is a valid leadId");
+    Ok(crud::count(conn, &TENANTS, Some(&onboarded), Scope::All).await? > 0)
 }
