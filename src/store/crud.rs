@@ -74,8 +74,11 @@ fn col(name: &str) -> Alias {
     Alias::new(name)
 }
 
-fn live() -> Expr {
-    Expr::col(col("deleted")).eq(false)
+/// Live rows: `NOT "deleted"`, written as a literal condition (never `deleted = $n`) so that
+/// both databases match it against the partial indexes `… WHERE NOT deleted`, in generic
+/// PostgreSQL plans too.
+pub fn live() -> Expr {
+    Expr::col(col("deleted")).not()
 }
 
 /// A SELECT of every field of `resource`, live rows only.
@@ -158,8 +161,8 @@ pub async fn find(
     filter: &Filter,
     scope: Scope,
 ) -> Result<Vec<Object>, sqlx::Error> {
-    let restrict = scope_condition(resource, scope, conn.backend());
-    find_where(conn, resource, filter, restrict).await
+    let stmt = find_statement(resource, filter, scope, conn.backend());
+    find_rows(conn, resource, filter, stmt).await
 }
 
 /// The live row with `id`, if any, shaped by `filter` (its `fields` and `include`).
@@ -170,26 +173,62 @@ pub async fn find_by_id(
     filter: &Filter,
     scope: Scope,
 ) -> Result<Option<Object>, sqlx::Error> {
-    let backend = conn.backend();
+    let stmt = find_by_id_statement(resource, id, filter, scope, conn.backend());
+    let mut rows = find_rows(conn, resource, filter, stmt).await?;
+    Ok(rows.pop())
+}
+
+/// The SELECT behind [`find`]: every field of the live rows of `resource` that `scope` allows
+/// and `filter` matches, in the filter's order and page.
+pub fn find_statement(
+    resource: &'static Resource,
+    filter: &Filter,
+    scope: Scope,
+    backend: Backend,
+) -> SelectStatement {
+    select_where(
+        resource,
+        filter,
+        scope_condition(resource, scope, backend),
+        backend,
+    )
+}
+
+/// The SELECT behind [`find_by_id`].
+pub fn find_by_id_statement(
+    resource: &'static Resource,
+    id: Uuid,
+    filter: &Filter,
+    scope: Scope,
+    backend: Backend,
+) -> SelectStatement {
     let mut by_id = Expr::col(col("id")).eq(uuid_value(backend, id));
     if let Some(restrict) = scope_condition(resource, scope, backend) {
         by_id = by_id.and(restrict);
     }
-    let mut rows = find_where(conn, resource, filter, Some(by_id)).await?;
-    Ok(rows.pop())
+    select_where(resource, filter, Some(by_id), backend)
 }
 
-async fn find_where(
-    conn: &mut Conn<'_>,
+fn select_where(
     resource: &'static Resource,
     filter: &Filter,
     extra: Option<Expr>,
-) -> Result<Vec<Object>, sqlx::Error> {
+    backend: Backend,
+) -> SelectStatement {
     let mut stmt = select_all(resource);
     if let Some(extra) = extra {
         stmt.and_where(extra);
     }
-    filter::apply(filter, &mut stmt, conn.backend());
+    filter::apply(filter, &mut stmt, backend);
+    stmt
+}
+
+async fn find_rows(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    filter: &Filter,
+    stmt: SelectStatement,
+) -> Result<Vec<Object>, sqlx::Error> {
     let mut rows = conn.fetch_objects(&stmt, &all_fields(resource)).await?;
     for include in &filter.include {
         include_relation(conn, resource, include.relation, &include.scope, &mut rows).await?;
@@ -251,11 +290,7 @@ fn include_relation<'a>(
         // parameter limits; each parent's children all come from the batch holding its key.
         let mut children = Vec::new();
         for batch in keys.chunks(INCLUDE_BATCH) {
-            let mut stmt = select_all(target);
-            stmt.and_where(
-                Expr::col(col(remote.column)).is_in(batch.iter().map(|k| bind(backend, remote, k))),
-            );
-            filter::apply(&unpaged, &mut stmt, backend);
+            let stmt = include_statement(relation, batch, &unpaged, backend);
             children.extend(conn.fetch_objects(&stmt, &all_fields(target)).await?);
         }
         for nested in &scope.include {
@@ -264,6 +299,24 @@ fn include_relation<'a>(
         attach(rows, relation, local, remote, children, scope);
         Ok(())
     })
+}
+
+/// The SELECT that loads `relation` (filtered by `scope`'s where and order) for a batch of parent
+/// keys: the values of the relation's local column on the parents.
+pub fn include_statement(
+    relation: &'static Relation,
+    keys: &[&Value],
+    scope: &Filter,
+    backend: Backend,
+) -> SelectStatement {
+    let target = (relation.target)();
+    let remote = field_by_column(target, relation.target_column);
+    let mut stmt = select_all(target);
+    stmt.and_where(
+        Expr::col(col(remote.column)).is_in(keys.iter().map(|k| bind(backend, remote, k))),
+    );
+    filter::apply(scope, &mut stmt, backend);
+    stmt
 }
 
 fn attach(
@@ -327,17 +380,28 @@ pub async fn count(
     where_: Option<&Where>,
     scope: Scope,
 ) -> Result<i64, sqlx::Error> {
+    let stmt = count_statement(resource, where_, scope, conn.backend());
+    conn.fetch_count(&stmt).await
+}
+
+/// The SELECT behind [`count`].
+pub fn count_statement(
+    resource: &'static Resource,
+    where_: Option<&Where>,
+    scope: Scope,
+    backend: Backend,
+) -> SelectStatement {
     let mut stmt = Query::select();
     stmt.expr(Expr::cust("COUNT(*)"))
         .from(table(resource))
         .and_where(live());
-    if let Some(restrict) = scope_condition(resource, scope, conn.backend()) {
+    if let Some(restrict) = scope_condition(resource, scope, backend) {
         stmt.and_where(restrict);
     }
     if let Some(w) = where_ {
-        stmt.cond_where(filter::condition(w, conn.backend()));
+        stmt.cond_where(filter::condition(w, backend));
     }
-    conn.fetch_count(&stmt).await
+    stmt
 }
 
 /// Who writes: the id stamped into the audit columns and the scope the write is confined to.

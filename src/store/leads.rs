@@ -1,6 +1,6 @@
 //! Lead-specific queries of the funnel (everything generic lives in `crud`).
 
-use sea_query::{Alias, Expr, ExprTrait, Func, Query};
+use sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -12,13 +12,19 @@ use crate::model::{LEADS, TENANTS};
 /// Whether a live, validated lead with this email exists. Emails are compared ignoring ASCII
 /// case, as `lower()` does on both databases for these columns (binary / "C" collation).
 pub async fn validated_email_exists(conn: &mut Conn<'_>, email: &str) -> Result<bool, sqlx::Error> {
+    Ok(conn.fetch_count(&validated_email_statement(email)).await? > 0)
+}
+
+/// The count behind [`validated_email_exists`]; its conditions are literal where they match the
+/// partial index `leads_validated_email_unique`.
+pub fn validated_email_statement(email: &str) -> SelectStatement {
     let mut stmt = Query::select();
     stmt.expr(Expr::cust("COUNT(*)"))
         .from(Alias::new(LEADS.table))
-        .and_where(Expr::col(Alias::new("deleted")).eq(false))
-        .and_where(Expr::col(Alias::new("is_validated")).eq(true))
+        .and_where(crud::live())
+        .and_where(Expr::col(Alias::new("is_validated")))
         .and_where(Func::lower(Expr::col(Alias::new("email"))).eq(email.to_ascii_lowercase()));
-    Ok(conn.fetch_count(&stmt).await? > 0)
+    stmt
 }
 
 /// Whether a live tenant was onboarded from `lead`.

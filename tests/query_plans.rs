@@ -1,0 +1,239 @@
+//! The common queries use their indexes on both databases: the statements the store really runs
+//! (built by the same functions) are explained on an empty migrated database. On PostgreSQL the
+//! plan is the *generic* one of a prepared statement (what a pooled connection runs after a few
+//! executions) with sequential scans disabled, so a condition that cannot be matched to a partial
+//! index shows as a scan of another index or of the table.
+
+mod common;
+
+use common::*;
+use sea_query::{PostgresQueryBuilder, SelectStatement, SqliteQueryBuilder};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::{AssertSqlSafe, Executor, Row};
+use tms::model::{self, Resource};
+use tms::store::crud::{self, Scope};
+use tms::store::filter::{self, Filter};
+use tms::store::{self, Backend};
+use uuid::Uuid;
+
+const SOME_ID: &str = "0b4c1a4e-5f7c-4d8e-9a61-3b2f0c9d1e7a";
+
+fn parsed(resource: &'static Resource, value: Value) -> Filter {
+    filter::parse_filter(resource, &value).expect("a valid filter")
+}
+
+/// (what, statement, the index it must use) for every common query on `backend`.
+fn common_queries(backend: Backend) -> Vec<(&'static str, SelectStatement, &'static str)> {
+    let id = Uuid::parse_str(SOME_ID).unwrap();
+    let key = Value::from(SOME_ID);
+    let pk = |table: &'static str| match backend {
+        Backend::Postgres => match table {
+            "tenants" => "tenants_pkey",
+            "leads" => "leads_pkey",
+            _ => "addresses_pkey",
+        },
+        Backend::Sqlite => match table {
+            "tenants" => "sqlite_autoindex_tenants_1",
+            "leads" => "sqlite_autoindex_leads_1",
+            _ => "sqlite_autoindex_addresses_1",
+        },
+    };
+    let include = |resource: &'static Resource, relation: &str| {
+        crud::include_statement(
+            resource.relation(relation).unwrap(),
+            &[&key],
+            &Filter::default(),
+            backend,
+        )
+    };
+    let by_tenant = |resource: &'static Resource| {
+        crud::find_statement(
+            resource,
+            &parsed(
+                resource,
+                json!({"where": {"tenantId": SOME_ID}, "limit": 100}),
+            ),
+            Scope::All,
+            backend,
+        )
+    };
+    vec![
+        (
+            "tenant by id",
+            crud::find_by_id_statement(
+                &model::TENANTS,
+                id,
+                &Filter::default(),
+                Scope::All,
+                backend,
+            ),
+            pk("tenants"),
+        ),
+        (
+            "lead by id",
+            crud::find_by_id_statement(&model::LEADS, id, &Filter::default(), Scope::All, backend),
+            pk("leads"),
+        ),
+        (
+            "tenant's contacts (include)",
+            include(&model::TENANTS, "contacts"),
+            "contacts_tenant_id_idx",
+        ),
+        (
+            "tenant's resources (include)",
+            include(&model::TENANTS, "resources"),
+            "resources_tenant_id_idx",
+        ),
+        (
+            "tenant's address (include)",
+            include(&model::TENANTS, "address"),
+            pk("addresses"),
+        ),
+        (
+            "lead's tenant (include)",
+            include(&model::LEADS, "tenant"),
+            "tenants_lead_id_unique",
+        ),
+        (
+            "tenants onboarded from a lead (count)",
+            crud::count_statement(
+                &model::TENANTS,
+                Some(&filter::parse_where(&model::TENANTS, &json!({"leadId": SOME_ID})).unwrap()),
+                Scope::All,
+                backend,
+            ),
+            "tenants_lead_id_unique",
+        ),
+        (
+            "validated lead with an email (sign-up)",
+            store::leads::validated_email_statement("ada@acme.com"),
+            "leads_validated_email_unique",
+        ),
+        (
+            "tenant by key",
+            crud::find_statement(
+                &model::TENANTS,
+                &parsed(&model::TENANTS, json!({"where": {"key": "acme"}})),
+                Scope::All,
+                backend,
+            ),
+            "tenants_key_unique",
+        ),
+        (
+            "a lead token's contacts",
+            crud::find_statement(
+                &model::CONTACTS,
+                &Filter::default(),
+                Scope::Lead(id),
+                backend,
+            ),
+            "contacts_tenant_id_idx",
+        ),
+        (
+            "contacts by tenant",
+            by_tenant(&model::CONTACTS),
+            "contacts_tenant_id_idx",
+        ),
+        (
+            "invoices by tenant",
+            by_tenant(&model::INVOICES),
+            "invoices_tenant_id_idx",
+        ),
+        (
+            "configs by tenant",
+            by_tenant(&model::TENANT_CONFIGS),
+            "tenant_mgmt_configs_tenant_id_idx",
+        ),
+    ]
+}
+
+/// The plan PostgreSQL would use for `stmt` as a prepared statement run many times.
+async fn postgres_plan(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    stmt: &SelectStatement,
+) -> String {
+    let (sql, values) = stmt.build(PostgresQueryBuilder);
+    let statement = format!(
+        "plan_{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    conn.execute(AssertSqlSafe(format!("PREPARE {statement} AS {sql}")))
+        .await
+        .unwrap_or_else(|e| panic!("cannot prepare {name}: {e}\n{sql}"));
+    let nulls = vec!["NULL"; values.0.len()].join(", ");
+    let args = if nulls.is_empty() {
+        String::new()
+    } else {
+        format!("({nulls})")
+    };
+    let lines: Vec<String> =
+        sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN EXECUTE {statement}{args}")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot explain {name}: {e}"));
+    lines.join("\n")
+}
+
+async fn sqlite_plan(pool: &sqlx::SqlitePool, stmt: &SelectStatement) -> String {
+    let (sql, args) = stmt.build_sqlx(SqliteQueryBuilder);
+    let rows = sqlx::query_with(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")), args)
+        .fetch_all(pool)
+        .await
+        .expect("EXPLAIN QUERY PLAN");
+    rows.iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn check_plans(kind: Db, test: &str) {
+    let Some(test_db) = TestDb::connect(kind, test).await else {
+        return;
+    };
+    test_db.db.migrate().await.expect("migrations");
+    let backend = test_db.db.backend();
+    let mut wrong = Vec::new();
+    match &test_db.db {
+        store::Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+                .await
+                .unwrap();
+            for (what, stmt, index) in common_queries(backend) {
+                let plan = postgres_plan(&mut conn, what, &stmt).await;
+                if !plan.contains(index) || plan.contains("Seq Scan") {
+                    wrong.push(format!("{what}: expected {index}\n{plan}"));
+                }
+            }
+        }
+        store::Db::Sqlite(pool) => {
+            for (what, stmt, index) in common_queries(backend) {
+                let plan = sqlite_plan(pool, &stmt).await;
+                let scans_a_table = plan.lines().any(|l| {
+                    l.starts_with("SCAN ") && !l.contains("USING") && !l.contains("CONSTANT ROW")
+                });
+                if !plan.contains(index) || scans_a_table {
+                    wrong.push(format!("{what}: expected {index}\n{plan}"));
+                }
+            }
+        }
+    }
+    test_db.close().await;
+    assert!(
+        wrong.is_empty(),
+        "queries that do not use their index on {}:\n\n{}",
+        kind.name(),
+        wrong.join("\n\n")
+    );
+}
+
+#[tokio::test]
+async fn common_queries_use_their_indexes_on_sqlite() {
+    check_plans(Db::Sqlite, "common_queries_use_their_indexes_on_sqlite").await;
+}
+
+#[tokio::test]
+async fn common_queries_use_their_indexes_on_postgres() {
+    check_plans(Db::Postgres, "common_queries_use_their_indexes_on_postgres").await;
+}
