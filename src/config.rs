@@ -75,6 +75,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub db_pool_size: u32,
+    /// How long a request waits for a database connection before it answers 503
+    /// (`DB_ACQUIRE_TIMEOUT`, ms).
+    pub db_acquire_timeout: Duration,
     pub redis_url: Option<SecretString>,
     /// Prepended to every key of the key-value store (Redis or database): `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
@@ -310,6 +313,12 @@ impl Config {
             data_dir,
             database,
             db_pool_size: v.number("DB_POOL_SIZE", 10u32, 1, 1000)?,
+            db_acquire_timeout: Duration::from_millis(v.number(
+                "DB_ACQUIRE_TIMEOUT",
+                5_000u64,
+                100,
+                600_000,
+            )?),
             redis_url,
             redis_key_prefix: redis_key_prefix(&v)?,
             jwt_secret,
@@ -410,6 +419,10 @@ impl Config {
             ("DATABASE_URL", db_target),
             ("DB_SCHEMA", db_schema.to_string()),
             ("DB_POOL_SIZE", self.db_pool_size.to_string()),
+            (
+                "DB_ACQUIRE_TIMEOUT",
+                self.db_acquire_timeout.as_millis().to_string(),
+            ),
             ("REDIS_URL", url_of(&self.redis_url)),
             ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
             ("JWT_SECRET", secret(&self.jwt_secret)),

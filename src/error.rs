@@ -66,8 +66,13 @@ pub enum AppError {
         message: String,
         retry_after_secs: u64,
     },
-    #[error("{0}")]
-    Unavailable(String),
+    /// The database or key store is unreachable, restarting or busy, or the request took too
+    /// long: the client may try again after `retry_after_secs`.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -87,7 +92,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,7 +111,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeError",
             Self::Validation(_) => "UnprocessableEntityError",
             Self::TooManyRequests { .. } => "TooManyRequestsError",
-            Self::Unavailable(_) => "ServiceUnavailableError",
+            Self::Unavailable { .. } => "ServiceUnavailableError",
             Self::Internal(_) => "InternalServerError",
         }
     }
@@ -134,7 +139,19 @@ impl AppError {
     pub fn validation(detail: ValidationDetail) -> Self {
         Self::Validation(vec![detail])
     }
+
+    /// 503 with `Retry-After`, for a part of the service that is down or busy.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after_secs: RETRY_AFTER_SECS,
+        }
+    }
 }
+
+/// What `Retry-After` says on a 503: long enough for a restarting database to come back or a
+/// busy one to drain, short enough that clients do not give up.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +189,9 @@ impl IntoResponse for AppError {
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::TooManyRequests {
             retry_after_secs, ..
+        }
+        | Self::Unavailable {
+            retry_after_secs, ..
         } = &self
         {
             response
@@ -184,10 +204,24 @@ impl IntoResponse for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::PoolTimedOut = err {
-            return Self::Unavailable("The database is busy; try again.".into());
+        if crate::store::is_transient(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::unavailable("The database is unavailable or busy; try again shortly.");
         }
         Self::Internal(anyhow::Error::new(err).context("database error"))
+    }
+}
+
+impl From<crate::kv::KvError> for AppError {
+    fn from(err: crate::kv::KvError) -> Self {
+        if err.is_transient() {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::new(err)),
+                "key store unavailable"
+            );
+            return Self::unavailable("The key store is unavailable; try again shortly.");
+        }
+        Self::Internal(anyhow::Error::new(err))
     }
 }
 

@@ -4,7 +4,6 @@
 //! with `REDIS_KEY_PREFIX` on both.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,9 +13,9 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::clock::Clock;
 use crate::config::{Config, mask_url_password};
-use crate::store::Db;
-use crate::store::values::{format_timestamp, parse_timestamp};
+use crate::store::{Conn, Db, Param, Tx};
 
 /// The longest expiry the store keeps (longer ones are shortened to it), so that every expiry
 /// instant stays a four-digit-year timestamp on SQLite.
@@ -25,40 +24,58 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Redis commands that take longer than this fail (and rate limiting lets the request through).
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where time comes from: the system clock, or a manual clock that tests move forward.
-#[derive(Clone, Default)]
-pub struct Clock(Option<Arc<AtomicI64>>);
+/// A failed key-store operation. Its text names the operation and the key's namespace only
+/// (`lead-key`), never the key: keys can be secrets.
+#[derive(Debug, thiserror::Error)]
+#[error("key store: {op} {namespace}")]
+pub struct KvError {
+    op: &'static str,
+    namespace: String,
+    #[source]
+    cause: Cause,
+}
 
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Self(None)
+/// What went wrong underneath a [`KvError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl KvError {
+    /// Whether the store is unreachable or overloaded (clients get 503), rather than holding
+    /// something it cannot read. Every Redis failure counts: the commands are fixed, so what
+    /// fails is the connection, a timeout or a server that is loading or read-only.
+    pub fn is_transient(&self) -> bool {
+        match &self.cause {
+            Cause::Database(err) => crate::store::is_transient(err),
+            Cause::Redis(_) => true,
+            Cause::Corrupt(_) => false,
+        }
     }
 
-    /// A clock that stands still at `start` until [`Clock::advance`] moves it.
-    pub fn manual(start: DateTime<Utc>) -> Self {
-        Self(Some(Arc::new(AtomicI64::new(start.timestamp_millis()))))
+    pub fn cause(&self) -> &Cause {
+        &self.cause
     }
+}
 
-    /// Now, truncated to the millisecond (what both databases store).
-    pub fn now(&self) -> DateTime<Utc> {
-        let millis = match &self.0 {
-            Some(manual) => manual.load(Ordering::SeqCst),
-            None => Utc::now().timestamp_millis(),
-        };
-        DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MIN_UTC)
-    }
+type Outcome<T> = Result<T, Cause>;
 
-    /// Moves a manual clock (and every clone of it) forward by `by`.
-    ///
-    /// # Panics
-    /// On the system clock.
-    pub fn advance(&self, by: Duration) {
-        let manual = self
-            .0
-            .as_ref()
-            .expect("only a manual clock can be advanced");
-        manual.fetch_add(millis(by), Ordering::SeqCst);
+trait Named<T> {
+    fn named(self, op: &'static str, key: &str) -> Result<T, KvError>;
+}
+
+impl<T> Named<T> for Outcome<T> {
+    fn named(self, op: &'static str, key: &str) -> Result<T, KvError> {
+        self.map_err(|cause| KvError {
+            op,
+            namespace: namespace(key).to_string(),
+            cause,
+        })
     }
 }
 
@@ -105,20 +122,44 @@ end
 return {count, ttl}
 ";
 
+/// A single-use key claimed for a database transaction ([`Kv::claim`]); it is consumed when
+/// the transaction commits and [`Kv::settle`] confirms it.
+#[derive(Debug)]
+pub struct Claim {
+    value: String,
+    /// On Redis: the stored key, deleted by `settle`.
+    pending: Option<String>,
+}
+
+impl Claim {
+    /// The value stored under the key.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
 impl Kv {
     /// Redis when `REDIS_URL` (or `REDIS_HOST`) is set — start-up fails when it cannot be
-    /// reached — otherwise the database `db`.
-    pub async fn connect(config: &Config, db: &Db) -> anyhow::Result<Kv> {
+    /// reached, and warns when its settings can lose or evict keys — otherwise the database `db`.
+    pub async fn connect(config: &Config, db: &Db, clock: Clock) -> anyhow::Result<Kv> {
         match &config.redis_url {
-            Some(url) => Self::redis(url.expose_secret(), &config.redis_key_prefix)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot connect to Redis at {} (REDIS_URL)",
-                        mask_url_password(url.expose_secret())
-                    )
-                }),
-            None => Ok(Self::database(db.clone(), &config.redis_key_prefix)),
+            Some(url) => {
+                let masked = mask_url_password(url.expose_secret());
+                let kv = Self::redis(url.expose_secret(), &config.redis_key_prefix)
+                    .await
+                    .with_context(|| format!("cannot connect to Redis at {masked} (REDIS_URL)"))?;
+                if let Kv::Redis(redis) = &kv {
+                    for warning in redis.durability_warnings().await {
+                        tracing::warn!(redis = %masked, "{warning}; see docs/keys-and-limits.md");
+                    }
+                }
+                Ok(kv)
+            }
+            None => Ok(Self::database_with_clock(
+                db.clone(),
+                &config.redis_key_prefix,
+                clock,
+            )),
         }
     }
 
@@ -161,60 +202,100 @@ impl Kv {
     }
 
     /// Stores `value` under `key` for `ttl`, replacing whatever was there.
-    ///
-    /// Errors name only the key's namespace (`lead-key:…`): keys can be secrets.
-    pub async fn put(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+    pub async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
         match self {
             Self::Db(kv) => kv.put(key, value, ttl).await,
             Self::Redis(kv) => kv.put(key, value, ttl).await,
         }
-        .with_context(|| format!("kv put {}", namespace(key)))
+        .named("put", key)
     }
 
     /// The value of `key`; `None` when absent or expired. (The value of a counter is its count.)
-    pub async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+    pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
         match self {
             Self::Db(kv) => kv.get(key).await,
             Self::Redis(kv) => kv.get(key).await,
         }
-        .with_context(|| format!("kv get {}", namespace(key)))
+        .named("get", key)
     }
 
     /// Gets and deletes `key` in one step, for single-use keys: of concurrent `take`s of one key
     /// exactly one gets the value.
-    pub async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
+    pub async fn take(&self, key: &str) -> Result<Option<String>, KvError> {
         match self {
-            Self::Db(kv) => kv.take(key).await,
+            Self::Db(kv) => kv.take(&mut kv.db.conn(), key).await,
             Self::Redis(kv) => kv.take(key).await,
         }
-        .with_context(|| format!("kv take {}", namespace(key)))
+        .named("take", key)
+    }
+
+    /// Claims the single-use `key` for the work of `tx`, so that the key is consumed exactly
+    /// when that work commits: on the database backend the key is deleted by a statement of `tx`
+    /// (a rollback keeps it); on Redis it is only read here, and [`Kv::settle`] deletes it after
+    /// the commit, so a failure — or a crash — before the commit leaves it usable. `None` when
+    /// the key is absent or expired.
+    pub async fn claim(&self, tx: &mut Tx, key: &str) -> Result<Option<Claim>, KvError> {
+        match self {
+            Self::Db(kv) => kv.take(&mut tx.conn(), key).await.map(|value| {
+                value.map(|value| Claim {
+                    value,
+                    pending: None,
+                })
+            }),
+            Self::Redis(kv) => kv.get(key).await.map(|value| {
+                value.map(|value| Claim {
+                    value,
+                    pending: Some(kv.key(key)),
+                })
+            }),
+        }
+        .named("claim", key)
+    }
+
+    /// Completes `claim` once its transaction has committed: `true` when this claim consumed
+    /// the key, `false` when a concurrent one consumed it first (possible on Redis only; the
+    /// caller must then not act on the claim).
+    pub async fn settle(&self, claim: Claim) -> Result<bool, KvError> {
+        let Some(stored) = claim.pending else {
+            return Ok(true);
+        };
+        let Self::Redis(kv) = self else {
+            return Ok(true);
+        };
+        let taken: Outcome<Option<String>> = redis::cmd("GETDEL")
+            .arg(&stored)
+            .query_async(&mut kv.conn())
+            .await
+            .map_err(Cause::from);
+        let namespace_of = stored.strip_prefix(&*kv.prefix).unwrap_or(&stored);
+        Ok(taken.named("settle", namespace_of)?.as_deref() == Some(claim.value.as_str()))
     }
 
     /// Removes `key` (nothing happens when it is absent).
-    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+    pub async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
             Self::Db(kv) => kv.delete(key).await,
             Self::Redis(kv) => kv.delete(key).await,
         }
-        .with_context(|| format!("kv delete {}", namespace(key)))
+        .named("delete", key)
     }
 
     /// Counts a hit on the fixed-window counter `key`: the first hit starts a window of length
     /// `window` with count 1; later hits in the window increment it atomically; the first hit
     /// after the window starts a new one.
-    pub async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<Hit> {
+    pub async fn hit(&self, key: &str, window: Duration) -> Result<Hit, KvError> {
         match self {
             Self::Db(kv) => kv.hit(key, window).await,
             Self::Redis(kv) => kv.hit(key, window).await,
         }
-        .with_context(|| format!("kv hit {}", namespace(key)))
+        .named("hit", key)
     }
 
     /// Deletes expired entries and returns how many. Expired entries are already invisible;
     /// this only reclaims space. Redis expires keys itself: always 0 there.
-    pub async fn purge_expired(&self) -> anyhow::Result<u64> {
+    pub async fn purge_expired(&self) -> Result<u64, KvError> {
         match self {
-            Self::Db(kv) => kv.purge_expired().await.context("kv purge"),
+            Self::Db(kv) => kv.purge_expired().await.named("purge", ""),
             Self::Redis(_) => Ok(0),
         }
     }
@@ -252,19 +333,19 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     now + TimeDelta::milliseconds(millis(ttl.min(MAX_TTL)))
 }
 
-// The statements are the same text on both databases (`$n` parameters work on SQLite too); only
-// the type bound for an instant differs (timestamptz on PostgreSQL, ISO 8601 text on SQLite).
-// Every expiry is compared against a bound `now`, never the database clock.
+// The statements are the same text on both databases; instants are bound as each stores them
+// (timestamptz on PostgreSQL, ISO 8601 text on SQLite). Every expiry is compared against a bound
+// `now` from the application's clock, never the database clock.
 
 const PUT: &str = "INSERT INTO kv_entries (key, value, count, expires_at) VALUES ($1, $2, NULL, $3) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, count = NULL, \
      expires_at = excluded.expires_at";
 
-const GET: &str = "SELECT COALESCE(value, CAST(count AS TEXT)) FROM kv_entries \
+const GET: &str = "SELECT COALESCE(value, CAST(count AS TEXT)) AS value FROM kv_entries \
      WHERE key = $1 AND expires_at > $2";
 
 const TAKE: &str = "DELETE FROM kv_entries WHERE key = $1 AND expires_at > $2 \
-     RETURNING COALESCE(value, CAST(count AS TEXT))";
+     RETURNING COALESCE(value, CAST(count AS TEXT)) AS value";
 
 const DELETE: &str = "DELETE FROM kv_entries WHERE key = $1";
 
@@ -285,116 +366,70 @@ impl DbKv {
         format!("{}{key}", self.prefix)
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+    async fn put(&self, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
         let expires_at = expiry(self.clock.now(), ttl);
         let key = self.key(key);
-        match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query(PUT)
-                    .bind(key)
-                    .bind(value)
-                    .bind(expires_at)
-                    .execute(pool)
-                    .await?;
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query(PUT)
-                    .bind(key)
-                    .bind(value)
-                    .bind(format_timestamp(&expires_at))
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        let params = [
+            Param::Text(&key),
+            Param::Text(value),
+            Param::Instant(expires_at),
+        ];
+        self.db.conn().raw_execute(PUT, &params).await?;
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
-        self.value_query(GET, key).await
-    }
-
-    async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
-        self.value_query(TAKE, key).await
-    }
-
-    /// Runs `sql` (with `$1` = key, `$2` = now) that yields at most one nullable text.
-    async fn value_query(&self, sql: &'static str, key: &str) -> anyhow::Result<Option<String>> {
-        let now = self.clock.now();
+    async fn get(&self, key: &str) -> Outcome<Option<String>> {
         let key = self.key(key);
-        let value: Option<Option<String>> = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(sql)
-                    .bind(key)
-                    .bind(now)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(sql)
-                    .bind(key)
-                    .bind(format_timestamp(&now))
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
-        Ok(value.flatten())
+        let params = [Param::Text(&key), Param::Instant(self.clock.now())];
+        let row = self
+            .db
+            .conn()
+            .raw_fetch_optional(GET, &params, false)
+            .await?;
+        Ok(row.map(|r| r.text("value")).transpose()?.flatten())
     }
 
-    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+    /// Deletes `key` where `conn` runs statements (the pool, or a transaction whose rollback
+    /// brings it back) and returns its value.
+    async fn take(&self, conn: &mut Conn<'_>, key: &str) -> Outcome<Option<String>> {
         let key = self.key(key);
-        match &self.db {
-            Db::Postgres(pool) => sqlx::query(DELETE).bind(key).execute(pool).await.map(drop),
-            Db::Sqlite(pool) => sqlx::query(DELETE).bind(key).execute(pool).await.map(drop),
-        }?;
+        let params = [Param::Text(&key), Param::Instant(self.clock.now())];
+        let row = conn.raw_fetch_optional(TAKE, &params, true).await?;
+        Ok(row.map(|r| r.text("value")).transpose()?.flatten())
+    }
+
+    async fn delete(&self, key: &str) -> Outcome<()> {
+        let key = self.key(key);
+        self.db
+            .conn()
+            .raw_execute(DELETE, &[Param::Text(&key)])
+            .await?;
         Ok(())
     }
 
-    async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<Hit> {
+    async fn hit(&self, key: &str, window: Duration) -> Outcome<Hit> {
         let now = self.clock.now();
-        let new_expiry = expiry(now, window);
         let key = self.key(key);
-        let (count, expires_at): (i64, DateTime<Utc>) = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_as(HIT)
-                    .bind(key)
-                    .bind(new_expiry)
-                    .bind(now)
-                    .fetch_one(pool)
-                    .await?
-            }
-            Db::Sqlite(pool) => {
-                let (count, expires_at): (i64, String) = sqlx::query_as(HIT)
-                    .bind(key)
-                    .bind(format_timestamp(&new_expiry))
-                    .bind(format_timestamp(&now))
-                    .fetch_one(pool)
-                    .await?;
-                let expires_at = parse_timestamp(&expires_at)
-                    .with_context(|| format!("kv_entries.expires_at {expires_at:?}"))?;
-                (count, expires_at)
-            }
-        };
+        let params = [
+            Param::Text(&key),
+            Param::Instant(expiry(now, window)),
+            Param::Instant(now),
+        ];
+        let rows = self.db.conn().raw_fetch(HIT, &params, true).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Cause::Corrupt("the counter upsert returned no row".into()))?;
+        let count = row.int("count")?;
+        let expires_at = row.required_instant("expires_at")?;
         Ok(Hit {
             count: u64::try_from(count).unwrap_or(0),
             reset_in: (expires_at - now).to_std().unwrap_or(Duration::ZERO),
         })
     }
 
-    async fn purge_expired(&self) -> anyhow::Result<u64> {
-        let now = self.clock.now();
-        let result = match &self.db {
-            Db::Postgres(pool) => sqlx::query(PURGE)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-            Db::Sqlite(pool) => sqlx::query(PURGE)
-                .bind(format_timestamp(&now))
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-        };
-        Ok(result?)
+    async fn purge_expired(&self) -> Outcome<u64> {
+        let params = [Param::Instant(self.clock.now())];
+        Ok(self.db.conn().raw_execute(PURGE, &params).await?)
     }
 }
 
@@ -408,7 +443,7 @@ impl RedisKv {
         self.conn.clone()
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+    async fn put(&self, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
         redis::cmd("SET")
             .arg(self.key(key))
             .arg(value)
@@ -419,21 +454,21 @@ impl RedisKv {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+    async fn get(&self, key: &str) -> Outcome<Option<String>> {
         Ok(redis::cmd("GET")
             .arg(self.key(key))
             .query_async(&mut self.conn())
             .await?)
     }
 
-    async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
+    async fn take(&self, key: &str) -> Outcome<Option<String>> {
         Ok(redis::cmd("GETDEL")
             .arg(self.key(key))
             .query_async(&mut self.conn())
             .await?)
     }
 
-    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+    async fn delete(&self, key: &str) -> Outcome<()> {
         redis::cmd("DEL")
             .arg(self.key(key))
             .query_async::<()>(&mut self.conn())
@@ -441,7 +476,7 @@ impl RedisKv {
         Ok(())
     }
 
-    async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<Hit> {
+    async fn hit(&self, key: &str, window: Duration) -> Outcome<Hit> {
         let (count, ttl_ms): (i64, i64) = self
             .hit_script
             .key(self.key(key))
@@ -452,6 +487,52 @@ impl RedisKv {
             count: u64::try_from(count).unwrap_or(0),
             reset_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
         })
+    }
+
+    /// What in the server's settings can lose keys: no persistence (a restart forgets every
+    /// outstanding lead key and webhook secret) or an eviction policy other than `noeviction`
+    /// under a memory limit (every key here has an expiry, so `volatile-*` policies evict them
+    /// too). Servers that refuse `CONFIG GET` (managed services) cannot be checked: say so.
+    async fn durability_warnings(&self) -> Vec<String> {
+        let conn = self.conn();
+        let config = |name: &'static str| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async::<Vec<String>>(&mut conn)
+                    .await
+                    .map(|pair| pair.get(1).cloned().unwrap_or_default())
+            }
+        };
+        let (appendonly, save, policy, maxmemory) = match (
+            config("appendonly").await,
+            config("save").await,
+            config("maxmemory-policy").await,
+            config("maxmemory").await,
+        ) {
+            (Ok(a), Ok(s), Ok(p), Ok(m)) => (a, s, p, m),
+            (Err(err), ..) | (_, Err(err), ..) | (_, _, Err(err), _) | (.., Err(err)) => {
+                tracing::info!(error = %err, "cannot read the Redis settings (CONFIG GET); their durability is not checked");
+                return Vec::new();
+            }
+        };
+        let mut warnings = Vec::new();
+        if appendonly != "yes" && save.trim().is_empty() {
+            warnings.push(
+                "Redis keeps nothing on disk (appendonly no, save \"\"): a restart loses every \
+                 outstanding lead verification key and webhook secret"
+                    .to_string(),
+            );
+        }
+        if maxmemory != "0" && policy != "noeviction" {
+            warnings.push(format!(
+                "Redis evicts keys under memory pressure (maxmemory-policy {policy}): lead keys \
+                 and webhook secrets can disappear before they expire; use noeviction"
+            ));
+        }
+        warnings
     }
 }
 
@@ -466,25 +547,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_manual_clock_moves_only_when_advanced() {
-        let start = DateTime::parse_from_rfc3339("2030-01-01T00:00:00.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let clock = Clock::manual(start);
-        let shared = clock.clone();
-        assert_eq!(format_timestamp(&clock.now()), "2030-01-01T00:00:00.123Z");
-        shared.advance(Duration::from_millis(1500));
-        assert_eq!(format_timestamp(&clock.now()), "2030-01-01T00:00:01.623Z");
-    }
-
-    #[test]
     fn expiries_are_capped() {
         let now = Clock::system().now();
         let far = expiry(now, Duration::MAX);
-        assert!(format_timestamp(&far).len() == "2030-01-01T00:00:00.000Z".len());
+        assert!(
+            crate::store::values::format_timestamp(&far).len() == "2030-01-01T00:00:00.000Z".len()
+        );
         assert_eq!(
             expiry(now, Duration::from_millis(1500)) - now,
             TimeDelta::milliseconds(1500)
         );
+    }
+
+    #[test]
+    fn errors_name_the_namespace_not_the_key() {
+        let err: Result<(), KvError> =
+            Err(Cause::Corrupt("x".into())).named("take", "lead-key:s3cr3t");
+        let text = format!("{:#}", anyhow::Error::new(err.unwrap_err()));
+        assert!(text.contains("lead-key"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
+use crate::clock::Clock;
 use crate::config::{Config, Environment};
 use crate::kv::Kv;
 use crate::mail::Mailer;
@@ -43,6 +45,8 @@ pub struct AppState {
     /// Expiring keys (lead verification keys) and rate-limit counters.
     pub kv: Kv,
     pub mailer: Mailer,
+    /// The one clock of the service (a manual one in tests).
+    pub clock: Clock,
 }
 
 impl FromRef<AppState> for JwtKeys {
@@ -59,20 +63,31 @@ pub struct App {
 }
 
 impl App {
-    /// Opens and migrates the database, resolves the JWT secret and binds `HOST:PORT`
-    /// (port 0 picks a free port, as tests do).
+    /// Binds `HOST:PORT` (port 0 picks a free port, as tests do), resolves the JWT secret,
+    /// opens and migrates the database and connects the key store, on the system clock. The
+    /// listener comes first: a bad address fails before anything is migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// [`App::build`] with the clock every time-dependent part reads.
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
         let jwt_secret = resolve_jwt_secret(&config)?;
         let mailer = Mailer::from_config(&config)?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
-        let kv = Kv::connect(&config, &db).await?;
+        let kv = Kv::connect(&config, &db, clock.clone()).await?;
         let state = AppState {
             db,
             jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer),
             config: Arc::new(config),
             kv,
             mailer,
+            clock,
         };
         if jwt_secret.generated_for_dev {
             let token = state.jwt.mint(
@@ -88,10 +103,6 @@ impl App {
                 "no JWT_SECRET set: using a generated development secret; admin token (24 h): {token}"
             );
         }
-        let addr = format!("{}:{}", state.config.host, state.config.port);
-        let listener = TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
         let router = http::router(state.clone());
         Ok(Self {
             listener,

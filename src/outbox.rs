@@ -11,15 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::values::{format_timestamp, parse_timestamp};
-use crate::store::{Conn, Db};
+use crate::store::values::format_timestamp;
+use crate::store::{Backend, Conn, Db, Param, RawRow};
 
 /// Delay before the first retry; each further failure doubles it.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -102,107 +99,70 @@ pub async fn enqueue(
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::new_v4();
     let now = millis(Utc::now());
-    const PG: &str = "INSERT INTO outbox \
-                      (id, topic, payload, attempts, next_attempt_at, created_on) \
-                      VALUES ($1, $2, $3, 0, $4, $4)";
-    const LITE: &str = "INSERT INTO outbox \
-                        (id, topic, payload, attempts, next_attempt_at, created_on) \
-                        VALUES (?1, ?2, ?3, 0, ?4, ?4)";
-    let pg = || {
-        sqlx::query(PG)
-            .bind(id)
-            .bind(topic)
-            .bind(sqlx::types::Json(payload))
-            .bind(now)
-    };
-    let lite = || {
-        sqlx::query(LITE)
-            .bind(id.hyphenated().to_string())
-            .bind(topic)
-            .bind(payload.to_string())
-            .bind(format_timestamp(&now))
-    };
-    match conn {
-        Conn::PgPool(pool) => pg().execute(&**pool).await?.rows_affected(),
-        Conn::PgTx(c) => pg().execute(&mut **c).await?.rows_affected(),
-        Conn::SqlitePool(pool) => lite().execute(&**pool).await?.rows_affected(),
-        Conn::SqliteTx(c) => lite().execute(&mut **c).await?.rows_affected(),
-    };
+    conn.raw_execute(
+        "INSERT INTO outbox (id, topic, payload, attempts, next_attempt_at, created_on) \
+         VALUES ($1, $2, $3, 0, $4, $4)",
+        &[
+            Param::Uuid(id),
+            Param::Text(topic),
+            Param::Json(payload),
+            Param::Instant(now),
+        ],
+    )
+    .await?;
     Ok(id)
 }
 
 /// Claims the oldest due row of `topic` (undelivered, `next_attempt_at <= now`, no lease or an
-/// expired one) by setting its lease to `now + lease`. On PostgreSQL the row is selected with
-/// `FOR UPDATE SKIP LOCKED` in a short transaction, so concurrent relays on many replicas never
-/// claim the same row; on SQLite (one relay) a single `UPDATE … RETURNING` does it.
+/// expired one) by setting its lease to `now + lease`, in one statement. On PostgreSQL the row is
+/// selected with `FOR UPDATE SKIP LOCKED`, so concurrent relays on many replicas never claim the
+/// same row; SQLite (one relay, one writer) has no row locks and needs none.
 pub async fn claim_due(
     db: &Db,
     topic: &str,
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Result<Option<Claimed>, sqlx::Error> {
+    const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3 \
+         WHERE id = (SELECT id FROM outbox \
+                     WHERE topic = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 \
+                       AND (locked_until IS NULL OR locked_until < $2) \
+                     ORDER BY next_attempt_at, created_on LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED) \
+         RETURNING id, payload, attempts";
+    const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3 \
+         WHERE id = (SELECT id FROM outbox \
+                     WHERE topic = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 \
+                       AND (locked_until IS NULL OR locked_until < $2) \
+                     ORDER BY next_attempt_at, created_on LIMIT 1) \
+         RETURNING id, payload, attempts";
     let now = millis(now);
     let locked_until = millis(now + to_chrono(lease));
-    match db {
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query(
-                "SELECT id, payload, attempts FROM outbox \
-                 WHERE topic = $1 AND delivered_at IS NULL AND next_attempt_at <= $2 \
-                   AND (locked_until IS NULL OR locked_until < $2) \
-                 ORDER BY next_attempt_at, created_on \
-                 LIMIT 1 \
-                 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(topic)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                tx.commit().await?;
-                return Ok(None);
-            };
-            let id: Uuid = row.try_get("id")?;
-            sqlx::query("UPDATE outbox SET locked_until = $2 WHERE id = $1")
-                .bind(id)
-                .bind(locked_until)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(Claimed {
-                id,
-                payload: row.try_get("payload")?,
-                attempts: count(row.try_get::<i32, _>("attempts")?.into()),
-                locked_until,
-            }))
-        }
-        Db::Sqlite(pool) => {
-            let now_text = format_timestamp(&now);
-            let row = sqlx::query(
-                "UPDATE outbox SET locked_until = ?3 \
-                 WHERE id = (SELECT id FROM outbox \
-                             WHERE topic = ?1 AND delivered_at IS NULL AND next_attempt_at <= ?2 \
-                               AND (locked_until IS NULL OR locked_until < ?2) \
-                             ORDER BY next_attempt_at, created_on \
-                             LIMIT 1) \
-                 RETURNING id, payload, attempts",
-            )
-            .bind(topic)
-            .bind(&now_text)
-            .bind(format_timestamp(&locked_until))
-            .fetch_optional(pool)
-            .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            Ok(Some(Claimed {
-                id: sqlite_uuid(&row, "id")?,
-                payload: sqlite_json(&row, "payload")?,
-                attempts: count(row.try_get("attempts")?),
-                locked_until,
-            }))
-        }
-    }
+    let mut conn = db.conn();
+    let sql = match conn.backend() {
+        Backend::Postgres => CLAIM_POSTGRES,
+        Backend::Sqlite => CLAIM_SQLITE,
+    };
+    let row = conn
+        .raw_fetch_optional(
+            sql,
+            &[
+                Param::Text(topic),
+                Param::Instant(now),
+                Param::Instant(locked_until),
+            ],
+            true,
+        )
+        .await?;
+    row.map(|row| {
+        Ok(Claimed {
+            id: row.uuid("id")?,
+            payload: row.json("payload")?,
+            attempts: count(row.int("attempts")?),
+            locked_until,
+        })
+    })
+    .transpose()
 }
 
 /// One relay iteration for `topic`: claim one due row (lease `lease` from `now`), deliver it with
@@ -301,55 +261,27 @@ pub fn jittered(delay: Duration, unit: f64) -> Duration {
 
 /// The row `id`, or `None`.
 pub async fn get(conn: &mut Conn<'_>, id: Uuid) -> Result<Option<Entry>, sqlx::Error> {
-    const PG: &str = "SELECT id, topic, payload, attempts, next_attempt_at, locked_until, \
-                      last_error, delivered_at, created_on FROM outbox WHERE id = $1";
-    const LITE: &str = "SELECT id, topic, payload, attempts, next_attempt_at, locked_until, \
-                        last_error, delivered_at, created_on FROM outbox WHERE id = ?1";
-    let lite_id = id.hyphenated().to_string();
-    match conn {
-        Conn::PgPool(pool) => sqlx::query(PG).bind(id).fetch_optional(&**pool).await?,
-        Conn::PgTx(c) => sqlx::query(PG).bind(id).fetch_optional(&mut **c).await?,
-        Conn::SqlitePool(pool) => {
-            return sqlx::query(LITE)
-                .bind(&lite_id)
-                .fetch_optional(&**pool)
-                .await?
-                .map(|r| sqlite_entry(&r))
-                .transpose();
-        }
-        Conn::SqliteTx(c) => {
-            return sqlx::query(LITE)
-                .bind(&lite_id)
-                .fetch_optional(&mut **c)
-                .await?
-                .map(|r| sqlite_entry(&r))
-                .transpose();
-        }
-    }
-    .map(|r| pg_entry(&r))
+    conn.raw_fetch_optional(
+        "SELECT id, topic, payload, attempts, next_attempt_at, locked_until, last_error, \
+         delivered_at, created_on FROM outbox WHERE id = $1",
+        &[Param::Uuid(id)],
+        false,
+    )
+    .await?
+    .map(|row| entry(&row))
     .transpose()
 }
 
 /// How many rows of `topic` are not delivered yet (due or waiting for a retry).
 pub async fn pending(conn: &mut Conn<'_>, topic: &str) -> Result<i64, sqlx::Error> {
-    const PG: &str = "SELECT count(*) FROM outbox WHERE topic = $1 AND delivered_at IS NULL";
-    const LITE: &str = "SELECT count(*) FROM outbox WHERE topic = ?1 AND delivered_at IS NULL";
-    match conn {
-        Conn::PgPool(pool) => sqlx::query_scalar(PG).bind(topic).fetch_one(&**pool).await,
-        Conn::PgTx(c) => sqlx::query_scalar(PG).bind(topic).fetch_one(&mut **c).await,
-        Conn::SqlitePool(pool) => {
-            sqlx::query_scalar(LITE)
-                .bind(topic)
-                .fetch_one(&**pool)
-                .await
-        }
-        Conn::SqliteTx(c) => {
-            sqlx::query_scalar(LITE)
-                .bind(topic)
-                .fetch_one(&mut **c)
-                .await
-        }
-    }
+    let rows = conn
+        .raw_fetch(
+            "SELECT count(*) AS pending FROM outbox WHERE topic = $1 AND delivered_at IS NULL",
+            &[Param::Text(topic)],
+            false,
+        )
+        .await?;
+    rows.first().map_or(Ok(0), |row| row.int("pending"))
 }
 
 /// Deletes rows delivered before `before` (retention); returns how many.
@@ -357,54 +289,22 @@ pub async fn prune_delivered(
     conn: &mut Conn<'_>,
     before: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    const PG: &str = "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1";
-    const LITE: &str = "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1";
-    let before = millis(before);
-    let lite = format_timestamp(&before);
-    Ok(match conn {
-        Conn::PgPool(pool) => sqlx::query(PG).bind(before).execute(&**pool).await?,
-        Conn::PgTx(c) => sqlx::query(PG).bind(before).execute(&mut **c).await?,
-        Conn::SqlitePool(pool) => {
-            return Ok(sqlx::query(LITE)
-                .bind(lite)
-                .execute(&**pool)
-                .await?
-                .rows_affected());
-        }
-        Conn::SqliteTx(c) => {
-            return Ok(sqlx::query(LITE)
-                .bind(lite)
-                .execute(&mut **c)
-                .await?
-                .rows_affected());
-        }
-    }
-    .rows_affected())
+    conn.raw_execute(
+        "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1",
+        &[Param::Instant(millis(before))],
+    )
+    .await
 }
 
 /// Marks `id` delivered at `now` (unless another relay already did: its time is kept).
 async fn mark_delivered(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    let now = millis(now);
-    match db {
-        Db::Postgres(pool) => sqlx::query(
-            "UPDATE outbox SET delivered_at = $2, locked_until = NULL, \
-                 attempts = attempts + 1 WHERE id = $1 AND delivered_at IS NULL",
+    db.conn()
+        .raw_execute(
+            "UPDATE outbox SET delivered_at = $2, locked_until = NULL, attempts = attempts + 1 \
+             WHERE id = $1 AND delivered_at IS NULL",
+            &[Param::Uuid(id), Param::Instant(millis(now))],
         )
-        .bind(id)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Db::Sqlite(pool) => sqlx::query(
-            "UPDATE outbox SET delivered_at = ?2, locked_until = NULL, \
-                 attempts = attempts + 1 WHERE id = ?1 AND delivered_at IS NULL",
-        )
-        .bind(id.hyphenated().to_string())
-        .bind(format_timestamp(&now))
-        .execute(pool)
-        .await?
-        .rows_affected(),
-    };
+        .await?;
     Ok(())
 }
 
@@ -417,94 +317,39 @@ async fn record_failure(
     error: &str,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-    let changed = match db {
-        Db::Postgres(pool) => sqlx::query(
+    let changed = db
+        .conn()
+        .raw_execute(
             "UPDATE outbox SET attempts = $2, last_error = $3, next_attempt_at = $4, \
-                 locked_until = NULL \
-                 WHERE id = $1 AND locked_until = $5 AND delivered_at IS NULL",
+             locked_until = NULL \
+             WHERE id = $1 AND locked_until = $5 AND delivered_at IS NULL",
+            &[
+                Param::Uuid(claimed.id),
+                Param::Int(i64::from(attempts)),
+                Param::Text(error),
+                Param::Instant(next_attempt_at),
+                Param::Instant(claimed.locked_until),
+            ],
         )
-        .bind(claimed.id)
-        .bind(attempts)
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(claimed.locked_until)
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Db::Sqlite(pool) => sqlx::query(
-            "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4, \
-                 locked_until = NULL \
-                 WHERE id = ?1 AND locked_until = ?5 AND delivered_at IS NULL",
-        )
-        .bind(claimed.id.hyphenated().to_string())
-        .bind(attempts)
-        .bind(error)
-        .bind(format_timestamp(&next_attempt_at))
-        .bind(format_timestamp(&claimed.locked_until))
-        .execute(pool)
-        .await?
-        .rows_affected(),
-    };
+        .await?;
     if changed == 0 {
         tracing::warn!(id = %claimed.id, "outbox lease lost before the failure was recorded");
     }
     Ok(())
 }
 
-fn pg_entry(row: &PgRow) -> Result<Entry, sqlx::Error> {
+fn entry(row: &RawRow) -> Result<Entry, sqlx::Error> {
     Ok(Entry {
-        id: row.try_get("id")?,
-        topic: row.try_get("topic")?,
-        payload: row.try_get("payload")?,
-        attempts: count(row.try_get::<i32, _>("attempts")?.into()),
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        locked_until: row.try_get("locked_until")?,
-        last_error: row.try_get("last_error")?,
-        delivered_at: row.try_get("delivered_at")?,
-        created_on: row.try_get("created_on")?,
+        id: row.uuid("id")?,
+        topic: row.text("topic")?.unwrap_or_default(),
+        payload: row.json("payload")?,
+        attempts: count(row.int("attempts")?),
+        next_attempt_at: row.required_instant("next_attempt_at")?,
+        locked_until: row.instant("locked_until")?,
+        last_error: row.text("last_error")?,
+        delivered_at: row.instant("delivered_at")?,
+        created_on: row.required_instant("created_on")?,
     })
-}
-
-fn sqlite_entry(row: &SqliteRow) -> Result<Entry, sqlx::Error> {
-    let time = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        row.try_get::<Option<String>, _>(column)?
-            .map(|s| {
-                parse_timestamp(&s).ok_or_else(|| decode_error(column, format!("bad time {s:?}")))
-            })
-            .transpose()
-    };
-    let required = |column: &str| {
-        time(column)?.ok_or_else(|| decode_error(column, "unexpected NULL".to_string()))
-    };
-    Ok(Entry {
-        id: sqlite_uuid(row, "id")?,
-        topic: row.try_get("topic")?,
-        payload: sqlite_json(row, "payload")?,
-        attempts: count(row.try_get("attempts")?),
-        next_attempt_at: required("next_attempt_at")?,
-        locked_until: time("locked_until")?,
-        last_error: row.try_get("last_error")?,
-        delivered_at: time("delivered_at")?,
-        created_on: required("created_on")?,
-    })
-}
-
-fn sqlite_uuid(row: &SqliteRow, column: &str) -> Result<Uuid, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text).map_err(|e| decode_error(column, e.to_string()))
-}
-
-fn sqlite_json(row: &SqliteRow, column: &str) -> Result<Value, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| decode_error(column, e.to_string()))
-}
-
-fn decode_error(column: &str, message: String) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_string(),
-        source: message.into(),
-    }
 }
 
 fn count(n: i64) -> u32 {

@@ -606,8 +606,8 @@ fn migration_files(kind: &str) -> usize {
 
 /// The tables of the migrated database and their column names, `_sqlx_migrations` left out.
 async fn columns(db: &tms::store::Db, schema: Option<&str>) -> Columns {
-    let rows: Vec<(String, String)> = match db {
-        tms::store::Db::Sqlite(pool) => sqlx::query(
+    let rows: Vec<(String, String)> = match db.pool() {
+        tms::store::Pool::Sqlite(pool) => sqlx::query(
             "SELECT m.name AS table_name, p.name AS column_name \
              FROM sqlite_master m, pragma_table_info(m.name) p \
              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
@@ -618,7 +618,7 @@ async fn columns(db: &tms::store::Db, schema: Option<&str>) -> Columns {
         .iter()
         .map(|r| (r.get("table_name"), r.get("column_name")))
         .collect(),
-        tms::store::Db::Postgres(pool) => sqlx::query(
+        tms::store::Pool::Postgres(pool) => sqlx::query(
             "SELECT c.table_name::text AS table_name, c.column_name::text AS column_name \
              FROM information_schema.columns c \
              JOIN information_schema.tables t \
@@ -645,9 +645,9 @@ async fn columns(db: &tms::store::Db, schema: Option<&str>) -> Columns {
 
 async fn applied_migrations(db: &tms::store::Db) -> i64 {
     let sql = "SELECT count(*) FROM _sqlx_migrations WHERE success";
-    match db {
-        tms::store::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        tms::store::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    match db.pool() {
+        tms::store::Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        tms::store::Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
 

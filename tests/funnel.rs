@@ -296,11 +296,11 @@ impl Lead {
 impl Funnel {
     async fn sql_count(&self, sql: &str) -> i64 {
         let query = sqlx::AssertSqlSafe(sql.to_string());
-        let count: Result<i64, sqlx::Error> = match &self.store {
-            tms::store::Db::Sqlite(pool) => {
+        let count: Result<i64, sqlx::Error> = match self.store.pool() {
+            tms::store::Pool::Sqlite(pool) => {
                 sqlx::query_scalar::<_, i64>(query).fetch_one(pool).await
             }
-            tms::store::Db::Postgres(pool) => {
+            tms::store::Pool::Postgres(pool) => {
                 sqlx::query_scalar::<_, i64>(query).fetch_one(pool).await
             }
         };
@@ -887,6 +887,66 @@ async fn keys_are_single_use_and_bound_to_their_lead_body(env: Env) {
 funnel_test!(
     keys_are_single_use_and_bound_to_their_lead,
     keys_are_single_use_and_bound_to_their_lead_body,
+    [sqlite, postgres, redis]
+);
+
+/// Makes every update of a lead fail inside the database (a trigger), as a database that fails
+/// between consuming the key and validating the lead would; `false` removes the trigger.
+async fn break_lead_updates(f: &Funnel, broken: bool) {
+    let statements: &[&str] = match (f.store.pool(), broken) {
+        (tms::store::Pool::Sqlite(_), true) => {
+            &["CREATE TRIGGER break_leads BEFORE UPDATE ON leads \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"]
+        }
+        (tms::store::Pool::Sqlite(_), false) => &["DROP TRIGGER break_leads"],
+        (tms::store::Pool::Postgres(_), true) => &[
+            "CREATE FUNCTION break_leads() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+            "CREATE TRIGGER break_leads BEFORE UPDATE ON leads \
+             FOR EACH ROW EXECUTE FUNCTION break_leads()",
+        ],
+        (tms::store::Pool::Postgres(_), false) => &[
+            "DROP TRIGGER break_leads ON leads",
+            "DROP FUNCTION break_leads()",
+        ],
+    };
+    for sql in statements {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match f.store.pool() {
+            tms::store::Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            tms::store::Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("cannot change the trigger: {e}"));
+    }
+}
+
+/// Consuming the key and validating the lead happen together: when the validation fails the
+/// key is not spent, and the mailed link works once the database is healthy again (once).
+async fn a_failed_verification_keeps_the_key_body(env: Env) {
+    let f = env.start(&[UNLIMITED, KEY_IN_RESPONSE]).await;
+    let lead = f.new_lead(&sign_up_body("a@alpha.test")).await;
+    let before = f.snapshot().await;
+
+    break_lead_updates(&f, true).await;
+    let (status, body) = f.verify(&lead.id, lead.key()).await;
+    assert_eq!(
+        status, 500,
+        "the injected failure is a server error: {body}"
+    );
+    assert_eq!(f.snapshot().await, before, "the lead is not validated");
+    assert!(f.key_stored(lead.key()).await, "the key is not spent");
+
+    break_lead_updates(&f, false).await;
+    let (status, body) = f.verify(&lead.id, lead.key()).await;
+    assert_eq!(status, 200, "the link works again: {body}");
+    assert!(f.snapshot().await.validated[&lead.id]);
+    assert!(!f.key_stored(lead.key()).await, "now the key is spent");
+    let (status, body) = f.verify(&lead.id, lead.key()).await;
+    expect_error(status, &body, 401, "UnauthorizedError", "reused key");
+}
+funnel_test!(
+    a_failed_verification_keeps_the_key,
+    a_failed_verification_keeps_the_key_body,
     [sqlite, postgres, redis]
 );
 

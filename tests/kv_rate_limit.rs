@@ -76,10 +76,10 @@ impl Harness {
         let config = storage.config(&overrides);
         let (kv, clock, db, redis_url) = if backend == Backend::Redis {
             // Kv::connect does not touch the database when Redis is configured.
-            let unused = tms::store::Db::Sqlite(
+            let unused = tms::store::Db::from_pool(tms::store::Pool::Sqlite(
                 sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("a lazy pool"),
-            );
-            match Kv::connect(&config, &unused).await {
+            ));
+            match Kv::connect(&config, &unused, Clock::system()).await {
                 Ok(kv) => (kv, None, None, redis_url),
                 Err(err) => {
                     skip(test, &format!("{err:#}"));
@@ -92,7 +92,10 @@ impl Harness {
                 .unwrap_or_else(|err| panic!("{test}: cannot open the database: {err:#}"));
             db.migrate().await.expect("migrations");
             assert_eq!(
-                Kv::connect(&config, &db).await.unwrap().backend_name(),
+                Kv::connect(&config, &db, Clock::system())
+                    .await
+                    .unwrap()
+                    .backend_name(),
                 "database"
             );
             let clock = Clock::manual(start_instant());
@@ -389,9 +392,9 @@ async fn purge_expired_removes_only_expired_entries(t: Harness) {
 
 async fn rows(db: &tms::store::Db) -> i64 {
     let sql = "SELECT count(*) FROM kv_entries";
-    match db {
-        tms::store::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        tms::store::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    match db.pool() {
+        tms::store::Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        tms::store::Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
 
@@ -605,7 +608,10 @@ async fn unreachable_redis_fails_start_up() {
     ]))
     .unwrap();
     let db = tms::store::Db::connect(&config).await.unwrap();
-    let err = Kv::connect(&config, &db).await.err().expect("an error");
+    let err = Kv::connect(&config, &db, Clock::system())
+        .await
+        .err()
+        .expect("an error");
     let message = format!("{err:#}");
     assert!(
         message.starts_with("cannot connect to Redis at redis://:***@127.0.0.1:1/0 (REDIS_URL)"),

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use common::{Db as Kind, SmtpSink, TestDb, Value, json};
+use common::{Db as Kind, SmtpSink, TestDb, Value, capture_logs, json};
 use tms::config::Config;
 use tms::mail::{self, Mailer, Template};
 use tms::outbox::{self, Deliver, Step};
@@ -473,30 +472,9 @@ fn assert_validate_lead_message(raw: &[u8], id: Uuid, link: &str) {
     );
 }
 
-/// Collects what the subscriber writes, to check the log lines of the `.eml` transport.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     let db = &t.db;
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _log_guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _log_guard) = capture_logs();
 
     let mailer = Mailer::from_config(&mail_config(&t.data_dir, None)).unwrap();
     let link = format!(
@@ -544,7 +522,7 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     let raw = std::fs::read(&files[0]).unwrap();
     assert_validate_lead_message(&raw, id, &link);
 
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     let line = logged
         .lines()
         .find(|l| l.contains("mail written to the outbox directory"))

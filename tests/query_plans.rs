@@ -194,8 +194,8 @@ async fn check_plans(kind: Db, test: &str) {
     test_db.db.migrate().await.expect("migrations");
     let backend = test_db.db.backend();
     let mut wrong = Vec::new();
-    match &test_db.db {
-        store::Db::Postgres(pool) => {
+    match test_db.db.pool() {
+        store::Pool::Postgres(pool) => {
             let mut conn = pool.acquire().await.unwrap();
             conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
                 .await
@@ -207,7 +207,7 @@ async fn check_plans(kind: Db, test: &str) {
                 }
             }
         }
-        store::Db::Sqlite(pool) => {
+        store::Pool::Sqlite(pool) => {
             for (what, stmt, index) in common_queries(backend) {
                 let plan = sqlite_plan(pool, &stmt).await;
                 let scans_a_table = plan.lines().any(|l| {

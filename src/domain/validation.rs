@@ -45,6 +45,26 @@ pub fn validate(
     }
 }
 
+/// A body that is exactly `{"email": "<address>"}` (checked as a lead's email is); returns the
+/// address.
+pub fn email_only(body: &Value) -> Result<String, Vec<ValidationDetail>> {
+    let Value::Object(props) = body else {
+        return Err(vec![not_an_object("")]);
+    };
+    let mut problems = Vec::new();
+    let checked = check_fields(
+        &crate::model::LEADS,
+        props,
+        &[("email", true)],
+        "",
+        &mut problems,
+    );
+    match checked.get("email").and_then(Value::as_str) {
+        Some(email) if problems.is_empty() => Ok(email.to_string()),
+        _ => Err(problems),
+    }
+}
+
 /// A body that is not a JSON object.
 pub fn not_an_object(path: &str) -> ValidationDetail {
     ValidationDetail::new(path, "type", "must be object", json!({"type": "object"}))

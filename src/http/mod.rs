@@ -38,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         state.config.public_api_max_attempts,
         "public",
         state.config.trusted_proxies.clone(),
-    );
+    )
+    .with_clock(state.clock.clone());
     let routes = Router::new()
         .merge(
             funnel::public_router().layer(middleware::from_fn_with_state(
@@ -138,7 +139,7 @@ async fn loopback_error_bodies(request: Request, next: Next) -> Response<Body> {
     }
     let error = match status {
         StatusCode::SERVICE_UNAVAILABLE => {
-            AppError::Unavailable("The request took too long and was cancelled.".into())
+            AppError::unavailable("The request took too long and was cancelled.")
         }
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,

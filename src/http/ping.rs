@@ -57,7 +57,7 @@ async fn ready(State(state): State<AppState>) -> AppResult<Json<Value>> {
         }))),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");
-            Err(AppError::Unavailable("database unreachable".into()))
+            Err(AppError::unavailable("database unreachable"))
         }
     }
 }

@@ -20,8 +20,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::client_ip::TrustedProxies;
+use crate::clock::Clock;
 use crate::error::AppError;
-use crate::kv::{Clock, Kv};
+use crate::kv::Kv;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -56,9 +57,8 @@ impl RateLimit {
         }
     }
 
-    /// The same limit with windows counted on `clock` (tests use a manual clock so that no
-    /// window boundary falls in the middle of a test).
-    #[allow(dead_code, reason = "only tests count windows on another clock")]
+    /// The same limit with windows counted on `clock` (the application's; tests use a manual
+    /// clock so that no window boundary falls in the middle of a test).
     pub fn with_clock(self, clock: Clock) -> Self {
         Self { clock, ..self }
     }

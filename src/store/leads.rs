@@ -1,12 +1,12 @@
 //! Lead-specific queries of the funnel (everything generic lives in `crud`).
 
-use sea_query::{Alias, Expr, ExprTrait, Func, Query, SelectStatement};
+use sea_query::{Alias, Expr, ExprTrait, Func, Order, Query, SelectStatement};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::Conn;
 use super::crud::{self, Scope};
 use super::filter::{Op, Where};
+use super::{Conn, Object};
 use crate::model::{LEADS, TENANTS};
 
 /// Whether a live, validated lead with this email exists. Emails are compared ignoring ASCII
@@ -33,4 +33,19 @@ pub async fn has_tenant(conn: &mut Conn<'_>, lead: Uuid) -> Result<bool, sqlx::E
     let onboarded = Where::cmp(lead_id, Op::Eq, &Value::from(lead.to_string()))
         .expect("a UUID is a valid leadId");
     Ok(crud::count(conn, &TENANTS, Some(&onboarded), Scope::All).await? > 0)
+}
+
+/// The live leads signed up with `email` (ignoring ASCII case, through `leads_email_idx`),
+/// newest first.
+pub async fn by_email(conn: &mut Conn<'_>, email: &str) -> Result<Vec<Object>, sqlx::Error> {
+    let mut stmt = Query::select();
+    stmt.columns(LEADS.fields.iter().map(|f| Alias::new(f.column)))
+        .from(Alias::new(LEADS.table))
+        .and_where(crud::live())
+        .and_where(Func::lower(Expr::col(Alias::new("email"))).eq(email.to_ascii_lowercase()))
+        .order_by(Alias::new("created_on"), Order::Desc)
+        .order_by(Alias::new("id"), Order::Asc)
+        .limit(20);
+    let fields: Vec<_> = LEADS.fields.iter().collect();
+    conn.fetch_objects(&stmt, &fields).await
 }

@@ -6,10 +6,14 @@
 pub mod crud;
 pub mod filter;
 pub mod leads;
+pub mod raw;
 pub mod values;
 
+use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sea_query::{PostgresQueryBuilder, SelectStatement, SqliteQueryBuilder};
@@ -17,22 +21,31 @@ use sea_query_sqlx::SqlxBinder;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Executor};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use crate::config::{Config, DatabaseConfig};
 use crate::model::Field;
+pub use raw::{Param, RawRow};
 pub use values::Backend;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The database in use: its pool, and on PostgreSQL what the pool has learnt about broken
+/// connections (see [`Health`]).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+    health: Arc<Health>,
+}
+
 /// The connection pool of the database in use.
 #[derive(Clone, Debug)]
-pub enum Db {
+pub enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
@@ -40,11 +53,67 @@ pub enum Db {
 /// A row read as its wire object (`{"id": …, "name": …}`).
 pub type Object = Map<String, Value>;
 
+/// How long after a broken PostgreSQL connection was seen the connections opened before it are
+/// checked (one round trip each) when taken from the pool.
+const SUSPECT_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the PostgreSQL pool learnt from failures. A server restart breaks every pooled
+/// connection at once, but a connection's socket is only found dead when it is next used. So
+/// the first statement that fails on a broken connection marks the moment, and for
+/// [`SUSPECT_WINDOW`] after it every connection opened before that moment is pinged before it is
+/// handed out (dead ones are closed and replaced); the statement itself is retried once when it
+/// cannot have run (see [`Conn`]). Healthy pools pay nothing: no ping on every acquire.
+#[derive(Debug)]
+pub struct Health {
+    origin: Instant,
+    /// Milliseconds after `origin` at which a broken connection was last seen; 0 = never.
+    broken_at_ms: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            broken_at_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Health {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records that a connection was found broken now.
+    pub fn mark_broken(&self) {
+        self.broken_at_ms
+            .store(self.elapsed_ms().max(1), Ordering::SeqCst);
+    }
+
+    /// Whether a pooled connection of this `age` must be checked before use: it was opened
+    /// before the last broken connection was seen, and that was recent.
+    pub fn is_suspect(&self, age: Duration) -> bool {
+        let broken_at = self.broken_at_ms.load(Ordering::SeqCst);
+        if broken_at == 0 {
+            return false;
+        }
+        let now = self.elapsed_ms();
+        let since_broken = now.saturating_sub(broken_at);
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        since_broken < millis_u64(SUSPECT_WINDOW) && age_ms >= since_broken
+    }
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Db {
-    /// Opens the pool (creating the SQLite file and its directory, or the PostgreSQL schema,
-    /// when missing). Does not migrate.
+    /// Opens the pool (creating the SQLite file and its directory when missing). The PostgreSQL
+    /// pool connects lazily: [`Db::migrate`] opens the first connection. Does not migrate.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        match &config.database {
+        let health = Arc::new(Health::default());
+        let pool = match &config.database {
             DatabaseConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
@@ -56,51 +125,80 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     // LIKE is case-sensitive, as on PostgreSQL; ILIKE is lower() LIKE lower().
                     .pragma("case_sensitive_like", "ON")
                     .log_statements(tracing::log::LevelFilter::Trace);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.db_pool_size.min(8))
                     .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(config.db_acquire_timeout)
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-                Ok(Self::Sqlite(pool))
+                Pool::Sqlite(pool)
             }
             DatabaseConfig::Postgres { url, schema } => {
                 let base = PgConnectOptions::from_str(url.expose_secret())
                     .context("DATABASE_URL is not a valid PostgreSQL URL")?
                     .log_statements(tracing::log::LevelFilter::Trace);
                 let options = base.options([("search_path", schema.as_str())]);
+                let checker = health.clone();
                 let pool = PgPoolOptions::new()
                     .max_connections(config.db_pool_size)
-                    .acquire_timeout(Duration::from_secs(10))
-                    // sqlx already pings every connection when it returns to the pool; a second
-                    // ping on acquire would add a round trip to every request.
+                    .acquire_timeout(config.db_acquire_timeout)
+                    // No ping on every acquire (a round trip per request); connections that may
+                    // have been broken by a server restart are pinged instead (see `Health`).
                     .test_before_acquire(false)
-                    .connect_with(options)
-                    .await
-                    .context("cannot connect to PostgreSQL")?;
-                Ok(Self::Postgres(pool))
+                    .before_acquire(move |conn, meta| {
+                        let suspect = checker.is_suspect(meta.age);
+                        Box::pin(async move {
+                            if suspect {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_lazy_with(options);
+                Pool::Postgres(pool)
             }
+        };
+        Ok(Self { pool, health })
+    }
+
+    /// A database over an existing pool.
+    pub fn from_pool(pool: Pool) -> Self {
+        Self {
+            pool,
+            health: Arc::default(),
         }
     }
 
+    /// The pool, for code that needs the backend's own connection (tests, tools).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// What the pool learnt about broken connections.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Applies the embedded migrations (idempotent; safe with many replicas on PostgreSQL,
-    /// which takes an advisory lock). On PostgreSQL it first creates the schema named on the
-    /// connections' search_path (`DB_SCHEMA`), on the same connection as the migrations, so a
-    /// start-up opens one connection, not two.
+    /// which takes an advisory lock). On PostgreSQL it connects on its own, outside the pool, so
+    /// that an unreachable server fails at once naming its address and the cause (the pool would
+    /// retry a refused connection until its acquire timeout); on that connection it creates the
+    /// schema named on the search_path (`DB_SCHEMA`) and runs the migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(pool) => {
-                let mut conn = pool
-                    .acquire()
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let options = pool.connect_options();
+                let target = format!("{}:{}", options.get_host(), options.get_port());
+                let mut conn = PgConnection::connect_with(&options)
                     .await
-                    .context("cannot connect to PostgreSQL")?;
+                    .map_err(|err| connect_error(err, &target))?;
                 let schema: String = sqlx::query_scalar("SELECT current_setting('search_path')")
-                    .fetch_one(&mut *conn)
+                    .fetch_one(&mut conn)
                     .await?;
                 let schema = schema.trim_matches('"');
                 anyhow::ensure!(
@@ -112,50 +210,143 @@ impl Db {
                 )))
                 .await
                 .with_context(|| format!("cannot create schema {schema}"))?;
-                POSTGRES_MIGRATIONS.run(&mut *conn).await
+                let applied = POSTGRES_MIGRATIONS.run(&mut conn).await;
+                let _ = conn.close().await;
+                applied
             }
-            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .context("database migration failed")
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Sqlite(_) => Backend::Sqlite,
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
         }
     }
 
     /// A trivial round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(pool) => pool.execute("SELECT 1").await.map(drop),
-            Self::Sqlite(pool) => pool.execute("SELECT 1").await.map(drop),
-        }
+        self.conn().round_trip().await
     }
 
     pub async fn close(&self) {
-        match self {
-            Self::Postgres(pool) => pool.close().await,
-            Self::Sqlite(pool) => pool.close().await,
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
         }
     }
 
     /// Statements on the pool (each in its own implicit transaction).
     pub fn conn(&self) -> Conn<'_> {
-        match self {
-            Self::Postgres(pool) => Conn::PgPool(pool),
-            Self::Sqlite(pool) => Conn::SqlitePool(pool),
+        match &self.pool {
+            Pool::Postgres(pool) => Conn::PgPool(pool, &self.health),
+            Pool::Sqlite(pool) => Conn::SqlitePool(pool),
         }
     }
 
     /// Opens a write transaction. On SQLite it starts with `BEGIN IMMEDIATE`, so that two writers
-    /// queue on the lock (within `busy_timeout`) instead of failing when one upgrades.
+    /// queue on the lock (within the busy timeout) instead of failing when one upgrades. On
+    /// PostgreSQL a `BEGIN` that fails on a broken connection is retried once on another: nothing
+    /// has happened yet.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => {
+                Tx::Postgres(with_retry(&self.health, Retry::Always, || pool.begin()).await?)
+            }
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
         })
+    }
+}
+
+/// How long an SQLite statement waits for the write lock before it fails as busy (503).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A start-up connection failure, naming the server and the cause.
+fn connect_error(err: sqlx::Error, target: &str) -> anyhow::Error {
+    let cause = match &err {
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    anyhow::anyhow!("cannot connect to PostgreSQL at {target}: {cause}")
+}
+
+/// Whether `err` says the connection it ran on is broken (closed by the server, reset, a server
+/// shutting down): the statement may be retried on another connection if it cannot have run.
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now; 08: connection
+            // exception.
+            code.starts_with("57P") || code.starts_with("08")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether `err` proves the statement never ran: the server had already ended the session
+/// (the shutdown notice was waiting on the socket when the statement was sent).
+fn never_ran(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+/// Whether `err` is the database being unavailable or overloaded rather than a fault of the
+/// request or of tms: unreachable, restarting, out of connections, busy (SQLite's lock),
+/// a serialization failure or deadlock, a statement cancelled by a timeout. Clients get 503
+/// with `Retry-After` for these.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    if is_connection_error(err) {
+        return true;
+    }
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| match db
+            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            Some(_) => code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+            // 53: insufficient resources; 40001/40P01: serialization failure, deadlock;
+            // 55P03: lock not available; 57014: statement cancelled (timeout).
+            None => {
+                code.starts_with("53")
+                    || matches!(code.as_ref(), "40001" | "40P01" | "55P03" | "57014")
+            }
+        }),
+        _ => false,
+    }
+}
+
+/// Which failures of a statement on the PostgreSQL pool are retried once on another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Any broken connection: a read, or a `BEGIN`, changes nothing when repeated.
+    Always,
+    /// Only when the statement cannot have run: a write might have committed before its
+    /// connection broke, so it is retried only on proof that it never reached the server.
+    IfNeverRan,
+}
+
+/// Runs `attempt`; on a broken connection records it in `health` (so the pool checks the other
+/// connections that may be broken too) and, as `retry` allows, runs it once more.
+async fn with_retry<T, F, Fut>(health: &Health, retry: Retry, attempt: F) -> Result<T, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    match attempt().await {
+        Err(err) if is_connection_error(&err) => {
+            health.mark_broken();
+            if retry == Retry::Always || never_ran(&err) {
+                tracing::warn!(error = %err, "database connection broken; retrying on another");
+                attempt().await
+            } else {
+                Err(err)
+            }
+        }
+        other => other,
     }
 }
 
@@ -183,37 +374,45 @@ impl Tx {
 
 /// Where statements run: the pool or an open transaction. Every table module takes one, so the
 /// same function serves a single statement and a multi-statement transaction.
+///
+/// On the PostgreSQL pool a statement that fails on a broken connection is retried once on
+/// another connection when repeating it is safe: reads always, writes only when the statement
+/// provably never ran (see [`Health`]). Inside a transaction nothing is retried: the
+/// transaction is lost with its connection and the caller answers 503.
 pub enum Conn<'c> {
-    PgPool(&'c PgPool),
+    PgPool(&'c PgPool, &'c Health),
     SqlitePool(&'c SqlitePool),
     PgTx(&'c mut sqlx::PgConnection),
     SqliteTx(&'c mut sqlx::SqliteConnection),
 }
 
-/// Renders `$stmt` for the backend of `$conn` and evaluates the backend's body with the SQL text,
-/// the bound arguments and the executor in scope.
+/// Evaluates `$run` (an expression using the executor `$ex` and the SQL/arguments it builds for
+/// `$backend`) on the executor of `$conn`; on the PostgreSQL pool under the `$retry` policy.
 macro_rules! on_conn {
-    ($conn:expr, $stmt:expr, |$sql:ident, $args:ident, $ex:ident| pg: $pg:expr, sqlite: $lite:expr) => {
+    ($conn:expr, $retry:expr, |$ex:ident, $backend:ident| pg: $pg:expr, sqlite: $lite:expr) => {
         match $conn {
-            Conn::PgPool(pool) => {
-                let ($sql, $args) = $stmt.build_sqlx(PostgresQueryBuilder);
-                let $ex = &**pool;
-                $pg
+            Conn::PgPool(pool, health) => {
+                let $backend = Backend::Postgres;
+                with_retry(health, $retry, || {
+                    let $ex = &**pool;
+                    $pg
+                })
+                .await
             }
             Conn::PgTx(conn) => {
-                let ($sql, $args) = $stmt.build_sqlx(PostgresQueryBuilder);
+                let $backend = Backend::Postgres;
                 let $ex = &mut **conn;
-                $pg
+                $pg.await
             }
             Conn::SqlitePool(pool) => {
-                let ($sql, $args) = $stmt.build_sqlx(SqliteQueryBuilder);
+                let $backend = Backend::Sqlite;
                 let $ex = &**pool;
-                $lite
+                $lite.await
             }
             Conn::SqliteTx(conn) => {
-                let ($sql, $args) = $stmt.build_sqlx(SqliteQueryBuilder);
+                let $backend = Backend::Sqlite;
                 let $ex = &mut **conn;
-                $lite
+                $lite.await
             }
         }
     };
@@ -234,10 +433,17 @@ fn decode<R>(
         .collect()
 }
 
+fn build<S: SqlxBinder>(stmt: &S, backend: Backend) -> (String, sea_query_sqlx::SqlxValues) {
+    match backend {
+        Backend::Postgres => stmt.build_sqlx(PostgresQueryBuilder),
+        Backend::Sqlite => stmt.build_sqlx(SqliteQueryBuilder),
+    }
+}
+
 impl Conn<'_> {
     pub fn backend(&self) -> Backend {
         match self {
-            Self::PgPool(_) | Self::PgTx(_) => Backend::Postgres,
+            Self::PgPool(..) | Self::PgTx(_) => Backend::Postgres,
             Self::SqlitePool(_) | Self::SqliteTx(_) => Backend::Sqlite,
         }
     }
@@ -249,33 +455,107 @@ impl Conn<'_> {
         stmt: &SelectStatement,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
-        on_conn!(self, stmt, |sql, args, ex|
-            pg: decode(
-                &sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?,
-                fields,
-                values::pg_column,
-            ),
-            sqlite: decode(
-                &sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?,
-                fields,
-                values::sqlite_column,
-            )
+        on_conn!(self, Retry::Always, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(&sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?, fields, values::pg_column)
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(&sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?, fields, values::sqlite_column)
+            }
         )
     }
 
     /// Runs a SELECT of one integer (a count).
     pub async fn fetch_count(&mut self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
-        on_conn!(self, stmt, |sql, args, ex|
-            pg: sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await,
-            sqlite: sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+        on_conn!(self, Retry::Always, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+            }
+        )
+    }
+
+    /// `SELECT 1`.
+    async fn round_trip(&mut self) -> Result<(), sqlx::Error> {
+        on_conn!(self, Retry::Always, |ex, _backend|
+            pg: async move { ex.execute("SELECT 1").await.map(drop) },
+            sqlite: async move { ex.execute("SELECT 1").await.map(drop) }
         )
     }
 
     /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
     pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
-        on_conn!(self, stmt, |sql, args, ex|
-            pg: Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected()),
-            sqlite: Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+        on_conn!(self, Retry::IfNeverRan, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+            }
         )
+    }
+
+    /// Runs a hand-written statement (`$1`, `$2`, … placeholders, which SQLite accepts too) and
+    /// returns the number of rows it changed. `read` says whether repeating it is harmless.
+    pub async fn raw_execute(
+        &mut self,
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        on_conn!(self, Retry::IfNeverRan, |ex, backend|
+            pg: async move {
+                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+            },
+            sqlite: async move {
+                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+            }
+        )
+    }
+
+    /// Runs a hand-written statement that returns rows (a SELECT, or a write with `RETURNING`
+    /// when `writes` is true, which is then retried only when it never ran).
+    pub async fn raw_fetch(
+        &mut self,
+        sql: &'static str,
+        params: &[Param<'_>],
+        writes: bool,
+    ) -> Result<Vec<RawRow>, sqlx::Error> {
+        let retry = if writes {
+            Retry::IfNeverRan
+        } else {
+            Retry::Always
+        };
+        on_conn!(self, retry, |ex, backend|
+            pg: async move {
+                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                Ok(rows.into_iter().map(RawRow::Postgres).collect())
+            },
+            sqlite: async move {
+                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                Ok(rows.into_iter().map(RawRow::Sqlite).collect())
+            }
+        )
+    }
+
+    /// [`Conn::raw_fetch`] for at most one row.
+    pub async fn raw_fetch_optional(
+        &mut self,
+        sql: &'static str,
+        params: &[Param<'_>],
+        writes: bool,
+    ) -> Result<Option<RawRow>, sqlx::Error> {
+        Ok(self
+            .raw_fetch(sql, params, writes)
+            .await?
+            .into_iter()
+            .next())
     }
 }

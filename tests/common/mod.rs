@@ -24,6 +24,8 @@
 //! SMTP server for the mail tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -234,6 +236,18 @@ impl Storage {
         Self { data_dir, postgres }
     }
 
+    /// On PostgreSQL: the URL the server connects with (tagged with the schema as its
+    /// `application_name`, so that the test can find and end the server's sessions).
+    pub fn postgres_app_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|pg| pg.app_url.as_str())
+    }
+
+    /// On PostgreSQL: the schema of this storage (`t_<uuid>`), also the server's
+    /// `application_name`.
+    pub fn postgres_schema(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|pg| pg.schema.as_str())
+    }
+
     pub fn db(&self) -> Db {
         if self.postgres.is_some() {
             Db::Postgres
@@ -401,6 +415,12 @@ impl TestApp {
     /// variable). Panics when the configuration is refused or the app does not start.
     pub async fn spawn_with(db: Db, overrides: &[(&str, &str)]) -> TestApp {
         let storage = Storage::new(db);
+        let config = storage.config(overrides);
+        Self::start(config, storage).await
+    }
+
+    /// A server on `storage` (see [`Storage::new`]) with the harness defaults plus `overrides`.
+    pub async fn spawn_on(storage: Storage, overrides: &[(&str, &str)]) -> TestApp {
         let config = storage.config(overrides);
         Self::start(config, storage).await
     }
@@ -668,6 +688,39 @@ pub fn assert_loopback_error(body: &Value, status: u16, name: &str) {
             "unexpected property {key:?} in error body: {body}"
         );
     }
+}
+
+/// What the log subscriber of [`capture_logs`] wrote, as text.
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the log lines (INFO and above, plain text) written on this thread while the guard
+/// lives: in a `#[tokio::test]` (one thread) that is everything the server logs.
+pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
 }
 
 /// A bare migrated-or-not database (no server) on its own data directory or schema, for store

@@ -1,0 +1,400 @@
+//! The lead funnel (SPEC §5): sign-up, verification of the mailed key, a fresh link for a lead
+//! that lost or never used its link, and the onboarding of a verified lead's tenant. Each step is
+//! a function over the database, the key store and the mailer with a typed error; the HTTP edge
+//! (`http/funnel.rs`) maps the errors to LoopBack answers.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::onboarding::{self, OnboardingError};
+use super::validation::{check_fields, not_an_object};
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::error::ValidationDetail;
+use crate::kv::{Kv, KvError};
+use crate::mail::{Mailer, Template};
+use crate::model::{ADDRESSES, LEADS};
+use crate::store::crud::{self, Actor, Scope, Target, WriteError};
+use crate::store::filter::{Filter, Include};
+use crate::store::{Conn, Db, Object, leads};
+
+/// What the funnel works with.
+#[derive(Clone, Copy)]
+pub struct Funnel<'a> {
+    pub db: &'a Db,
+    pub kv: &'a Kv,
+    pub mailer: &'a Mailer,
+    pub jwt: &'a JwtKeys,
+    pub config: &'a Config,
+}
+
+/// Why a funnel step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FunnelError {
+    #[error("the request body is invalid")]
+    Invalid(Vec<ValidationDetail>),
+    /// A validated lead with this email exists (sign-up and verification: 409).
+    #[error("A validated lead with this email already exists")]
+    EmailTaken,
+    /// A key that does not exist, expired, was used, or belongs to another lead; a lead token
+    /// for another lead; a lead that is not validated or already has a tenant (401, as the
+    /// original answers all of these).
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("Address mismatch with Lead")]
+    AddressMismatch,
+    #[error(transparent)]
+    Onboarding(#[from] OnboardingError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Write(WriteError),
+    #[error(transparent)]
+    Keys(#[from] KvError),
+    #[error("cannot mint the lead token")]
+    Token(#[source] anyhow::Error),
+}
+
+impl From<WriteError> for FunnelError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Db(err) => Self::Database(err),
+            other => Self::Write(other),
+        }
+    }
+}
+
+/// A lead that signed up: its id, and the key of its verification link (shown to the caller
+/// only with `LEAD_KEY_IN_RESPONSE=true`).
+#[derive(Debug)]
+pub struct SignedUp {
+    pub id: Uuid,
+    pub key: String,
+}
+
+/// A verified lead and the token it acts with.
+#[derive(Debug)]
+pub struct Verified {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// Where the verification key of a lead is kept.
+fn lead_key(key: &str) -> String {
+    format!("lead-key:{key}")
+}
+
+/// A random verification key of `len` hex characters.
+fn new_lead_key(len: usize) -> String {
+    let bytes: Vec<u8> = (0..len.div_ceil(2)).map(|_| rand::random::<u8>()).collect();
+    let mut key = hex::encode(bytes);
+    key.truncate(len);
+    key
+}
+
+/// `APP_VALIDATE_URL?code=<key>&leadId=<id>`.
+fn validation_link(base: &str, key: &str, lead: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}code={key}&leadId={lead}")
+}
+
+/// Validates `CreateLeadDTO`: the person and company, and an optional address object.
+fn lead_body(body: &Value) -> Result<(Object, Object), Vec<ValidationDetail>> {
+    let Value::Object(props) = body else {
+        return Err(vec![not_an_object("")]);
+    };
+    let mut problems = Vec::new();
+    let mut person = props.clone();
+    let address = person.remove("address");
+    let lead = check_fields(
+        &LEADS,
+        &person,
+        &[
+            ("firstName", true),
+            ("lastName", true),
+            ("email", true),
+            ("companyName", true),
+        ],
+        "",
+        &mut problems,
+    );
+    let address = match address {
+        None | Some(Value::Null) => Object::new(),
+        Some(Value::Object(a)) => onboarding::address_parts(&a, "/address", true, &mut problems),
+        Some(_) => {
+            problems.push(not_an_object("/address"));
+            Object::new()
+        }
+    };
+    if problems.is_empty() {
+        Ok((lead, address))
+    } else {
+        Err(problems)
+    }
+}
+
+impl Funnel<'_> {
+    /// `POST /leads`: records the lead (and its address) and mails its verification link.
+    pub async fn sign_up(&self, body: &Value) -> Result<SignedUp, FunnelError> {
+        let (mut lead, address) = lead_body(body).map_err(FunnelError::Invalid)?;
+        let email = lead["email"].as_str().unwrap_or_default().to_string();
+        if leads::validated_email_exists(&mut self.db.conn(), &email).await? {
+            return Err(FunnelError::EmailTaken);
+        }
+        let system = self.config.system_user_id.as_str();
+        let id = Uuid::new_v4();
+        // The key is stored before the lead commits (and outside its transaction, which on
+        // SQLite holds the write lock): a key whose lead never committed verifies nothing, while
+        // a committed lead always has its key.
+        let key = self.store_new_key(id).await?;
+        let mut tx = self.db.begin().await?;
+        if !address.is_empty() {
+            let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, system).await?;
+            lead.insert("addressId".into(), created["id"].clone());
+        }
+        lead.insert("isValidated".into(), json!(false));
+        crud::create_with_id(&mut tx.conn(), &LEADS, id, &lead, system).await?;
+        self.mail_link(&mut tx.conn(), id, &lead, &key).await?;
+        tx.commit().await?;
+        Ok(SignedUp { id, key })
+    }
+
+    /// A fresh verification key for lead `id`, stored with its expiry.
+    async fn store_new_key(&self, id: Uuid) -> Result<String, FunnelError> {
+        let key = new_lead_key(self.config.lead_key_length);
+        self.kv
+            .put(
+                &lead_key(&key),
+                &id.to_string(),
+                self.config.validation_token_expiry,
+            )
+            .await?;
+        Ok(key)
+    }
+
+    /// Queues the `validate_lead` mail with the link for `key` to `lead` (its wire object).
+    async fn mail_link(
+        &self,
+        conn: &mut Conn<'_>,
+        id: Uuid,
+        lead: &Object,
+        key: &str,
+    ) -> Result<(), FunnelError> {
+        let config = self.config;
+        let email = lead["email"].as_str().unwrap_or_default();
+        let link = validation_link(&config.app_validate_url, key, &id.to_string());
+        self.mailer
+            .queue(
+                conn,
+                email,
+                Template::ValidateLead,
+                json!({
+                    "appName": config.app_name,
+                    "firstName": lead["firstName"],
+                    "lastName": lead["lastName"],
+                    "companyName": lead["companyName"],
+                    "email": email,
+                    "link": link,
+                    "expiresInMinutes": config.validation_token_expiry.as_secs() / 60,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /leads/{id}/verify` with the mailed key: the key must exist, be unexpired and
+    /// belong to lead `id`. Consuming the key and marking the lead validated succeed or fail
+    /// together (see [`Kv::claim`]): a failure in between leaves the link usable.
+    pub async fn verify(&self, id: &str, key: &str) -> Result<Verified, FunnelError> {
+        let lead_id = Uuid::parse_str(id).map_err(|_| FunnelError::Unauthorized)?;
+        let stored = lead_key(key);
+        // A cheap read first: unknown keys never take the write lock.
+        if self.kv.get(&stored).await?.as_deref() != Some(id) {
+            return Err(FunnelError::Unauthorized);
+        }
+        let mut tx = self.db.begin().await?;
+        let claim = self
+            .kv
+            .claim(&mut tx, &stored)
+            .await?
+            .filter(|claim| claim.value() == id)
+            .ok_or(FunnelError::Unauthorized)?;
+        let lead = crud::find_by_id(
+            &mut tx.conn(),
+            &LEADS,
+            lead_id,
+            &Filter::default(),
+            Scope::All,
+        )
+        .await?
+        .ok_or(FunnelError::Unauthorized)?;
+        let mut validated = Object::new();
+        validated.insert("isValidated".into(), json!(true));
+        let actor = Actor {
+            id: id.to_string(),
+            scope: Scope::Lead(lead_id),
+        };
+        crud::update(
+            &mut tx.conn(),
+            &LEADS,
+            Target::Id(lead_id),
+            &validated,
+            &actor,
+        )
+        .await
+        .map_err(|err| match err {
+            // Another lead with this email was verified first.
+            WriteError::Conflict(_) => FunnelError::EmailTaken,
+            other => other.into(),
+        })?;
+        tx.commit().await?;
+        if !self.kv.settle(claim).await? {
+            // A concurrent verification consumed the key first; it answers with the token.
+            return Err(FunnelError::Unauthorized);
+        }
+        let email = lead["email"].as_str().unwrap_or_default();
+        let token = self
+            .jwt
+            .mint_lead(lead_id, email, self.config.lead_token_expiry.as_secs())
+            .map_err(FunnelError::Token)?;
+        Ok(Verified { id: lead_id, token })
+    }
+
+    /// A new verification link for the lead signed up with `email` that still needs one: not
+    /// verified yet, or verified without a tenant (its lead token lost). The newest such lead
+    /// gets a fresh key (earlier keys stay valid until they expire) and the `validate_lead`
+    /// mail. Returns whether a link was sent; callers answer the same either way, so that the
+    /// endpoint does not tell which addresses are known.
+    pub async fn resend_link(&self, email: &str) -> Result<bool, FunnelError> {
+        let mut conn = self.db.conn();
+        let mut candidate = None;
+        for lead in leads::by_email(&mut conn, email).await? {
+            let Some(id) = lead
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| Uuid::parse_str(id).ok())
+            else {
+                continue;
+            };
+            let validated = lead["isValidated"] == json!(true);
+            if !validated || !leads::has_tenant(&mut conn, id).await? {
+                candidate = Some((id, lead));
+                break;
+            }
+        }
+        let Some((id, lead)) = candidate else {
+            return Ok(false);
+        };
+        let key = self.store_new_key(id).await?;
+        let mut tx = self.db.begin().await?;
+        self.mail_link(&mut tx.conn(), id, &lead, &key).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `POST /leads/{id}/tenants` by the lead's own token (`token_lead`, `caller`): onboards the
+    /// tenant of a validated lead that has none yet, with the lead's person as primary admin
+    /// contact, the lead's company name as default name and the lead's address.
+    pub async fn onboard(
+        &self,
+        id: &str,
+        token_lead: Option<Uuid>,
+        caller: &str,
+        body: &Value,
+    ) -> Result<Object, FunnelError> {
+        let lead_id = Uuid::parse_str(id).map_err(|_| FunnelError::Unauthorized)?;
+        if token_lead != Some(lead_id) || caller != id {
+            return Err(FunnelError::Unauthorized);
+        }
+        let mut conn = self.db.conn();
+        let with_address = Filter {
+            include: vec![Include {
+                relation: LEADS.relation("address").expect("leads have an address"),
+                scope: Filter::default(),
+            }],
+            ..Filter::default()
+        };
+        let lead = crud::find_by_id(&mut conn, &LEADS, lead_id, &with_address, Scope::All)
+            .await?
+            .ok_or(FunnelError::Unauthorized)?;
+        if lead["isValidated"] != json!(true) || leads::has_tenant(&mut conn, lead_id).await? {
+            return Err(FunnelError::Unauthorized);
+        }
+        let mut contact = Object::new();
+        for field in ["firstName", "lastName", "email"] {
+            contact.insert(field.into(), lead[field].clone());
+        }
+        contact.insert("isPrimary".into(), json!(true));
+        contact.insert("type".into(), json!("admin"));
+        let lead_address = lead.get("address").and_then(Value::as_object);
+        let mut onboarding = onboarding::lead_body(body, contact, lead_address.is_some())
+            .map_err(FunnelError::Invalid)?;
+        if onboarding.name.is_none() {
+            onboarding.name = lead["companyName"].as_str().map(str::to_string);
+        }
+        if let Some(lead_address) = lead_address {
+            if !same_address(&onboarding.address, lead_address) {
+                return Err(FunnelError::AddressMismatch);
+            }
+            onboarding.address = Object::new();
+            onboarding.address_id = lead_address
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|a| Uuid::parse_str(a).ok());
+        }
+        onboarding.lead_id = Some(lead_id);
+        Ok(onboarding::onboard(self.db, &onboarding, id).await?)
+    }
+}
+
+/// Whether the address parts given in an onboarding body agree with the lead's address
+/// (parts not given are not compared; comparison ignores case and surrounding spaces).
+fn same_address(given: &Object, lead: &Object) -> bool {
+    let norm = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(|s| s.trim().to_lowercase())
+            .unwrap_or_default()
+    };
+    given
+        .iter()
+        .all(|(part, value)| norm(Some(value)) == norm(lead.get(part)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_configured_length_and_are_hex() {
+        for len in [16, 35, 36, 128] {
+            let key = new_lead_key(len);
+            assert_eq!(key.len(), len);
+            assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(new_lead_key(36), new_lead_key(36));
+    }
+
+    #[test]
+    fn links_append_to_existing_queries() {
+        assert_eq!(
+            validation_link("https://app/verify", "k", "l"),
+            "https://app/verify?code=k&leadId=l"
+        );
+        assert_eq!(
+            validation_link("https://app/v?x=1", "k", "l"),
+            "https://app/v?x=1&code=k&leadId=l"
+        );
+    }
+
+    #[test]
+    fn address_comparison_ignores_case_and_absent_parts() {
+        let lead: Object =
+            serde_json::from_value(json!({"city": "Pune", "country": "India", "zip": null}))
+                .unwrap();
+        let same: Object = serde_json::from_value(json!({"country": " india "})).unwrap();
+        let other: Object = serde_json::from_value(json!({"country": "Nepal"})).unwrap();
+        assert!(same_address(&same, &lead));
+        assert!(same_address(&Object::new(), &lead));
+        assert!(!same_address(&other, &lead));
+    }
+}

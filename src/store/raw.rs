@@ -1,0 +1,120 @@
+//! Hand-written statements for both databases (the key-value store, the outbox): one SQL text
+//! with `$n` placeholders, typed parameters bound as each backend stores them, and typed reads of
+//! the returned columns. The representation of each type per backend is the one the migrations
+//! describe (instants as `timestamptz` / ISO 8601 text, UUIDs as `uuid` / text, JSON as `jsonb` /
+//! text), so no caller branches on the database.
+
+use chrono::{DateTime, Utc};
+use sea_query::Value as SqlValue;
+use sea_query_sqlx::SqlxValues;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use super::Backend;
+use super::values::{format_timestamp, parse_timestamp};
+
+/// A parameter of a hand-written statement.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    Instant(DateTime<Utc>),
+    Uuid(Uuid),
+    Json(&'a Value),
+}
+
+/// The parameters bound for `backend`.
+pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
+    let values = params
+        .iter()
+        .map(|p| match (*p, backend) {
+            (Param::Text(s), _) => SqlValue::String(Some(s.to_string())),
+            (Param::OptText(s), _) => SqlValue::String(s.map(str::to_string)),
+            (Param::Int(n), _) => SqlValue::BigInt(Some(n)),
+            (Param::Instant(t), Backend::Postgres) => SqlValue::ChronoDateTimeUtc(Some(t)),
+            (Param::Instant(t), Backend::Sqlite) => SqlValue::String(Some(format_timestamp(&t))),
+            (Param::Uuid(id), Backend::Postgres) => SqlValue::Uuid(Some(id)),
+            (Param::Uuid(id), Backend::Sqlite) => {
+                SqlValue::String(Some(id.hyphenated().to_string()))
+            }
+            (Param::Json(v), Backend::Postgres) => SqlValue::Json(Some(Box::new(v.clone()))),
+            (Param::Json(v), Backend::Sqlite) => SqlValue::String(Some(v.to_string())),
+        })
+        .collect();
+    SqlxValues(sea_query::Values(values))
+}
+
+/// A row returned by a hand-written statement.
+pub enum RawRow {
+    Postgres(PgRow),
+    Sqlite(SqliteRow),
+}
+
+impl RawRow {
+    pub fn text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => row.try_get(column),
+        }
+    }
+
+    /// An integer column (`integer` or `bigint`).
+    pub fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row
+                .try_get::<i64, _>(column)
+                .or_else(|_| row.try_get::<i32, _>(column).map(i64::from)),
+            Self::Sqlite(row) => row.try_get(column),
+        }
+    }
+
+    pub fn instant(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => row
+                .try_get::<Option<String>, _>(column)?
+                .map(|s| {
+                    parse_timestamp(&s)
+                        .ok_or_else(|| decode_error(column, format!("not an instant: {s:?}")))
+                })
+                .transpose(),
+        }
+    }
+
+    /// An instant column that is never NULL.
+    pub fn required_instant(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.instant(column)?
+            .ok_or_else(|| decode_error(column, "unexpected NULL".into()))
+    }
+
+    pub fn uuid(&self, column: &str) -> Result<Uuid, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => {
+                let text: String = row.try_get(column)?;
+                Uuid::parse_str(&text).map_err(|e| decode_error(column, e.to_string()))
+            }
+        }
+    }
+
+    pub fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => {
+                let text: String = row.try_get(column)?;
+                serde_json::from_str(&text).map_err(|e| decode_error(column, e.to_string()))
+            }
+        }
+    }
+}
+
+fn decode_error(column: &str, message: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: message.into(),
+    }
+}
