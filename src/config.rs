@@ -114,6 +114,15 @@ pub struct Config {
     pub aws_region: Option<String>,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
+    /// The most rows a list answers, and related rows per row of an include
+    /// (`MAX_LIST_LIMIT`).
+    pub max_list_limit: u64,
+    /// From the first byte of a request to the end of its head (`HTTP_HEADER_TIMEOUT`, ms).
+    pub http_header_timeout: Duration,
+    /// How long a connection may wait for its next request (`HTTP_IDLE_TIMEOUT`, ms).
+    pub http_idle_timeout: Duration,
+    /// How long a shutdown waits for requests in flight (`SHUTDOWN_TIMEOUT`, ms).
+    pub shutdown_timeout: Duration,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -376,6 +385,30 @@ impl Config {
                 100,
                 600_000,
             )?),
+            max_list_limit: v.number(
+                "MAX_LIST_LIMIT",
+                crate::store::filter::MAX_LIMIT,
+                1,
+                100_000,
+            )?,
+            http_header_timeout: Duration::from_millis(v.number(
+                "HTTP_HEADER_TIMEOUT",
+                10_000u64,
+                100,
+                600_000,
+            )?),
+            http_idle_timeout: Duration::from_millis(v.number(
+                "HTTP_IDLE_TIMEOUT",
+                75_000u64,
+                100,
+                3_600_000,
+            )?),
+            shutdown_timeout: Duration::from_millis(v.number(
+                "SHUTDOWN_TIMEOUT",
+                20_000u64,
+                0,
+                600_000,
+            )?),
         })
     }
 
@@ -487,6 +520,19 @@ impl Config {
             (
                 "REQUEST_TIMEOUT",
                 self.request_timeout.as_millis().to_string(),
+            ),
+            ("MAX_LIST_LIMIT", self.max_list_limit.to_string()),
+            (
+                "HTTP_HEADER_TIMEOUT",
+                self.http_header_timeout.as_millis().to_string(),
+            ),
+            (
+                "HTTP_IDLE_TIMEOUT",
+                self.http_idle_timeout.as_millis().to_string(),
+            ),
+            (
+                "SHUTDOWN_TIMEOUT",
+                self.shutdown_timeout.as_millis().to_string(),
             ),
         ]
         .into_iter()

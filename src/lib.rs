@@ -126,7 +126,8 @@ impl App {
     }
 
     /// Serves, with the background workers (mail relay, expired-key janitor), until `shutdown`
-    /// completes; lets in-flight requests finish, stops the workers, then closes the pool.
+    /// completes; lets in-flight requests finish (within `SHUTDOWN_TIMEOUT`), stops the
+    /// workers, then closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -151,19 +152,16 @@ impl App {
                 .spawn_janitor(Duration::from_secs(60), workers.clone()),
             outbox::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error");
+        let limits = http::server::Limits {
+            header_timeout: self.state.config.http_header_timeout,
+            idle_timeout: self.state.config.http_idle_timeout,
+            shutdown_timeout: self.state.config.shutdown_timeout,
+        };
+        http::server::serve(self.listener, self.router, limits, shutdown).await;
         workers.cancel();
         for handle in handles {
             let _ = handle.await;
         }
-        served?;
         self.state.db.close().await;
         tracing::info!("tms stopped");
         Ok(())

@@ -3,8 +3,14 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tikv_jemallocator::Jemalloc;
 use tms::auth::{ALL_PERMISSIONS, JwtKeys};
 use tms::config::Config;
+
+/// mimalloc gives freed memory back to the system soon after a burst of large responses; see
+/// docs/PERFORMANCE.md.
+#[global_allocator]
+static ALLOCATOR: Jemalloc = Jemalloc;
 
 #[derive(Parser)]
 #[command(

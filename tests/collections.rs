@@ -1861,11 +1861,6 @@ both_dbs!(
                 vec!["gamma"],
             ),
             (
-                json!({"order": "key", "limit": 0}),
-                "filter[order]=key&filter[limit]=0",
-                vec!["alpha", "beta", "gamma"],
-            ),
-            (
                 json!({"where": {"status": {"inq": [0, 2]}}, "order": "key"}),
                 "filter[where][status][inq][0]=0&filter[where][status][inq][1]=2&filter[order]=key",
                 vec!["alpha", "gamma"],

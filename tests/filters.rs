@@ -699,10 +699,6 @@ both_dbs!(
             ),
             (json!({"order": "key", "skip": 10}), vec![]),
             (
-                json!({"order": "key", "limit": 0}),
-                vec!["alpha", "beta", "delta", "eps", "gamma", "zeta"],
-            ),
-            (
                 json!({"order": "key", "skip": 0}),
                 vec!["alpha", "beta", "delta", "eps", "gamma", "zeta"],
             ),
@@ -1286,9 +1282,9 @@ both_dbs!(
             ("/tenants", f(w(too_deep)), "filter", "nested deeper than 8"),
             (
                 "/tenants",
-                f(json!({"limit": 1001})),
+                f(json!({"limit": 0})),
                 "filter",
-                "limit must be at most 1000",
+                "limit must be a positive integer",
             ),
             (
                 "/tenants",
@@ -1735,5 +1731,67 @@ both_dbs!(
             )
             .await;
         expect_bad_param(status, &body, "where", "amount", "money of 10^11");
+    }
+);
+
+both_dbs!(
+    lists_answer_at_most_max_list_limit_rows,
+    [("MAX_LIST_LIMIT", "2")],
+    |app| async move {
+        seed(&app).await;
+        let admin = app.admin_token();
+        let keys = |rows: &Value| labels("/tenants", rows);
+        // No limit, a larger limit, a skip without limit: at most two rows, clamped not refused.
+        for (filter, want) in [
+            (json!({"order": "key"}), vec!["alpha", "beta"]),
+            (json!({"order": "key", "limit": 50}), vec!["alpha", "beta"]),
+            (json!({"order": "key", "skip": 2}), vec!["delta", "eps"]),
+            (json!({"order": "key", "limit": 1}), vec!["alpha"]),
+        ] {
+            let rows = get_ok(&app, &admin, &with_filter("/tenants", &filter)).await;
+            assert_eq!(keys(&rows), want, "filter {filter}");
+        }
+        // Counts are not capped.
+        let counted = get_ok(&app, &admin, "/tenants/count").await;
+        assert_eq!(counted, json!({"count": 6}));
+
+        // Included rows are capped per parent, and a scope's own paging applies per parent.
+        let contacts_of_alpha = |scope: Value| json!({"where": {"key": "alpha"}, "include": [{"relation": "contacts", "scope": scope}]});
+        for (scope, want) in [
+            (
+                json!({"order": "email"}),
+                vec!["ada@acme.com", "bob@acme.com"],
+            ),
+            (
+                json!({"order": "email", "skip": 1}),
+                vec!["bob@acme.com", "cid@www.acme.com"],
+            ),
+            (
+                json!({"order": "email DESC", "limit": 1}),
+                vec!["cid@www.acme.com"],
+            ),
+            (json!({"order": "email", "skip": 5}), vec![]),
+        ] {
+            let filter = contacts_of_alpha(scope.clone());
+            let rows = get_ok(&app, &admin, &with_filter("/tenants", &filter)).await;
+            let emails: Vec<&str> = rows[0]["contacts"]
+                .as_array()
+                .unwrap_or_else(|| panic!("contacts included: {rows}"))
+                .iter()
+                .map(|c| c["email"].as_str().unwrap())
+                .collect();
+            assert_eq!(emails, want, "scope {scope}");
+        }
+        // Per parent: every tenant of the page gets its own page of contacts.
+        let filter = json!({"order": "key", "include": [{"relation": "contacts",
+            "scope": {"order": "email", "limit": 1}}]});
+        let rows = get_ok(&app, &admin, &with_filter("/tenants", &filter)).await;
+        let firsts: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["contacts"][0]["email"].as_str().unwrap())
+            .collect();
+        assert_eq!(firsts, ["ada@acme.com", "bea@beta.io"]);
     }
 );

@@ -38,11 +38,12 @@ fn common_queries(backend: Backend) -> Vec<(&'static str, SelectStatement, &'sta
             _ => "sqlite_autoindex_addresses_1",
         },
     };
+    // As lists run them: capped, so every include is paged per parent.
     let include = |resource: &'static Resource, relation: &str| {
         crud::include_statement(
             resource.relation(relation).unwrap(),
             &[&key],
-            &Filter::default(),
+            &Filter::default().capped(1000),
             backend,
         )
     };
@@ -210,8 +211,14 @@ async fn check_plans(kind: Db, test: &str) {
         store::Pool::Sqlite(pool) => {
             for (what, stmt, index) in common_queries(backend) {
                 let plan = sqlite_plan(pool, &stmt).await;
+                // `included` is the per-parent page of an include and `(subquery-n)` the window
+                // that numbers its rows: subqueries, not tables.
                 let scans_a_table = plan.lines().any(|l| {
-                    l.starts_with("SCAN ") && !l.contains("USING") && !l.contains("CONSTANT ROW")
+                    l.starts_with("SCAN ")
+                        && !l.contains("USING")
+                        && !l.contains("CONSTANT ROW")
+                        && !l.starts_with("SCAN included")
+                        && !l.starts_with("SCAN (subquery")
                 });
                 if !plan.contains(index) || scans_a_table {
                     wrong.push(format!("{what}: expected {index}\n{plan}"));

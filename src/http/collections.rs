@@ -155,13 +155,20 @@ pub fn parse_id(raw: &str) -> AppResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| AppError::entity_not_found())
 }
 
-fn parse_filter(resource: &'static Resource, query: Option<&str>) -> AppResult<Filter> {
-    match filter::query_param(query, "filter").map_err(|e| e.into_app_error("filter"))? {
-        Some(value) => {
-            filter::parse_filter(resource, &value).map_err(|e| e.into_app_error("filter"))
-        }
-        None => Ok(Filter::default()),
-    }
+/// The `filter` of a read, capped at `MAX_LIST_LIMIT` rows (and related rows per row).
+fn parse_filter(
+    state: &AppState,
+    resource: &'static Resource,
+    query: Option<&str>,
+) -> AppResult<Filter> {
+    let filter =
+        match filter::query_param(query, "filter").map_err(|e| e.into_app_error("filter"))? {
+            Some(value) => {
+                filter::parse_filter(resource, &value).map_err(|e| e.into_app_error("filter"))?
+            }
+            None => Filter::default(),
+        };
+    Ok(filter.capped(state.config.max_list_limit))
 }
 
 fn parse_where(
@@ -273,7 +280,7 @@ async fn find<C: Collection>(
     auth: Require<C::View>,
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<Value>> {
-    let filter = parse_filter(C::RESOURCE, query.as_deref())?;
+    let filter = parse_filter(&state, C::RESOURCE, query.as_deref())?;
     let scope = scope_of(&auth.principal);
     let rows = crud::find(&mut state.db.conn(), C::RESOURCE, &filter, scope).await?;
     Ok(Json(Value::Array(
@@ -298,7 +305,7 @@ async fn find_by_id<C: Collection>(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<Value>> {
-    let filter = parse_filter(C::RESOURCE, query.as_deref())?;
+    let filter = parse_filter(&state, C::RESOURCE, query.as_deref())?;
     if filter.where_.is_some() {
         return Err(AppError::invalid_parameter(
             "filter",

@@ -7,6 +7,7 @@ mod funnel;
 mod onboarding;
 mod ping;
 pub mod rate_limit;
+pub mod server;
 
 use std::any::Any;
 use std::time::Duration;

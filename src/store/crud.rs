@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, UpdateStatement};
+use sea_query::{
+    Alias, Expr, ExprTrait, Order, Query, SelectStatement, UpdateStatement, WindowStatement,
+};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -277,20 +279,11 @@ fn include_relation<'a>(
             return Ok(());
         }
         let backend = conn.backend();
-        // Paging applies per parent, below; only where/order go to the database.
-        let unpaged = Filter {
-            limit: None,
-            skip: None,
-            include: Vec::new(),
-            fields: None,
-            where_: scope.where_.clone(),
-            order: scope.order.clone(),
-        };
         // One query per batch of parents keeps the bound values far below the databases'
         // parameter limits; each parent's children all come from the batch holding its key.
         let mut children = Vec::new();
         for batch in keys.chunks(INCLUDE_BATCH) {
-            let stmt = include_statement(relation, batch, &unpaged, backend);
+            let stmt = include_statement(relation, batch, scope, backend);
             children.extend(conn.fetch_objects(&stmt, &all_fields(target)).await?);
         }
         for nested in &scope.include {
@@ -301,8 +294,11 @@ fn include_relation<'a>(
     })
 }
 
-/// The SELECT that loads `relation` (filtered by `scope`'s where and order) for a batch of parent
-/// keys: the values of the relation's local column on the parents.
+/// The SELECT that loads `relation` for a batch of parent keys (the values of the relation's
+/// local column on the parents), filtered by `scope`'s where, in its order. A `limit` or `skip`
+/// of the scope applies to each parent's rows, in the database: the rows are numbered per parent
+/// (`ROW_NUMBER() OVER (PARTITION BY …)`) and only each parent's page is returned, so a parent
+/// with very many related rows costs no more than its page.
 pub fn include_statement(
     relation: &'static Relation,
     keys: &[&Value],
@@ -315,8 +311,42 @@ pub fn include_statement(
     stmt.and_where(
         Expr::col(col(remote.column)).is_in(keys.iter().map(|k| bind(backend, remote, k))),
     );
-    filter::apply(scope, &mut stmt, backend);
-    stmt
+    let unpaged = Filter {
+        limit: None,
+        skip: None,
+        include: Vec::new(),
+        fields: None,
+        where_: scope.where_.clone(),
+        order: scope.order.clone(),
+    };
+    if scope.limit.is_none() && scope.skip.is_none() {
+        filter::apply(&unpaged, &mut stmt, backend);
+        return stmt;
+    }
+    if let Some(w) = &unpaged.where_ {
+        stmt.cond_where(filter::condition(w, backend));
+    }
+    let mut window = WindowStatement::partition_by(col(remote.column));
+    filter::order_window(&scope.order, &mut window);
+    stmt.expr_window_as(Expr::cust("ROW_NUMBER()"), window, col(ROW_NUMBER));
+    let skip = scope.skip.unwrap_or(0);
+    let mut page = Query::select();
+    page.columns(target.fields.iter().map(|f| col(f.column)))
+        .from_subquery(stmt, col("included"))
+        .and_where(Expr::col(col(ROW_NUMBER)).gt(clamp_i64(skip)));
+    if let Some(limit) = scope.limit {
+        page.and_where(Expr::col(col(ROW_NUMBER)).lte(clamp_i64(skip.saturating_add(limit))));
+    }
+    page.order_by(col(remote.column), Order::Asc)
+        .order_by(col(ROW_NUMBER), Order::Asc);
+    page
+}
+
+/// The per-parent row number of [`include_statement`].
+const ROW_NUMBER: &str = "_row";
+
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn attach(
@@ -338,17 +368,19 @@ fn attach(
         }
         by_key.entry(key).or_default().push(child);
     }
-    let skip = scope.skip.unwrap_or(0) as usize;
-    let limit = scope.limit.map(|l| l as usize).unwrap_or(usize::MAX);
     for row in rows {
         let key = row
             .get(local.name)
             .map(Value::to_string)
             .unwrap_or_default();
-        let matched: Vec<Object> = by_key
-            .get(&key)
-            .map(|c| c.iter().skip(skip).take(limit).cloned().collect())
-            .unwrap_or_default();
+        // A parent's own id is its alone: its children move; several parents can share any other
+        // key (a to-one relation), so each gets a copy.
+        let matched: Vec<Object> = if relation.local_column == "id" {
+            by_key.remove(&key)
+        } else {
+            by_key.get(&key).cloned()
+        }
+        .unwrap_or_default();
         match relation.cardinality {
             Cardinality::Many => {
                 row.insert(

@@ -7,7 +7,7 @@ use std::fmt;
 
 use sea_query::{
     Condition, Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order as SqlOrder, SelectStatement,
-    Value as SqlValue,
+    Value as SqlValue, WindowStatement,
 };
 use serde_json::{Map, Value};
 
@@ -15,7 +15,8 @@ use super::values::{self, Backend};
 use crate::error::AppError;
 use crate::model::{Field, FieldType, Relation, Resource};
 
-/// Largest `limit` accepted.
+/// The default cap on the rows of a list and on the related rows per row of an include
+/// (`MAX_LIST_LIMIT`).
 pub const MAX_LIMIT: u64 = 1000;
 /// Deepest nesting of `and`/`or` accepted in one `where`.
 pub const MAX_DEPTH: usize = 8;
@@ -270,11 +271,29 @@ pub struct Filter {
     /// The selected fields in the resource's declaration order; `None` means all.
     pub fields: Option<Vec<&'static Field>>,
     pub order: Vec<Order>,
-    /// `None` when absent (or `0`, which LoopBack reads as "no limit").
+    /// `None` when absent. Lists cap it (see [`Filter::capped`]).
     pub limit: Option<u64>,
     /// `None` when absent or `0`.
     pub skip: Option<u64>,
     pub include: Vec<Include>,
+}
+
+impl Filter {
+    /// This filter with its `limit`, and the `limit` of every included relation's scope, at most
+    /// `max`: a list answers at most `max` rows, and at most `max` related rows per row and
+    /// relation, whatever the filter asks (`MAX_LIST_LIMIT`).
+    pub fn capped(mut self, max: u64) -> Self {
+        self.limit = Some(self.limit.map_or(max, |limit| Ord::min(limit, max)));
+        self.include = self
+            .include
+            .into_iter()
+            .map(|include| Include {
+                relation: include.relation,
+                scope: include.scope.capped(max),
+            })
+            .collect();
+        self
+    }
 }
 
 impl PartialEq for Filter {
@@ -337,11 +356,10 @@ fn parse_filter_at(
             "fields" => filter.fields = parse_fields(resource, value)?,
             "order" => filter.order = parse_order(resource, value)?,
             "limit" => {
-                filter.limit = parse_count("limit", value)?.filter(|&n| n > 0);
-                if let Some(n) = filter.limit
-                    && n > MAX_LIMIT
-                {
-                    return err(format!("limit must be at most {MAX_LIMIT}"));
+                filter.limit = parse_count("limit", value)?;
+                // LoopBack's filter schema has `limit` ≥ 1: the original answers 400 for 0.
+                if filter.limit == Some(0) {
+                    return err("limit must be a positive integer");
                 }
             }
             "skip" => skip = parse_count("skip", value)?,
@@ -1069,6 +1087,21 @@ pub fn apply(filter: &Filter, stmt: &mut SelectStatement, backend: Backend) {
     }
 }
 
+/// The order of [`apply`] (the filter's, then `id` ascending) for a window's `ORDER BY`.
+pub fn order_window(order: &[Order], window: &mut WindowStatement) {
+    for o in order {
+        let (direction, nulls) = if o.descending {
+            (SqlOrder::Desc, NullOrdering::First)
+        } else {
+            (SqlOrder::Asc, NullOrdering::Last)
+        };
+        window.order_by_with_nulls(o.field.column, direction, nulls);
+    }
+    if !order.iter().any(|o| o.field.column == "id") {
+        window.order_by("id", SqlOrder::Asc);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Generators of valid filters, for property tests and cross-database comparisons.
 
@@ -1694,16 +1727,32 @@ mod tests {
                 .is_none()
         );
 
-        // limit 0 is LoopBack's "no limit"; skip 0 is no skip.
-        let f = filter_of(&TENANTS, json!({"limit": 0, "skip": 0})).unwrap();
-        assert_eq!((f.limit, f.skip), (None, None));
-        let f = filter_of(&TENANTS, json!({"limit": 1000, "skip": 7})).unwrap();
-        assert_eq!((f.limit, f.skip), (Some(1000), Some(7)));
+        // skip 0 is no skip; a limit above the list cap parses (lists clamp it).
+        let f = filter_of(&TENANTS, json!({"limit": 5, "skip": 0})).unwrap();
+        assert_eq!((f.limit, f.skip), (Some(5), None));
+        let f = filter_of(&TENANTS, json!({"limit": 5000, "skip": 7})).unwrap();
+        assert_eq!((f.limit, f.skip), (Some(5000), Some(7)));
         assert_eq!(filter_of(&TENANTS, Value::Null).unwrap(), Filter::default());
         assert_eq!(
             filter_of(&TENANTS, json!({"where": null, "limit": null})).unwrap(),
             Filter::default()
         );
+    }
+
+    #[test]
+    fn capping_bounds_the_list_and_every_include() {
+        let f = filter_of(
+            &TENANTS,
+            json!({"limit": 5000, "include": [{"relation": "contacts",
+                "scope": {"include": ["tenant"]}}, {"relation": "lead", "scope": {"limit": 3}}]}),
+        )
+        .unwrap()
+        .capped(100);
+        assert_eq!(f.limit, Some(100));
+        assert_eq!(f.include[0].scope.limit, Some(100));
+        assert_eq!(f.include[0].scope.include[0].scope.limit, Some(100));
+        assert_eq!(f.include[1].scope.limit, Some(3));
+        assert_eq!(Filter::default().capped(7).limit, Some(7));
     }
 
     #[test]
@@ -1913,7 +1962,8 @@ mod tests {
                 json!({"where": {"or": ["x"]}}),
                 "where must be an object",
             ),
-            (t, json!({"limit": 1001}), "limit must be at most 1000"),
+            (t, json!({"limit": 0}), "limit must be a positive integer"),
+            (t, json!({"limit": "0"}), "limit must be a positive integer"),
             (
                 t,
                 json!({"limit": -1}),

@@ -418,19 +418,24 @@ macro_rules! on_conn {
     };
 }
 
-fn decode<R>(
-    rows: &[R],
+/// Reads the rows of `rows` one at a time into wire objects, so the driver's rows are never all
+/// held at once beside their decoded copies.
+async fn decode<'e, R: 'e>(
+    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>> + 'e,
     fields: &[&'static Field],
     column: fn(&R, &Field) -> Result<Value, sqlx::Error>,
 ) -> Result<Vec<Object>, sqlx::Error> {
-    rows.iter()
-        .map(|row| {
-            fields
-                .iter()
-                .map(|f| Ok((f.name.to_string(), column(row, f)?)))
-                .collect()
-        })
-        .collect()
+    use futures_util::TryStreamExt;
+    rows.map_ok(|row| {
+        let mut object = Object::with_capacity(fields.len());
+        for f in fields {
+            object.insert(f.name.to_string(), column(&row, f)?);
+        }
+        Ok(object)
+    })
+    .and_then(std::future::ready)
+    .try_collect()
+    .await
 }
 
 fn build<S: SqlxBinder>(stmt: &S, backend: Backend) -> (String, sea_query_sqlx::SqlxValues) {
@@ -458,11 +463,11 @@ impl Conn<'_> {
         on_conn!(self, Retry::Always, |ex, backend|
             pg: async move {
                 let (sql, args) = build(stmt, backend);
-                decode(&sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?, fields, values::pg_column)
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
             },
             sqlite: async move {
                 let (sql, args) = build(stmt, backend);
-                decode(&sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(ex).await?, fields, values::sqlite_column)
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
             }
         )
     }

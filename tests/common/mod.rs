@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 pub use reqwest::header::HeaderMap;
 pub use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
+#[allow(unused_imports, reason = "not every suite builds JSON by hand")]
 pub use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, Executor};
 use tempfile::TempDir;
