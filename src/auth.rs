@@ -1,8 +1,11 @@
-//! Bearer JWT verification (HS256 pinned, issuer and expiry checked) and the per-route permission
-//! requirement: a handler states `_: Require<ViewTenant>` and cannot forget the check.
+//! Bearer JWT verification (HS256 pinned, issuer checked, `exp` required, `exp`/`nbf`/`iat`
+//! checked against the application's clock) and the per-route permission requirement: a
+//! handler states `_: Require<ViewTenant>` and cannot forget the check.
 
 use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{header, request::Parts};
@@ -31,7 +34,13 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub iat: u64,
+    /// Not before (seconds since the epoch), when the issuer set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
+
+/// How far in the future a token's `nbf` and `iat` may lie, for clocks that disagree a little.
+pub const CLOCK_SKEW_SECS: u64 = 30;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -58,6 +67,7 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     issuer: String,
+    clock: Clock,
 }
 
 impl JwtKeys {
@@ -65,14 +75,24 @@ impl JwtKeys {
         let bytes = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
+        // `exp` must be there (the original accepted tokens without one; tms does not); the
+        // times themselves are checked in `verify`, against the application's clock.
         validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
             issuer: issuer.to_string(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same keys, minting and checking times on `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
     }
 
     /// Mints a token for `id` with `permissions`, valid for `ttl_secs`.
@@ -82,7 +102,7 @@ impl JwtKeys {
         permissions: Vec<String>,
         ttl_secs: u64,
     ) -> anyhow::Result<String> {
-        let now = now_secs();
+        let now = self.clock.unix_seconds();
         self.sign(&Claims {
             id: Some(id.to_string()),
             user_tenant_id: Some(id.to_string()),
@@ -92,6 +112,7 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             exp: now + ttl_secs,
             iat: now,
+            nbf: None,
         })
     }
 
@@ -103,7 +124,7 @@ impl JwtKeys {
         email: &str,
         ttl_secs: u64,
     ) -> anyhow::Result<String> {
-        let now = now_secs();
+        let now = self.clock.unix_seconds();
         self.sign(&Claims {
             id: Some(lead.to_string()),
             user_tenant_id: Some(lead.to_string()),
@@ -113,6 +134,7 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             exp: now + ttl_secs,
             iat: now,
+            nbf: None,
         })
     }
 
@@ -124,7 +146,9 @@ impl JwtKeys {
         )?)
     }
 
-    /// Verifies a bearer token: signature, algorithm, issuer and expiry.
+    /// Verifies a bearer token: signature, algorithm, issuer; expired (`exp` not after now),
+    /// not valid yet (`nbf`) or issued in the future (`iat`), beyond [`CLOCK_SKEW_SECS`], is
+    /// refused.
     pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| {
@@ -140,6 +164,17 @@ impl JwtKeys {
                 )
             })?;
         let claims = data.claims;
+        let now = self.clock.unix_seconds();
+        let invalid = |why: &str| AppError::Unauthorized(why.into());
+        if claims.exp <= now {
+            return Err(invalid("TokenExpired"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + CLOCK_SKEW_SECS) {
+            return Err(invalid("TokenInvalid: not valid yet (nbf)"));
+        }
+        if claims.iat > now + CLOCK_SKEW_SECS {
+            return Err(invalid("TokenInvalid: issued in the future (iat)"));
+        }
         let lead = match claims.lead_id.as_deref() {
             None => None,
             Some(raw) => Some(
@@ -331,10 +366,49 @@ mod tests {
             iss: "tms".into(),
             exp: now_secs() - 5,
             iat: now_secs() - 100,
+            nbf: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert!(matches!(k.verify(&token), Err(AppError::Unauthorized(m)) if m == "TokenExpired"));
+    }
+
+    #[test]
+    fn times_are_checked_on_the_clock_with_a_small_skew() {
+        let start = chrono::DateTime::from_timestamp(2_000_000_000, 0).unwrap();
+        let clock = Clock::manual(start);
+        let k = keys().with_clock(clock.clone());
+        let now = 2_000_000_000u64;
+        let token = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"id": "u1", "permissions": [], "iss": "tms",
+                "exp": now + 600});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap()
+        };
+        let refused = |t: &str| matches!(k.verify(t), Err(AppError::Unauthorized(_)));
+        assert!(!refused(&token(
+            serde_json::json!({"iat": now, "nbf": now})
+        )));
+        // Within the skew: accepted.
+        assert!(!refused(&token(
+            serde_json::json!({"nbf": now + CLOCK_SKEW_SECS})
+        )));
+        assert!(!refused(&token(
+            serde_json::json!({"iat": now + CLOCK_SKEW_SECS})
+        )));
+        // Beyond it: refused.
+        assert!(refused(&token(
+            serde_json::json!({"nbf": now + CLOCK_SKEW_SECS + 1})
+        )));
+        assert!(refused(&token(serde_json::json!({"iat": now + 3600}))));
+        // Expiry follows the clock, not the machine's time.
+        let minted = k.mint("u1", vec![], 60).unwrap();
+        assert!(!refused(&minted));
+        clock.advance(std::time::Duration::from_secs(60));
+        assert!(refused(&minted));
     }
 
     #[test]

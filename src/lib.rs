@@ -83,7 +83,7 @@ impl App {
         let kv = Kv::connect(&config, &db, clock.clone()).await?;
         let state = AppState {
             db,
-            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer),
+            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer).with_clock(clock.clone()),
             config: Arc::new(config),
             kv,
             mailer,

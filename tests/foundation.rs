@@ -278,6 +278,16 @@ both_dbs!(missing_or_invalid_tokens_are_401, |app| async move {
         &json!({"permissions": ["10207"], "iss": JWT_ISSUER, "exp": now + 600}),
         JWT_SECRET,
     );
+    let not_yet_valid = encode_claims(
+        &json!({"id": TEST_USER_ID, "permissions": ["10207"], "iss": JWT_ISSUER,
+                "exp": now + 7200, "nbf": now + 3600}),
+        JWT_SECRET,
+    );
+    let issued_in_the_future = encode_claims(
+        &json!({"id": TEST_USER_ID, "permissions": ["10207"], "iss": JWT_ISSUER,
+                "exp": now + 7200, "iat": now + 3600}),
+        JWT_SECRET,
+    );
 
     let bearer = |t: &str| format!("Bearer {t}");
     let cases: Vec<(&str, Option<String>)> = vec![
@@ -292,6 +302,8 @@ both_dbs!(missing_or_invalid_tokens_are_401, |app| async move {
         ("alg HS512", Some(bearer(&hs512))),
         ("no exp", Some(bearer(&no_exp))),
         ("no caller id", Some(bearer(&no_caller))),
+        ("nbf an hour ahead", Some(bearer(&not_yet_valid))),
+        ("iat an hour ahead", Some(bearer(&issued_in_the_future))),
     ];
     for (case, authorization) in cases {
         let mut request = app.client.get(app.url(PROBE));
@@ -322,6 +334,14 @@ both_dbs!(token_with_the_permission_is_200, |app| async move {
         JWT_SECRET,
     );
     let (status, body) = app.get(PROBE, Some(&facade)).await;
+    assert_eq!(status, 200, "{body}");
+    // A few seconds of clock skew between issuer and tms are tolerated.
+    let skewed = encode_claims(
+        &json!({"id": TEST_USER_ID, "permissions": ["10207"], "iss": JWT_ISSUER,
+                "exp": now_secs() + 600, "iat": now_secs() + 10, "nbf": now_secs() + 10}),
+        JWT_SECRET,
+    );
+    let (status, body) = app.get(PROBE, Some(&skewed)).await;
     assert_eq!(status, 200, "{body}");
 });
 

@@ -21,6 +21,7 @@ fn scoped_token(lead: &str) -> String {
         iss: JWT_ISSUER.to_string(),
         exp: now_secs() + 600,
         iat: now_secs(),
+        nbf: None,
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -522,6 +522,8 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     let raw = std::fs::read(&files[0]).unwrap();
     assert_validate_lead_message(&raw, id, &link);
 
+    // Outside development the log names the message but never shows the link: its key is a
+    // secret.
     let logged = logs.text();
     let line = logged
         .lines()
@@ -533,6 +535,27 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
         line.contains("Confirm your email address for Acme Cloud"),
         "{line}"
     );
+    let key = link.rsplit('=').next().unwrap();
+    assert!(!logged.contains(key), "the key is in the log: {logged}");
+    drop(_log_guard);
+
+    // In development (TMS_ENV=dev) the link is logged, for a newcomer without a mail server.
+    let (logs, _log_guard) = capture_logs();
+    let mut dev_config = mail_config(&t.data_dir, None);
+    dev_config.env = tms::config::Environment::Dev;
+    let dev_mailer = Mailer::from_config(&dev_config).unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let id = queue_validate_lead(&dev_mailer, &mut tx.conn(), &link).await;
+    tx.commit().await.unwrap();
+    let step = outbox::relay_step(db, mail::TOPIC, &dev_mailer, now(), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(step, Step::Delivered(id));
+    let logged = logs.text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("mail written to the outbox directory"))
+        .unwrap_or_else(|| panic!("no log line in {logged}"));
     assert!(line.contains(&link), "{line}");
     t
 }

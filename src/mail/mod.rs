@@ -74,6 +74,9 @@ impl Mailer {
             }
             None => Transport::Files {
                 dir: config.data_dir.join("outbox"),
+                // The verification link carries the lead's key: only a developer's own log
+                // may show it.
+                log_links: config.env == crate::config::Environment::Dev,
             },
         };
         Ok(Self::new(
@@ -106,7 +109,7 @@ impl Mailer {
     pub fn describe_transport(&self) -> String {
         match &self.inner.transport {
             Transport::Smtp { server, .. } => format!("smtp {server}"),
-            Transport::Files { dir } => format!("files in {}", dir.display()),
+            Transport::Files { dir, .. } => format!("files in {}", dir.display()),
         }
     }
 

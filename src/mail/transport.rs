@@ -163,8 +163,10 @@ pub enum Transport {
         transport: AsyncSmtpTransport<Tokio1Executor>,
         server: String,
     },
-    /// One `.eml` file per message in this directory (created when first needed).
-    Files { dir: PathBuf },
+    /// One `.eml` file per message in this directory (created when first needed). The log line
+    /// of each names the recipient, subject and file; with `log_links` (development only) it
+    /// also shows the links in the message, whose keys are secrets.
+    Files { dir: PathBuf, log_links: bool },
 }
 
 impl Transport {
@@ -178,7 +180,7 @@ impl Transport {
                     .with_context(|| format!("SMTP delivery to {server} failed"))?;
                 Ok(())
             }
-            Self::Files { dir } => {
+            Self::Files { dir, log_links } => {
                 let name = format!("{}-{id}.eml", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
                 let path = dir.join(name);
                 let bytes = message.formatted();
@@ -186,14 +188,24 @@ impl Transport {
                 tokio::task::spawn_blocking(move || write_new_file(&dir, &target, &bytes))
                     .await
                     .map_err(|e| anyhow!("writing the mail file was interrupted: {e}"))??;
-                let links = find_urls(&mail.text).join(" ");
-                tracing::info!(
-                    to = %mail.to,
-                    subject = %mail.subject,
-                    links = %links,
-                    file = %path.display(),
-                    "mail written to the outbox directory (no SMTP_URL set)"
-                );
+                if *log_links {
+                    let links = find_urls(&mail.text).join(" ");
+                    tracing::info!(
+                        to = %mail.to,
+                        subject = %mail.subject,
+                        links = %links,
+                        file = %path.display(),
+                        "mail written to the outbox directory (no SMTP_URL set)"
+                    );
+                } else {
+                    tracing::info!(
+                        to = %mail.to,
+                        subject = %mail.subject,
+                        file = %path.display(),
+                        "mail written to the outbox directory (no SMTP_URL set; links are \
+                         logged only with TMS_ENV=dev)"
+                    );
+                }
                 Ok(())
             }
         }
