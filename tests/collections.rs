@@ -925,30 +925,40 @@ both_dbs!(
 
         let before = snapshot(&app).await;
         let item = format!("/leads/{first}");
-        for (method, path, body) in [
+        // (method, path, body, the permission such a write needs)
+        for (method, path, body, code) in [
             (
                 Method::PUT,
                 item.as_str(),
                 Some(json!({"firstName": "X", "lastName": "Y",
             "email": "x@y.com", "companyName": "Z", "isValidated": true})),
+                "10201",
             ),
             (
                 Method::PATCH,
                 item.as_str(),
                 Some(json!({"isValidated": true})),
+                "10201",
             ),
-            (Method::DELETE, item.as_str(), None),
-            (Method::PATCH, "/leads", Some(json!({"isValidated": true}))),
+            (Method::DELETE, item.as_str(), None, "10202"),
+            (
+                Method::PATCH,
+                "/leads",
+                Some(json!({"isValidated": true})),
+                "10201",
+            ),
         ] {
+            let what = format!("{method} {path}");
+            // The credentials come first: 401 without a token, 403 without the permission.
+            let (status, answer) = send(&app, method.clone(), path, None, body.as_ref()).await;
+            expect_error(status, &answer, 401, "UnauthorizedError", &what);
+            let lacking = token_without(&app, TEST_USER_ID, code);
+            let (status, answer) =
+                send(&app, method.clone(), path, Some(&lacking), body.as_ref()).await;
+            expect_error(status, &answer, 403, "ForbiddenError", &what);
             let (status, answer) =
                 send(&app, method.clone(), path, Some(&admin), body.as_ref()).await;
-            expect_error(
-                status,
-                &answer,
-                405,
-                "MethodNotAllowedError",
-                &format!("{method} {path}"),
-            );
+            expect_error(status, &answer, 405, "MethodNotAllowedError", &what);
         }
         assert_unchanged(&before, &snapshot(&app).await, "lead writes");
 
@@ -1482,11 +1492,8 @@ both_dbs!(bad_bodies_are_422_and_write_nothing, |app| async move {
                     json!({"tenantId": "not-a-uuid"}),
                     vec![("/tenantId", "type")],
                 ),
-                (
-                    json!({"modifiedBy": "x"}),
-                    vec![("/modifiedBy", "readOnly")],
-                ),
-                (json!({"id": contact}), vec![("/id", "readOnly")]),
+                (json!({"id": random_uuid()}), vec![("/id", "const")]),
+                (json!({"id": 5, "modifiedBy": "x"}), vec![("/id", "const")]),
             ],
         ),
         body_cases(
@@ -1652,7 +1659,7 @@ both_dbs!(bad_bodies_are_422_and_write_nothing, |app| async move {
                     json!({"spocUserId": long}),
                     vec![("/spocUserId", "maxLength")],
                 ),
-                (json!({"id": random_uuid()}), vec![("/id", "readOnly")]),
+                (json!({"id": random_uuid()}), vec![("/id", "const")]),
                 (json!({"contacts": []}), vec![("", "additionalProperties")]),
                 (json!([{"name": "x"}]), vec![("", "type")]),
                 (json!("x"), vec![("", "type")]),
@@ -2381,3 +2388,248 @@ both_dbs!(concurrent_onboardings_conflict_cleanly, |app| async move {
         "{same}"
     );
 });
+
+// Clients of the original read a row, change a field and send the whole object back with `PUT`
+// (or `PATCH`): the service-managed fields in it are accepted and ignored, the audit values stay
+// as the service sets them, and an `id` other than the row's is refused.
+both_dbs!(
+    a_row_read_and_sent_back_whole_is_accepted,
+    |app| async move {
+        let creator = admin_as(&app, "creator-1");
+        let editor = admin_as(&app, "editor-2");
+        let tenant = id_of(
+            &onboard(
+                &app,
+                &creator,
+                onboarding("acme", "Acme", &["acme.com"], "ada"),
+            )
+            .await,
+        );
+        let contact = id_of(
+            &create(
+                &app,
+                &creator,
+                "/contacts",
+                &contact_body(&tenant, "bob@acme.com"),
+            )
+            .await,
+        );
+        let invoice = id_of(&create(&app, &creator, "/invoices", &invoice_body(&tenant)).await);
+        let config = id_of(&create(&app, &creator, "/tenant-configs", &config_body(&tenant)).await);
+        tick().await;
+        let cases = [
+            (format!("/tenants/{tenant}"), "name", json!("Acme Renamed")),
+            (format!("/contacts/{contact}"), "lastName", json!("Builder")),
+            (format!("/invoices/{invoice}"), "amount", json!(12.5)),
+            (
+                format!("/tenant-configs/{config}"),
+                "configValue",
+                json!({"realm": "other"}),
+            ),
+        ];
+        for (method, (path, field, value)) in [Method::PUT, Method::PATCH]
+            .into_iter()
+            .flat_map(|m| cases.iter().map(move |c| (m.clone(), c)))
+        {
+            let before = get_ok(&app, &creator, path).await;
+            let mut body = before.clone();
+            body[*field] = value.clone();
+            // Audit values a client might send stale or forged: all ignored.
+            body["createdBy"] = json!("someone-else");
+            body["modifiedOn"] = json!("2001-01-01T00:00:00.000Z");
+            body["deleted"] = json!(true);
+            let (status, answer) = app
+                .request(method.clone(), path, Some(&editor), Some(&body))
+                .await;
+            assert_eq!(
+                status, 204,
+                "{method} {path} with the row read back: {answer}"
+            );
+            let after = get_ok(&app, &creator, path).await;
+            assert_eq!(after[*field], *value, "{method} {path}");
+            assert_eq!(after["createdBy"], "creator-1", "{method} {path}");
+            assert_eq!(after["createdOn"], before["createdOn"], "{method} {path}");
+            assert_eq!(after["modifiedBy"], "editor-2", "{method} {path}");
+            assert_eq!(after["deleted"], false, "{method} {path}");
+            assert!(
+                after["modifiedOn"].as_str() > before["modifiedOn"].as_str(),
+                "{method} {path}: modifiedOn {} → {}",
+                before["modifiedOn"],
+                after["modifiedOn"]
+            );
+
+            // The row of another id: refused, nothing written.
+            let mut other = after.clone();
+            other["id"] = json!(random_uuid());
+            other[*field] = before[*field].clone();
+            let (status, answer) = app
+                .request(method.clone(), path, Some(&editor), Some(&other))
+                .await;
+            assert_eq!(
+                validation_pairs(status, &answer, path),
+                pairs(&[("/id", "const")]),
+                "{method} {path}"
+            );
+            assert_eq!(get_ok(&app, &creator, path).await, after, "{method} {path}");
+            tick().await;
+        }
+    }
+);
+
+// On every guarded route an unsupported method is a 401 to a caller without valid
+// credentials, and a 405 only to an authenticated one; a lead-token route reads the token
+// before the body.
+both_dbs!(credentials_come_before_405_and_415, |app| async move {
+    let admin = app.admin_token();
+    let tenant = id_of(
+        &onboard(
+            &app,
+            &admin,
+            onboarding("acme", "Acme", &["acme.com"], "ada"),
+        )
+        .await,
+    );
+    let lead = create_lead(
+        &app,
+        &json!({"firstName": "L", "lastName": "M", "email": "l@m.io", "companyName": "LM"}),
+    )
+    .await;
+    for (method, path) in [
+        (Method::DELETE, "/tenants".to_string()),
+        (Method::PUT, "/tenants".to_string()),
+        (Method::POST, "/tenants/count".to_string()),
+        (Method::POST, format!("/tenants/{tenant}")),
+        (Method::DELETE, "/contacts".to_string()),
+        (Method::PUT, "/invoices".to_string()),
+        (Method::DELETE, "/leads".to_string()),
+        (Method::POST, format!("/tenant-configs/{tenant}/tenant")),
+        (Method::GET, format!("/leads/{lead}/tenants")),
+    ] {
+        let what = format!("{method} {path}");
+        let response = app.raw(method.clone(), &path, None, "", None).await;
+        response.assert_error(401, "UnauthorizedError");
+        let response = app
+            .raw(method.clone(), &path, Some("not-a-jwt"), "", None)
+            .await;
+        response.assert_error(401, "UnauthorizedError");
+        let (status, answer) = send(&app, method.clone(), &path, Some(&admin), None).await;
+        expect_error(status, &answer, 405, "MethodNotAllowedError", &what);
+    }
+    // Onboarding from a lead without a content type: the token is checked first.
+    let path = format!("/leads/{lead}/tenants");
+    let response = app.raw(Method::POST, &path, None, "{}", None).await;
+    response.assert_error(401, "UnauthorizedError");
+    let response = app.raw(Method::POST, &path, Some(&admin), "{}", None).await;
+    response.assert_error(401, "UnauthorizedError");
+});
+
+// A contact's email is at one of its tenant's domains on every write, not only at onboarding:
+// 400 with the original's message, nothing written.
+both_dbs!(
+    a_contacts_email_is_at_its_tenants_domain,
+    |app| async move {
+        let admin = app.admin_token();
+        let acme = id_of(
+            &onboard(
+                &app,
+                &admin,
+                onboarding("acme", "Acme", &["acme.com", "acme.io"], "ada"),
+            )
+            .await,
+        );
+        let beta = id_of(
+            &onboard(
+                &app,
+                &admin,
+                onboarding("beta", "Beta", &["beta.io"], "bea"),
+            )
+            .await,
+        );
+        let mismatch = |status: StatusCode, body: &Value, what: &str| {
+            expect_error(status, body, 400, "BadRequestError", what);
+            assert_eq!(
+                body["error"]["message"], "Contact email domain does not match tenant domains",
+                "{what}"
+            );
+        };
+        let before = snapshot(&app).await;
+        let (status, body) = app
+            .post(
+                "/contacts",
+                Some(&admin),
+                &contact_body(&acme, "bob@beta.io"),
+            )
+            .await;
+        mismatch(status, &body, "POST with another tenant's domain");
+        let (status, body) = app
+            .post(
+                "/contacts",
+                Some(&admin),
+                &contact_body(&acme, "bob@sub.acme.com"),
+            )
+            .await;
+        mismatch(status, &body, "POST with a subdomain");
+        assert_unchanged(&before, &snapshot(&app).await, "refused creates");
+
+        let bob = id_of(
+            &create(
+                &app,
+                &admin,
+                "/contacts",
+                &contact_body(&acme, "Bob@ACME.io"),
+            )
+            .await,
+        );
+        let item = format!("/contacts/{bob}");
+        let before = snapshot(&app).await;
+        for (method, body, what) in [
+            (
+                Method::PATCH,
+                json!({"email": "bob@beta.io"}),
+                "PATCH email",
+            ),
+            (Method::PATCH, json!({"tenantId": beta}), "PATCH tenant"),
+            (
+                Method::PUT,
+                contact_body(&beta, "bob@acme.com"),
+                "PUT with a mismatch",
+            ),
+        ] {
+            let (status, answer) = send(&app, method, &item, Some(&admin), Some(&body)).await;
+            mismatch(status, &answer, what);
+        }
+        let (status, answer) = send(
+            &app,
+            Method::PATCH,
+            &with_where("/contacts", &json!({"tenantId": acme})),
+            Some(&admin),
+            Some(&json!({"email": "all@beta.io"})),
+        )
+        .await;
+        mismatch(status, &answer, "bulk PATCH");
+        assert_unchanged(&before, &snapshot(&app).await, "refused updates");
+
+        // Email and tenant changed together, consistently: accepted.
+        patch_ok(
+            &app,
+            &admin,
+            &item,
+            &json!({"email": "bob@beta.io", "tenantId": beta}),
+        )
+        .await;
+        let moved = get_ok(&app, &admin, &item).await;
+        assert_eq!(
+            (moved["email"].as_str(), moved["tenantId"].as_str()),
+            (Some("bob@beta.io"), Some(beta.as_str()))
+        );
+        let (status, answer) = send(
+            &app,
+            Method::PATCH,
+            &with_where("/contacts", &json!({"tenantId": acme})),
+            Some(&admin),
+            Some(&json!({"lastName": "Same"})),
+        )
+        .await;
+        assert_eq!(status, 200, "a bulk PATCH that keeps emails: {answer}");
+    }
+);

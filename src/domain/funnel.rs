@@ -302,10 +302,7 @@ impl Funnel<'_> {
         caller: &str,
         body: &Value,
     ) -> Result<Object, FunnelError> {
-        let lead_id = Uuid::parse_str(id).map_err(|_| FunnelError::Unauthorized)?;
-        if token_lead != Some(lead_id) || caller != id {
-            return Err(FunnelError::Unauthorized);
-        }
+        let lead_id = lead_token_for(id, token_lead, caller)?;
         let mut conn = self.db.conn();
         let with_address = Filter {
             include: vec![Include {
@@ -345,6 +342,20 @@ impl Funnel<'_> {
         onboarding.lead_id = Some(lead_id);
         Ok(onboarding::onboard(self.db, &onboarding, id).await?)
     }
+}
+
+/// The lead `id` when the caller (`token_lead`, `caller`) holds that lead's own token; else
+/// `Unauthorized`, as the original answers any other token.
+pub fn lead_token_for(
+    id: &str,
+    token_lead: Option<Uuid>,
+    caller: &str,
+) -> Result<Uuid, FunnelError> {
+    let lead_id = Uuid::parse_str(id).map_err(|_| FunnelError::Unauthorized)?;
+    if token_lead != Some(lead_id) || caller != id {
+        return Err(FunnelError::Unauthorized);
+    }
+    Ok(lead_id)
 }
 
 /// Whether the address parts given in an onboarding body agree with the lead's address

@@ -160,11 +160,6 @@ fn finish(
     })
 }
 
-/// The domain part of an email address, lower-cased.
-fn email_domain(email: &str) -> Option<String> {
-    email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
-}
-
 /// Why an onboarding was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardingError {
@@ -210,9 +205,8 @@ pub async fn onboard(
         .get("email")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    match email_domain(contact_email) {
-        Some(domain) if onboarding.domains.contains(&domain) => {}
-        _ => return Err(OnboardingError::ContactDomain),
+    if !super::contacts::email_in_domains(contact_email, &onboarding.domains) {
+        return Err(OnboardingError::ContactDomain);
     }
 
     let mut tx = db.begin().await?;

@@ -45,6 +45,42 @@ pub fn validate(
     }
 }
 
+/// A `PUT`/`PATCH` body of the row `id` without the fields the service manages (`id`, the audit
+/// fields): clients of the original read a row, change a field and send the whole object back,
+/// so these are accepted and ignored — the stored values stay as the service set them. An `id`
+/// other than the row's is refused. Anything but an object is returned as it is, for
+/// [`validate`] to refuse.
+pub fn without_managed_fields(
+    resource: &'static Resource,
+    body: &Value,
+    id: uuid::Uuid,
+) -> Result<Value, Vec<ValidationDetail>> {
+    let Value::Object(props) = body else {
+        return Ok(body.clone());
+    };
+    if let Some(given) = props.get("id") {
+        let same = given
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .is_some_and(|given| given == id);
+        if !same {
+            return Err(vec![ValidationDetail::new(
+                "/id",
+                "const",
+                "id must be the id of the row in the path",
+                json!({"allowedValue": id.to_string()}),
+            )]);
+        }
+    }
+    Ok(Value::Object(
+        props
+            .iter()
+            .filter(|(name, _)| !resource.field(name).is_some_and(|f| f.server_only))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    ))
+}
+
 /// A body that is exactly `{"email": "<address>"}` (checked as a lead's email is); returns the
 /// address.
 pub fn email_only(body: &Value) -> Result<String, Vec<ValidationDetail>> {

@@ -12,12 +12,21 @@ use uuid::Uuid;
 use super::{Json, Path};
 use crate::AppState;
 use crate::auth::{self, Permission, Principal, Require};
+use crate::domain::contacts::{self, ContactError};
 use crate::domain::validation::{self, Mode};
 use crate::error::{AppError, AppResult};
 use crate::model::{self, Resource};
 use crate::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{self, Filter};
+
+/// Rules of a collection that need the database to check a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    None,
+    /// A contact's email is at one of its tenant's domains (`domain::contacts`).
+    ContactEmailDomain,
+}
 
 /// One collection of the REST surface and the permissions guarding it.
 pub trait Collection: Send + Sync + 'static {
@@ -30,6 +39,8 @@ pub trait Collection: Send + Sync + 'static {
     const READ_ONLY: bool = false;
     /// Create has its own handler (the funnel's `POST /leads`, onboarding's `POST /tenants`).
     const CUSTOM_CREATE: bool = false;
+    /// The rules a write must keep beyond the fields' own checks.
+    const RULES: Rules = Rules::None;
     type View: Permission;
     type Create: Permission;
     type Update: Permission;
@@ -38,7 +49,8 @@ pub trait Collection: Send + Sync + 'static {
 
 macro_rules! collection {
     ($name:ident, $resource:expr, $controller:literal, [$($unique:literal),*], $read_only:literal,
-     $custom_create:literal, $view:ident, $create:ident, $update:ident, $delete:ident) => {
+     $custom_create:literal, $view:ident, $create:ident, $update:ident, $delete:ident
+     $(, $rules:expr)?) => {
         pub struct $name;
         impl Collection for $name {
             const RESOURCE: &'static Resource = &$resource;
@@ -46,6 +58,7 @@ macro_rules! collection {
             const UNIQUE: &'static [&'static str] = &[$($unique),*];
             const READ_ONLY: bool = $read_only;
             const CUSTOM_CREATE: bool = $custom_create;
+            $(const RULES: Rules = $rules;)?
             type View = auth::$view;
             type Create = auth::$create;
             type Update = auth::$update;
@@ -88,7 +101,8 @@ collection!(
     ViewContact,
     CreateContact,
     UpdateContact,
-    DeleteContact
+    DeleteContact,
+    Rules::ContactEmailDomain
 );
 collection!(
     Invoices,
@@ -123,7 +137,10 @@ pub fn router() -> Router<AppState> {
         .merge(routes::<Contacts>())
         .merge(routes::<Invoices>())
         .merge(routes::<TenantConfigs>())
-        .route("/tenant-configs/{id}/tenant", get(tenant_of_config))
+        .route(
+            "/tenant-configs/{id}/tenant",
+            get(tenant_of_config).fallback(super::authenticated_method_not_allowed),
+        )
 }
 
 fn routes<C: Collection>() -> Router<AppState> {
@@ -135,7 +152,14 @@ fn routes<C: Collection>() -> Router<AppState> {
     };
     let item = get(find_by_id::<C>);
     let (collection, item) = if C::READ_ONLY {
-        (collection, item)
+        // Answered 405, but only to a caller who could otherwise make the change: the
+        // credentials are checked first, as the original does.
+        (
+            collection.patch(refused::<C::Update>),
+            item.patch(refused::<C::Update>)
+                .put(refused::<C::Update>)
+                .delete(refused::<C::Delete>),
+        )
     } else {
         (
             collection.patch(update_all::<C>),
@@ -145,9 +169,23 @@ fn routes<C: Collection>() -> Router<AppState> {
         )
     };
     Router::new()
-        .route(&base, collection)
-        .route(&format!("{base}/count"), get(count::<C>))
-        .route(&format!("{base}/{{id}}"), item)
+        .route(
+            &base,
+            collection.fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            &format!("{base}/count"),
+            get(count::<C>).fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            &format!("{base}/{{id}}"),
+            item.fallback(super::authenticated_method_not_allowed),
+        )
+}
+
+/// A write to a read-only collection by a caller holding `P`: 405.
+async fn refused<P: Permission>(_: Require<P>) -> AppError {
+    AppError::MethodNotAllowed
 }
 
 /// An id from the path; ids are UUIDs, so anything else names no entity.
@@ -253,6 +291,31 @@ async fn check_tenant_in_scope(
     }
 }
 
+/// Checks the collection's rules for writing `values` to `target` (`None`: a create).
+async fn check_rules<C: Collection>(
+    state: &AppState,
+    principal: &Principal,
+    values: &crate::store::Object,
+    target: Option<Target<'_>>,
+) -> AppResult<()> {
+    match C::RULES {
+        Rules::None => Ok(()),
+        Rules::ContactEmailDomain => {
+            let mut conn = state.db.conn();
+            let existing = match target {
+                Some(target) => contacts::affected(&mut conn, target, scope_of(principal)).await?,
+                None => Vec::new(),
+            };
+            contacts::check_email_domains(&mut conn, values, &existing)
+                .await
+                .map_err(|err| match err {
+                    ContactError::DomainMismatch => AppError::BadRequest(err.to_string()),
+                    ContactError::Database(err) => err.into(),
+                })
+        }
+    }
+}
+
 fn valid(resource: &'static Resource, body: &Value, mode: Mode) -> AppResult<crate::store::Object> {
     validation::validate(resource, body, mode).map_err(AppError::Validation)
 }
@@ -264,6 +327,7 @@ async fn create<C: Collection>(
 ) -> AppResult<Json<Value>> {
     let values = valid(C::RESOURCE, &body, Mode::Create)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
+    check_rules::<C>(&state, &auth.principal, &values, None).await?;
     let row = crud::create(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -327,8 +391,11 @@ async fn update_by_id<C: Collection>(
     Json(body): Json<Value>,
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
+    let body =
+        validation::without_managed_fields(C::RESOURCE, &body, id).map_err(AppError::Validation)?;
     let values = valid(C::RESOURCE, &body, Mode::Patch)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
+    check_rules::<C>(&state, &auth.principal, &values, Some(Target::Id(id))).await?;
     let changed = crud::update(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -348,8 +415,11 @@ async fn replace_by_id<C: Collection>(
     Json(body): Json<Value>,
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
+    let body =
+        validation::without_managed_fields(C::RESOURCE, &body, id).map_err(AppError::Validation)?;
     let values = valid(C::RESOURCE, &body, Mode::Replace)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
+    check_rules::<C>(&state, &auth.principal, &values, Some(Target::Id(id))).await?;
     let changed = crud::replace(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -387,6 +457,13 @@ async fn update_all<C: Collection>(
     let where_ = parse_where(C::RESOURCE, query.as_deref())?;
     let values = valid(C::RESOURCE, &body, Mode::Patch)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
+    check_rules::<C>(
+        &state,
+        &auth.principal,
+        &values,
+        Some(Target::Matching(where_.as_ref())),
+    )
+    .await?;
     let count = crud::update(
         &mut state.db.conn(),
         C::RESOURCE,

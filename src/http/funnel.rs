@@ -3,7 +3,7 @@
 //! The rules live in `domain::funnel`; here requests are read and answers written.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Json, Path};
 use crate::AppState;
 use crate::auth::{Principal, bearer_token};
-use crate::domain::funnel::{Funnel, FunnelError};
+use crate::domain::funnel::{self, Funnel, FunnelError};
 use crate::domain::validation;
 use crate::error::{AppError, AppResult};
 
@@ -21,10 +21,13 @@ pub fn public_router() -> Router<AppState> {
         .route("/leads", post(create_lead))
         .route("/leads/resend-verification", post(resend_verification))
         .route("/leads/{id}/verify", post(verify_lead))
-        .route("/leads/{id}/tenants", post(tenant_from_lead))
+        .route(
+            "/leads/{id}/tenants",
+            post(tenant_from_lead).fallback(super::authenticated_method_not_allowed),
+        )
 }
 
-fn funnel(state: &AppState) -> Funnel<'_> {
+fn funnel_of(state: &AppState) -> Funnel<'_> {
     Funnel {
         db: &state.db,
         kv: &state.kv,
@@ -56,7 +59,7 @@ async fn create_lead(
     State(state): State<AppState>,
     Json(body): Json<Value>,
 ) -> AppResult<Json<Value>> {
-    let signed_up = funnel(&state).sign_up(&body).await?;
+    let signed_up = funnel_of(&state).sign_up(&body).await?;
     let mut answer = json!({ "id": signed_up.id.to_string() });
     if state.config.lead_key_in_response {
         answer["key"] = json!(signed_up.key);
@@ -72,7 +75,7 @@ async fn verify_lead(
     headers: HeaderMap,
 ) -> AppResult<Json<Value>> {
     let key = bearer_token(&headers)?;
-    let verified = funnel(&state).verify(&id, key).await?;
+    let verified = funnel_of(&state).verify(&id, key).await?;
     Ok(Json(
         json!({ "id": verified.id.to_string(), "token": verified.token }),
     ))
@@ -89,7 +92,7 @@ async fn resend_verification(
     Json(body): Json<Value>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let email = validation::email_only(&body).map_err(AppError::Validation)?;
-    funnel(&state).resend_link(&email).await?;
+    funnel_of(&state).resend_link(&email).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "message": RESEND_ANSWER })),
@@ -102,9 +105,12 @@ async fn tenant_from_lead(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    request: Request,
 ) -> AppResult<Json<Value>> {
-    let tenant = funnel(&state)
+    // Only the lead's own token gets as far as its body (401 before 415/422, as the original).
+    funnel::lead_token_for(&id, principal.lead, &principal.id)?;
+    let Json(body) = Json::<Value>::from_request(request, &state).await?;
+    let tenant = funnel_of(&state)
         .onboard(&id, principal.lead, &principal.id, &body)
         .await?;
     Ok(Json(Value::Object(tenant)))

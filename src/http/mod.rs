@@ -120,6 +120,12 @@ async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
+/// The 405 of a guarded route: a caller without valid credentials gets 401 first (the
+/// credentials are checked before anything else on a guarded route).
+pub(crate) async fn authenticated_method_not_allowed(_: crate::auth::Principal) -> AppError {
+    AppError::MethodNotAllowed
+}
+
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
