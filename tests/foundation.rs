@@ -227,6 +227,40 @@ fn openapi_command_prints_the_document() {
     assert_eq!(doc, tms::openapi::document());
 }
 
+/// The document is valid OpenAPI 3, by a real validator (`openapi-spec-validator`, which
+/// `.ci/run` installs).
+#[test]
+fn the_openapi_document_passes_a_validator() {
+    let test = "the_openapi_document_passes_a_validator";
+    let available = Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        skip(
+            test,
+            "openapi-spec-validator is not installed (python3 -m pip install openapi-spec-validator)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, tms::openapi::document().to_string()).unwrap();
+    let output = Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the validator refused it: {said}");
+    assert!(said.trim_end().ends_with("OK"), "{said}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication and authorization, on `GET /tenants/count` (ViewTenant, 10207)
 // ---------------------------------------------------------------------------------------------

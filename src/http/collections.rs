@@ -655,12 +655,37 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
         });
     }
     if C::READ_ONLY {
-        // Listed so clients generated from the original still find them: they answer 405.
-        for (path, method, name) in [
-            (&base, "patch", "updateAll"),
-            (&item, "patch", "updateById"),
-            (&item, "put", "replaceById"),
-            (&item, "delete", "deleteById"),
+        // Listed so clients generated from the original still find them: they answer 405 to a
+        // caller with the permission (401/403 otherwise).
+        for (path, method, name, code, parameters) in [
+            (
+                &base,
+                "patch",
+                "updateAll",
+                C::Update::CODE,
+                vec![filter_param("where")],
+            ),
+            (
+                &item,
+                "patch",
+                "updateById",
+                C::Update::CODE,
+                vec![id_parameter()],
+            ),
+            (
+                &item,
+                "put",
+                "replaceById",
+                C::Update::CODE,
+                vec![id_parameter()],
+            ),
+            (
+                &item,
+                "delete",
+                "deleteById",
+                C::Delete::CODE,
+                vec![id_parameter()],
+            ),
         ] {
             routes.push(DocumentedRoute {
                 path: path.clone(),
@@ -670,8 +695,17 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
                     "x-operation-name": name,
                     "tags": [C::CONTROLLER],
                     "operationId": format!("{}.{name}", C::CONTROLLER),
-                    "description": format!("{title}s change only through the funnel: always 405."),
-                    "responses": {"405": crate::openapi::error_response("Method Not Allowed")},
+                    "description": format!(
+                        "{title}s change only through the funnel: 405 to a caller with \
+                         permission {code}."
+                    ),
+                    "security": [{"HTTPBearer": []}],
+                    "parameters": parameters,
+                    "responses": {
+                        "401": crate::openapi::error_response("No or invalid bearer token"),
+                        "403": crate::openapi::error_response("The token lacks the permission"),
+                        "405": crate::openapi::error_response("Method Not Allowed"),
+                    },
                 }),
             });
         }

@@ -163,8 +163,29 @@ pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
     onboard["description"] = json!("Authorization: Bearer <lead token from /verify>.");
     onboard["security"] = json!([{"HTTPBearer": []}]);
     onboard["responses"]["409"] = error_response("A tenant with this key exists");
+    let mut resend = operation(
+        "LeadController",
+        "resendVerification",
+        "",
+        vec![],
+        Some(
+            json!({"type": "object", "required": ["email"], "additionalProperties": false,
+            "properties": {"email": {"type": "string", "format": "email", "maxLength": 100}}}),
+        ),
+        (
+            "202",
+            "Accepted; the same answer whether or not the address is known",
+            Some(json!({"type": "object", "properties": {"message": {"type": "string"}}})),
+        ),
+    );
+    resend["description"] = json!(
+        "Mails a new verification link to the lead signed up with this address, when it is not \
+         verified yet or verified without a tenant. Public and rate-limited."
+    );
+    resend["responses"]["429"] = error_response("Too many requests from this client");
     [
         ("/leads", create),
+        ("/leads/resend-verification", resend),
         ("/leads/{id}/verify", verify),
         ("/leads/{id}/tenants", onboard),
     ]
