@@ -950,6 +950,116 @@ funnel_test!(
     [sqlite, postgres, redis]
 );
 
+/// The key in the link of every verification mail queued so far, oldest first.
+async fn keys_in_queued_mails(f: &Funnel) -> Vec<String> {
+    let ids: Vec<String> = match f.store.pool() {
+        tms::store::Pool::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT id FROM outbox WHERE topic = 'mail' ORDER BY created_on, id")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        }
+        tms::store::Pool::Postgres(pool) => sqlx::query_scalar(
+            "SELECT id::text FROM outbox WHERE topic = 'mail' ORDER BY created_on, id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    };
+    let mut keys = Vec::new();
+    for id in ids {
+        let entry = tms::outbox::get(&mut f.store.conn(), Uuid::parse_str(&id).unwrap())
+            .await
+            .unwrap()
+            .expect("the queued mail");
+        let text = entry.payload["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = text
+            .split("code=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .expect("a link with a code")
+            .to_string();
+        keys.push(key);
+    }
+    keys
+}
+
+/// `POST /leads/resend-verification` mails a fresh link to a lead that still needs one (not
+/// verified, or verified without a tenant), and answers every request the same way.
+async fn a_new_link_for_a_lead_that_needs_one_body(env: Env) {
+    let f = env.start(&[UNLIMITED, KEY_IN_RESPONSE]).await;
+    let f = &f;
+    let ask = |email: &str| {
+        let body = json!({ "email": email });
+        async move { f.post("/leads/resend-verification", None, &body).await }
+    };
+    let expected = json!({"message": "If this address belongs to a lead that has not finished \
+        signing up, a new verification link is on its way."});
+
+    // Unknown address: the same answer, nothing sent.
+    let before = f.snapshot().await;
+    let (status, body) = ask("nobody@nowhere.test").await;
+    assert_eq!((status.as_u16(), &body), (202, &expected));
+    assert_eq!(f.snapshot().await, before);
+
+    // Not verified yet: a new mail with a new key, which verifies (case of the address ignored).
+    let lead = f.new_lead(&sign_up_body("a@alpha.test")).await;
+    let (status, body) = ask("A@Alpha.TEST").await;
+    assert_eq!((status.as_u16(), &body), (202, &expected));
+    let keys = keys_in_queued_mails(f).await;
+    assert_eq!(keys.len(), 2, "the sign-up mail and the new one");
+    assert_eq!(keys[0], lead.key());
+    assert_ne!(keys[1], keys[0]);
+    let (status, verified) = f.verify(&lead.id, &keys[1]).await;
+    assert_eq!(status, 200, "{verified}");
+
+    // Verified but the token lost before onboarding: another link, which gives a new token.
+    let (status, _) = ask("a@alpha.test").await;
+    assert_eq!(status, 202);
+    let keys = keys_in_queued_mails(f).await;
+    assert_eq!(keys.len(), 3);
+    let (status, again) = f.verify(&lead.id, &keys[2]).await;
+    assert_eq!(status, 200, "{again}");
+    let token = again["token"].as_str().unwrap();
+    f.onboard_ok(
+        &lead.id,
+        token,
+        &json!({"key": "alpha", "domains": ["alpha.test"]}),
+    )
+    .await;
+
+    // Done (it has its tenant): the same answer, nothing sent.
+    let before = f.snapshot().await;
+    let (status, body) = ask("a@alpha.test").await;
+    assert_eq!((status.as_u16(), &body), (202, &expected));
+    assert_eq!(f.snapshot().await, before);
+
+    // A body that is not {email}: 422, nothing sent.
+    for bad in [
+        json!({}),
+        json!({"email": "nope"}),
+        json!({"email": "a@b.co", "x": 1}),
+    ] {
+        let (status, body) = f.post("/leads/resend-verification", None, &bad).await;
+        expect_error(
+            status,
+            &body,
+            422,
+            "UnprocessableEntityError",
+            &bad.to_string(),
+        );
+    }
+    assert_eq!(f.snapshot().await, before);
+}
+funnel_test!(
+    a_new_link_for_a_lead_that_needs_one,
+    a_new_link_for_a_lead_that_needs_one_body,
+    [sqlite, postgres, redis]
+);
+
 async fn verify_needs_the_key_as_bearer_body(env: Env) {
     let f = env.start(&[UNLIMITED, KEY_IN_RESPONSE]).await;
     let lead = f.new_lead(&sign_up_body("a@alpha.test")).await;
