@@ -167,9 +167,14 @@ impl Vars<'_> {
         let Some(raw) = self.get(name) else {
             return Ok(default);
         };
-        let value: T = raw
-            .parse()
-            .map_err(|_| problem(name, format!("expected a whole number, got {raw:?}")))?;
+        let value: T = raw.parse().map_err(|_| {
+            // A whole number that does not fit the type is out of range, not malformed.
+            if raw.parse::<i128>().is_ok() {
+                problem(name, format!("must be between {min} and {max}, got {raw}"))
+            } else {
+                problem(name, format!("expected a whole number, got {raw:?}"))
+            }
+        })?;
         if value < min || value > max {
             return Err(problem(
                 name,

@@ -30,14 +30,17 @@ struct Driver {
 impl Driver {
     /// Starts chromedriver, or says why it cannot (a skip outside CI, a failure under it).
     async fn start(test: &str) -> Option<Driver> {
-        for program in [CHROMIUM, CHROMEDRIVER] {
-            if !std::path::Path::new(program).exists() {
-                skip(
-                    test,
-                    &format!("{program} is missing (apt-get install chromium chromium-driver)"),
-                );
-                return None;
-            }
+        let missing = [CHROMIUM, CHROMEDRIVER]
+            .into_iter()
+            .find(|program| !std::path::Path::new(program).exists());
+        let available = match missing {
+            None => Ok(()),
+            Some(program) => Err(format!(
+                "{program} is missing (apt-get install chromium chromium-driver)"
+            )),
+        };
+        if !needs(test, "chromium", available) {
+            return None;
         }
         let port = SmtpSink::free_port();
         let child = Command::new(CHROMEDRIVER)

@@ -267,8 +267,13 @@ async fn an_unreachable_redis_answers_503_then_recovers() {
     )
     .parse()
     .expect("TMS_TEST_REDIS_URL names an IP address");
-    if tokio::net::TcpStream::connect(target).await.is_err() {
-        skip(test, &format!("Redis is not reachable at {target}"));
+    let reachable = tokio::net::TcpStream::connect(target).await.is_ok();
+    let available = if reachable {
+        Ok(())
+    } else {
+        Err(format!("Redis is not reachable at {target}"))
+    };
+    if !needs(test, "redis", available) {
         return;
     }
     let proxy = FaultProxy::start(target).await;
@@ -332,8 +337,12 @@ async fn a_redis_without_persistence_is_reported_at_start_up() {
     let test = "a_redis_without_persistence_is_reported_at_start_up";
     let url = redis_url();
     let client = redis::Client::open(url.as_str()).unwrap();
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        skip(test, &format!("Redis is not reachable at {url}"));
+    let connected = client.get_multiplexed_async_connection().await;
+    let available = match &connected {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("Redis is not reachable at {url}")),
+    };
+    let (true, Ok(mut conn)) = (needs(test, "redis", available), connected) else {
         return;
     };
     let settings: Vec<String> = redis::cmd("CONFIG")

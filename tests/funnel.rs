@@ -104,8 +104,12 @@ where
     let redis_url = match variant {
         Variant::Redis => {
             let url = redis_url();
-            if !redis_reachable(&url).await {
-                skip(name, &format!("Redis is not reachable at {url}"));
+            let available = if redis_reachable(&url).await {
+                Ok(())
+            } else {
+                Err(format!("Redis is not reachable at {url}"))
+            };
+            if !needs(name, "redis", available) {
                 return;
             }
             Some(url)

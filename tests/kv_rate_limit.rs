@@ -18,7 +18,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 
-use common::{Db, Storage, Value, db_available, json, remove_redis_keys, skip};
+use common::{Db, Storage, Value, db_available, json, needs, remove_redis_keys};
 use tms::client_ip::TrustedProxies;
 use tms::config::Config;
 use tms::kv::{Clock, Kv};
@@ -80,9 +80,12 @@ impl Harness {
                 sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("a lazy pool"),
             ));
             match Kv::connect(&config, &unused, Clock::system()).await {
-                Ok(kv) => (kv, None, None, redis_url),
+                Ok(kv) => {
+                    needs(test, "redis", Ok(()));
+                    (kv, None, None, redis_url)
+                }
                 Err(err) => {
-                    skip(test, &format!("{err:#}"));
+                    needs(test, "redis", Err(format!("{err:#}")));
                     return None;
                 }
             }

@@ -194,9 +194,16 @@ impl Db {
             Pool::Postgres(pool) => {
                 let options = pool.connect_options();
                 let target = format!("{}:{}", options.get_host(), options.get_port());
-                let mut conn = PgConnection::connect_with(&options)
-                    .await
-                    .map_err(|err| connect_error(err, &target))?;
+                let mut conn =
+                    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "cannot connect to PostgreSQL at {target}: no answer within {} s",
+                                CONNECT_TIMEOUT.as_secs()
+                            )
+                        })?
+                        .map_err(|err| connect_error(err, &target))?;
                 let schema: String = sqlx::query_scalar("SELECT current_setting('search_path')")
                     .fetch_one(&mut conn)
                     .await?;
@@ -259,6 +266,9 @@ impl Db {
         })
     }
 }
+
+/// How long start-up waits for PostgreSQL to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an SQLite statement waits for the write lock before it fails as busy (503).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);

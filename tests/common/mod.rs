@@ -79,9 +79,62 @@ pub fn under_ci() -> bool {
 
 /// Skips `test` with a note on stderr because of `why`; under CI, fails it instead.
 #[track_caller]
-pub fn skip(test: &str, why: &str) {
+fn skip(test: &str, why: &str) {
     assert!(!under_ci(), "{test}: {why} (required under CI=true)");
     eprintln!("skipping {test}: {why}");
+}
+
+/// Records that `test` needs `service` (`sqlite`, `postgres`, `redis`, `aiosmtpd`, `chromium`,
+/// …) and whether it is there: `Ok` runs the test, `Err(why)` skips it with a note on stderr —
+/// a failure under `CI=true`. Returns whether to run it. The last lines of `cargo test`
+/// (`tests/zz_summary.rs`) count what ran and what was skipped, per service.
+#[track_caller]
+pub fn needs(test: &str, service: &str, available: Result<(), String>) -> bool {
+    let (outcome, why) = match &available {
+        Ok(()) => ("ran", ""),
+        Err(why) => ("skipped", why.as_str()),
+    };
+    ledger::record(service, outcome, test, why);
+    if let Err(why) = available {
+        skip(test, &why);
+        return false;
+    }
+    true
+}
+
+/// The record of which services the test variants of this `cargo test` run needed: one file per
+/// test process in a directory named after the process that started them (cargo), read by
+/// `tests/zz_summary.rs`.
+pub mod ledger {
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    /// Where the test processes started by process `parent` write their records.
+    pub fn dir(parent: u32) -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("test-variants")
+            .join(parent.to_string())
+    }
+
+    pub(super) fn record(service: &str, outcome: &str, test: &str, why: &str) {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK.lock();
+        let dir = dir(std::os::unix::process::parent_id());
+        let line = format!(
+            "{service}\t{outcome}\t{test}\t{}\n",
+            why.replace(['\t', '\n'], " ")
+        );
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(std::process::id().to_string()))?
+                .write_all(line.as_bytes())
+        });
+        if let Err(err) = written {
+            eprintln!("cannot record the test variant in {}: {err}", dir.display());
+        }
+    }
 }
 
 /// The Redis the tests use: `TMS_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
@@ -122,16 +175,14 @@ pub fn postgres_url() -> Option<String> {
 
 /// Whether `test` can run on `db`; prints why not when it cannot (PostgreSQL without a URL).
 pub fn db_available(db: Db, test: &str) -> bool {
-    match db {
-        Db::Sqlite => true,
-        Db::Postgres => {
-            let available = postgres_url().is_some();
-            if !available {
-                eprintln!("skipping {test} on PostgreSQL: TMS_TEST_DATABASE_URL is not set");
-            }
-            available
-        }
-    }
+    let available = match db {
+        Db::Sqlite => Ok(()),
+        Db::Postgres => postgres_url().map(drop).ok_or_else(|| {
+            "TMS_TEST_DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                .to_string()
+        }),
+    };
+    needs(test, db.name(), available)
 }
 
 /// Runs `test` on a fresh server on `db` (configured with the harness defaults plus `overrides`),
@@ -793,13 +844,15 @@ impl SmtpSink {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            skip(
-                test,
-                "aiosmtpd is not installed (python3 -m pip install aiosmtpd)",
-            );
-        }
-        ok
+        needs(
+            test,
+            "aiosmtpd",
+            if ok {
+                Ok(())
+            } else {
+                Err("aiosmtpd is not installed (python3 -m pip install aiosmtpd)".into())
+            },
+        )
     }
 
     /// A port on 127.0.0.1 that nothing listens on (at the time of asking).
