@@ -84,6 +84,11 @@ struct Args {
     /// Keep the service's logs (their directory is printed) instead of deleting them.
     #[arg(long)]
     keep_logs: bool,
+    /// Instead of the PostgreSQL benchmark: this many consecutive phases of `POST /tenants`
+    /// (onboarding) on the embedded SQLite database, at the first `--concurrency`, each
+    /// `--duration` long, on one growing database — does writing slow down as tables grow?
+    #[arg(long, default_value_t = 0)]
+    sqlite_writes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,7 +129,138 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.sqlite_writes > 0 {
+        ensure!(
+            args.sqlite_writes <= 20,
+            "--sqlite-writes must be within 1..=20"
+        );
+        return runtime.block_on(sqlite_writes(args, tms));
+    }
     runtime.block_on(run(args, tms))
+}
+
+/// The SQLite write benchmark: `--sqlite-writes` phases of onboarding on one database.
+async fn sqlite_writes(args: Args, tms: PathBuf) -> anyhow::Result<()> {
+    let data_dir = tempfile::tempdir()?;
+    let jwt_secret = hex::encode(rand::random::<[u8; 32]>());
+    let port = free_port()?;
+    let log = data_dir.path().join("serve.log");
+    let log_file = std::fs::File::create(&log)?;
+    let mut command = Command::new(&tms);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("JWT_SECRET", &jwt_secret)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("TMS_DATA_DIR", data_dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file.try_clone()?))
+        .stderr(Stdio::from(log_file));
+    if let Some(level) = &args.log_level {
+        command.env("LOG_LEVEL", level);
+    }
+    let started = Instant::now();
+    let server = Server {
+        child: Some(command.spawn()?),
+        port,
+        log,
+    };
+    while !ping(port) {
+        ensure!(
+            started.elapsed() < START_TIMEOUT,
+            "tms did not answer /ping: {}",
+            tail(&server.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let token = admin_token(&jwt_secret)?;
+    let concurrency = args.concurrency[0];
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let next = Arc::new(AtomicUsize::new(0));
+    println!(
+        "POST /tenants (onboarding: tenant, contact, address) on SQLite, {concurrency} keep-alive \
+         clients, {:.0} s measured after {:.0} s warm-up per run, one growing database",
+        args.duration, args.warmup
+    );
+    println!(
+        "{:>4} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}",
+        "run", "tenants", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for run in 1..=args.sqlite_writes {
+        let stats = load(concurrency, warmup, duration, |seed, window| {
+            onboarding_client(port, token.clone(), Arc::clone(&next), seed, window)
+        })
+        .await?;
+        println!(
+            "{run:>4} {:>9} {:>9} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>7}",
+            next.load(Ordering::Relaxed),
+            stats.requests,
+            stats.rate,
+            stats.p50,
+            stats.p99,
+            stats.max,
+            stats.errors
+        );
+    }
+    server.stop()?;
+    Ok(())
+}
+
+/// One keep-alive HTTP/1.1 connection onboarding new tenants back to back (numbered from
+/// `next`, shared by all clients); a request counts as successful on 200.
+async fn onboarding_client(
+    port: u16,
+    token: String,
+    next: Arc<AtomicUsize>,
+    seed: u64,
+    window: Window,
+) -> ClientStats {
+    let _ = seed;
+    let mut stats = ClientStats::default();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut stream: Option<TcpStream> = None;
+    while Instant::now() < window.end {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let domain = format!("w{n}.example.com");
+        let body = serde_json::json!({
+            "name": format!("Write tenant {n}"),
+            "key": format!("w{n}"),
+            "domains": [domain],
+            "country": "US",
+            "city": "Springfield",
+            "contact": {"firstName": "Load", "lastName": "Bench",
+                        "email": format!("admin@{domain}"), "isPrimary": true},
+        })
+        .to_string();
+        let request = format!(
+            "POST /tenants HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            if stream.is_none() {
+                let s = TcpStream::connect(("127.0.0.1", port)).await?;
+                s.set_nodelay(true)?;
+                stream = Some(s);
+            }
+            let s = stream.as_mut().expect("connected above");
+            exchange(s, request.as_bytes(), &mut buf).await
+        })
+        .await;
+        let ok = matches!(outcome, Ok(Ok(200)));
+        if !matches!(outcome, Ok(Ok(_))) {
+            stream = None;
+        }
+        if !stats.record(&window, started, ok) {
+            break;
+        }
+    }
+    stats.finished = Some(Instant::now());
+    stats
 }
 
 async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {

@@ -78,7 +78,7 @@ impl App {
             .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
         let jwt_secret = resolve_jwt_secret(&config)?;
         let mailer = Mailer::from_config(&config)?;
-        let db = Db::connect(&config).await?;
+        let db = Db::connect(&config).await?.with_clock(clock.clone());
         db.migrate().await?;
         let kv = Kv::connect(&config, &db, clock.clone()).await?;
         let state = AppState {

@@ -139,6 +139,7 @@ pub const TENANT_STATUS: &[&str] = &[
     "PROVISIONFAILED",
     "DEPROVISIONING",
     "INACTIVE",
+    "SUSPENDED",
 ];
 pub const INVOICE_STATUS: &[&str] = &["PENDING", "PAID", "CANCELLED"];
 
@@ -203,7 +204,7 @@ pub static TENANTS: Resource = Resource {
         )),
         required(doc(
             field("status", "status", FieldType::Enum(TENANT_STATUS)),
-            "status of a tenant: 0 ACTIVE, 1 PENDINGPROVISION, 2 PROVISIONING, 3 PROVISIONFAILED, 4 DEPROVISIONING, 5 INACTIVE",
+            "status of a tenant: 0 ACTIVE, 1 PENDINGPROVISION, 2 PROVISIONING, 3 PROVISIONFAILED, 4 DEPROVISIONING, 5 INACTIVE, 6 SUSPENDED",
         )),
         required(max(
             doc(

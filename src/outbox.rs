@@ -98,7 +98,7 @@ pub async fn enqueue(
     payload: &Value,
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::new_v4();
-    let now = millis(Utc::now());
+    let now = millis(conn.now());
     conn.raw_execute(
         "INSERT INTO outbox (id, topic, payload, attempts, next_attempt_at, created_on) \
          VALUES ($1, $2, $3, 0, $4, $4)",
@@ -227,7 +227,8 @@ pub fn spawn_relay<H: Deliver + 'static>(
     tokio::spawn(async move {
         tracing::info!(topic, "outbox relay started");
         while !shutdown.is_cancelled() {
-            let pause = match relay_step(&db, topic, &handler, Utc::now(), RELAY_LEASE).await {
+            let now = db.clock().now();
+            let pause = match relay_step(&db, topic, &handler, now, RELAY_LEASE).await {
                 Ok(Step::Delivered(_) | Step::Failed(_)) => continue,
                 Ok(Step::Empty) => POLL_INTERVAL,
                 Err(err) => {
@@ -381,7 +382,7 @@ pub fn spawn_pruner(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let before =
-                Utc::now() - chrono::Duration::from_std(KEEP_DELIVERED).unwrap_or_default();
+                db.clock().now() - chrono::Duration::from_std(KEEP_DELIVERED).unwrap_or_default();
             match prune_delivered(&mut db.conn(), before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "pruned delivered outbox rows"),

@@ -13,9 +13,6 @@ use crate::store::crud::{self, Scope, WriteError};
 use crate::store::filter::{Filter, Include};
 use crate::store::{Db, Object};
 
-/// Status of a freshly onboarded tenant.
-pub const PENDING_PROVISION: i64 = 1;
-
 /// The address parts of an onboarding body (`address`, `city`, `state`, `zip`, `country`).
 pub const ADDRESS_PARTS: [&str; 5] = ["address", "city", "state", "zip", "country"];
 
@@ -227,7 +224,10 @@ pub async fn onboard(
         "name".into(),
         json!(onboarding.name.clone().unwrap_or_default()),
     );
-    tenant.insert("status".into(), json!(PENDING_PROVISION));
+    tenant.insert(
+        "status".into(),
+        json!(super::tenant::TenantStatus::PendingProvision.code()),
+    );
     tenant.insert("key".into(), json!(onboarding.key));
     tenant.insert("domains".into(), json!(onboarding.domains));
     tenant.insert(

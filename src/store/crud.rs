@@ -3,6 +3,8 @@
 //! rows are invisible to all of it. Values arrive as validated wire objects.
 
 use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -131,7 +133,7 @@ pub async fn create_with_id(
 ) -> Result<Object, WriteError> {
     check_references(conn, resource, values).await?;
     let backend = conn.backend();
-    let now = Value::from(values::format_timestamp(&values::now()));
+    let now = Value::from(values::format_timestamp(&conn.now()));
     let mut row: Object = Map::new();
     for field in resource.fields {
         let value = match field.name {
@@ -471,7 +473,7 @@ pub async fn update(
     stamp(
         &mut stmt,
         resource,
-        backend,
+        (backend, conn.now()),
         &[("modifiedOn", "modifiedBy")],
         &actor.id,
     );
@@ -514,7 +516,7 @@ pub async fn soft_delete(
     stamp(
         &mut stmt,
         resource,
-        backend,
+        (backend, conn.now()),
         &[("deletedOn", "deletedBy"), ("modifiedOn", "modifiedBy")],
         &actor.id,
     );
@@ -522,15 +524,15 @@ pub async fn soft_delete(
     Ok(conn.execute(&stmt).await? > 0)
 }
 
-/// Sets each `(when, who)` pair of audit columns to now and `actor`.
+/// Sets each `(when, who)` pair of audit columns to `now` and `actor`.
 fn stamp(
     stmt: &mut UpdateStatement,
     resource: &'static Resource,
-    backend: Backend,
+    (backend, now): (Backend, DateTime<Utc>),
     pairs: &[(&str, &str)],
     actor: &str,
 ) {
-    let now = Value::from(values::format_timestamp(&values::now()));
+    let now = Value::from(values::format_timestamp(&now));
     for (on, by) in pairs {
         for (name, value) in [(*on, &now), (*by, &Value::from(actor))] {
             if let Some(field) = resource.field(name) {

@@ -1880,7 +1880,7 @@ mod tests {
             (
                 t,
                 json!({"where": {"status": 9}}),
-                "invalid value for \"status\": must be one of 0 (ACTIVE), 1 (PENDINGPROVISION), 2 (PROVISIONING), 3 (PROVISIONFAILED), 4 (DEPROVISIONING), 5 (INACTIVE)",
+                "invalid value for \"status\": must be one of 0 (ACTIVE), 1 (PENDINGPROVISION), 2 (PROVISIONING), 3 (PROVISIONFAILED), 4 (DEPROVISIONING), 5 (INACTIVE), 6 (SUSPENDED)",
             ),
             (
                 &INVOICES,

@@ -27,6 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
+use crate::clock::Clock;
 use crate::config::{Config, DatabaseConfig};
 use crate::model::Field;
 pub use raw::{Param, RawRow};
@@ -41,6 +42,8 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub struct Db {
     pool: Pool,
     health: Arc<Health>,
+    /// The time the audit columns are stamped with.
+    clock: Clock,
 }
 
 /// The connection pool of the database in use.
@@ -163,7 +166,11 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
-        Ok(Self { pool, health })
+        Ok(Self {
+            pool,
+            health,
+            clock: Clock::system(),
+        })
     }
 
     /// A database over an existing pool.
@@ -171,7 +178,18 @@ impl Db {
         Self {
             pool,
             health: Arc::default(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same database, stamping rows with the time of `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// The clock the database stamps rows with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The pool, for code that needs the backend's own connection (tests, tools).
@@ -247,9 +265,13 @@ impl Db {
 
     /// Statements on the pool (each in its own implicit transaction).
     pub fn conn(&self) -> Conn<'_> {
-        match &self.pool {
-            Pool::Postgres(pool) => Conn::PgPool(pool, &self.health),
-            Pool::Sqlite(pool) => Conn::SqlitePool(pool),
+        let target = match &self.pool {
+            Pool::Postgres(pool) => Target::PgPool(pool, &self.health),
+            Pool::Sqlite(pool) => Target::SqlitePool(pool),
+        };
+        Conn {
+            target,
+            clock: &self.clock,
         }
     }
 
@@ -258,11 +280,15 @@ impl Db {
     /// PostgreSQL a `BEGIN` that fails on a broken connection is retried once on another: nothing
     /// has happened yet.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match &self.pool {
+        let open = match &self.pool {
             Pool::Postgres(pool) => {
-                Tx::Postgres(with_retry(&self.health, Retry::Always, || pool.begin()).await?)
+                OpenTx::Postgres(with_retry(&self.health, Retry::Always, || pool.begin()).await?)
             }
-            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(pool) => OpenTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        };
+        Ok(Tx {
+            open,
+            clock: self.clock.clone(),
         })
     }
 }
@@ -361,23 +387,32 @@ where
 }
 
 /// An open transaction; dropped without `commit` it rolls back.
-pub enum Tx {
+pub struct Tx {
+    open: OpenTx,
+    clock: Clock,
+}
+
+enum OpenTx {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Self::Postgres(tx) => Conn::PgTx(tx),
-            Self::Sqlite(tx) => Conn::SqliteTx(tx),
+        let target = match &mut self.open {
+            OpenTx::Postgres(tx) => Target::PgTx(tx),
+            OpenTx::Sqlite(tx) => Target::SqliteTx(tx),
+        };
+        Conn {
+            target,
+            clock: &self.clock,
         }
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(tx) => tx.commit().await,
-            Self::Sqlite(tx) => tx.commit().await,
+        match self.open {
+            OpenTx::Postgres(tx) => tx.commit().await,
+            OpenTx::Sqlite(tx) => tx.commit().await,
         }
     }
 }
@@ -389,7 +424,12 @@ impl Tx {
 /// another connection when repeating it is safe: reads always, writes only when the statement
 /// provably never ran (see [`Health`]). Inside a transaction nothing is retried: the
 /// transaction is lost with its connection and the caller answers 503.
-pub enum Conn<'c> {
+pub struct Conn<'c> {
+    target: Target<'c>,
+    clock: &'c Clock,
+}
+
+enum Target<'c> {
     PgPool(&'c PgPool, &'c Health),
     SqlitePool(&'c SqlitePool),
     PgTx(&'c mut sqlx::PgConnection),
@@ -400,8 +440,8 @@ pub enum Conn<'c> {
 /// `$backend`) on the executor of `$conn`; on the PostgreSQL pool under the `$retry` policy.
 macro_rules! on_conn {
     ($conn:expr, $retry:expr, |$ex:ident, $backend:ident| pg: $pg:expr, sqlite: $lite:expr) => {
-        match $conn {
-            Conn::PgPool(pool, health) => {
+        match &mut $conn.target {
+            Target::PgPool(pool, health) => {
                 let $backend = Backend::Postgres;
                 with_retry(health, $retry, || {
                     let $ex = &**pool;
@@ -409,17 +449,17 @@ macro_rules! on_conn {
                 })
                 .await
             }
-            Conn::PgTx(conn) => {
+            Target::PgTx(conn) => {
                 let $backend = Backend::Postgres;
                 let $ex = &mut **conn;
                 $pg.await
             }
-            Conn::SqlitePool(pool) => {
+            Target::SqlitePool(pool) => {
                 let $backend = Backend::Sqlite;
                 let $ex = &**pool;
                 $lite.await
             }
-            Conn::SqliteTx(conn) => {
+            Target::SqliteTx(conn) => {
                 let $backend = Backend::Sqlite;
                 let $ex = &mut **conn;
                 $lite.await
@@ -457,10 +497,15 @@ fn build<S: SqlxBinder>(stmt: &S, backend: Backend) -> (String, sea_query_sqlx::
 
 impl Conn<'_> {
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::PgPool(..) | Self::PgTx(_) => Backend::Postgres,
-            Self::SqlitePool(_) | Self::SqliteTx(_) => Backend::Sqlite,
+        match self.target {
+            Target::PgPool(..) | Target::PgTx(_) => Backend::Postgres,
+            Target::SqlitePool(_) | Target::SqliteTx(_) => Backend::Sqlite,
         }
+    }
+
+    /// Now, on the database's clock, to the millisecond.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     /// Runs a SELECT whose result columns are `fields` (in that order) and returns each row as

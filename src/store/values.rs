@@ -40,12 +40,6 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Now, truncated to the millisecond so both databases store the same instant.
-pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
-}
-
 /// Parses an instant: RFC 3339 (any offset, normalised to UTC) or a plain `YYYY-MM-DD` date
 /// (midnight UTC). Sub-millisecond digits are dropped.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
