@@ -1,5 +1,6 @@
 //! The load benchmark of SPEC §8: start-up time, idle memory, and `GET /tenants/{id}` through the
-//! release `tms` binary compared with the same query issued directly through sqlx, on PostgreSQL.
+//! release `tms` binary compared with the same query issued directly through sqlx, on PostgreSQL;
+//! with `--sqlite-writes N`, onboarding throughput over N phases on one growing SQLite database.
 //!
 //! Built only with the `bench` feature, so `cargo test` never compiles it:
 //!
@@ -218,7 +219,7 @@ async fn onboarding_client(
     seed: u64,
     window: Window,
 ) -> ClientStats {
-    let _ = seed;
+    let _ = seed; // every request is new: nothing to pick at random
     let mut stats = ClientStats::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut stream: Option<TcpStream> = None;
