@@ -8,12 +8,12 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod kv;
 pub mod mail;
 pub mod model;
 pub mod openapi;
-pub mod outbox;
 pub mod store;
 pub mod telemetry;
 
@@ -141,7 +141,7 @@ impl App {
         );
         let workers = CancellationToken::new();
         let handles = [
-            outbox::spawn_relay(
+            events::spawn_relay(
                 self.state.db.clone(),
                 mail::TOPIC,
                 self.state.mailer.clone(),
@@ -150,7 +150,7 @@ impl App {
             self.state
                 .kv
                 .spawn_janitor(Duration::from_secs(60), workers.clone()),
-            outbox::spawn_pruner(self.state.db.clone(), workers.clone()),
+            events::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
             header_timeout: self.state.config.http_header_timeout,

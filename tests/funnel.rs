@@ -972,7 +972,7 @@ async fn keys_in_queued_mails(f: &Funnel) -> Vec<String> {
     };
     let mut keys = Vec::new();
     for id in ids {
-        let entry = tms::outbox::get(&mut f.store.conn(), Uuid::parse_str(&id).unwrap())
+        let entry = tms::events::get(&mut f.store.conn(), Uuid::parse_str(&id).unwrap())
             .await
             .unwrap()
             .expect("the queued mail");

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use common::{Db as Kind, SmtpSink, TestDb, Value, capture_logs, json};
 use tms::config::Config;
+use tms::events::{self as outbox, Deliver, Step};
 use tms::mail::{self, Mailer, Template};
-use tms::outbox::{self, Deliver, Step};
 use tms::store::Conn;
 
 const TOPIC: &str = "event";
@@ -123,7 +123,7 @@ async fn entry(db: &tms::store::Db, id: Uuid) -> outbox::Entry {
 
 async fn enqueue_committed(db: &tms::store::Db, payload: Value) -> Uuid {
     let mut tx = db.begin().await.unwrap();
-    let id = outbox::enqueue(&mut tx.conn(), TOPIC, &payload)
+    let id = outbox::enqueue(&mut tx.conn(), TOPIC, None, &payload)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -137,7 +137,7 @@ async fn enqueue_committed(db: &tms::store::Db, payload: Value) -> Uuid {
 async fn enqueue_follows_the_transaction_body(t: TestDb) -> TestDb {
     let db = &t.db;
     let mut tx = db.begin().await.unwrap();
-    let id = outbox::enqueue(&mut tx.conn(), TOPIC, &json!({"n": 1}))
+    let id = outbox::enqueue(&mut tx.conn(), TOPIC, None, &json!({"n": 1}))
         .await
         .unwrap();
     assert!(
@@ -175,7 +175,7 @@ async fn relay_delivers_once_body(t: TestDb) -> TestDb {
     let payload = json!({"type": "TENANT_PROVISIONING", "tenant": {"key": "acme"}});
     let id = enqueue_committed(db, payload.clone()).await;
     // A row of another topic is not this relay's business.
-    let other = outbox::enqueue(&mut db.conn(), mail::TOPIC, &json!({"x": 1}))
+    let other = outbox::enqueue(&mut db.conn(), mail::TOPIC, None, &json!({"x": 1}))
         .await
         .unwrap();
     let handler = Recorder::default();

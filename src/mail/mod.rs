@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::outbox::{self, Deliver};
+use crate::events::{self, Deliver};
 use crate::store::Conn;
 pub use render::{Rendered, Template, Templates};
 pub use transport::{SmtpSettings, SmtpTls, Transport};
@@ -130,7 +130,7 @@ impl Mailer {
         })?;
         let payload =
             serde_json::to_value(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        outbox::enqueue(conn, TOPIC, &payload).await
+        events::enqueue(conn, TOPIC, None, &payload).await
     }
 
     /// The outbox payload of `template` for `to`, rendered with `vars`.

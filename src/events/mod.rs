@@ -1,0 +1,12 @@
+//! Messages that announce business changes — mails now, provisioning and billing events as they
+//! arrive — written to the transactional outbox in the transaction of the change (`outbox`) and
+//! delivered afterwards, at least once, by a relay per topic (`relay`). See `docs/events.md`.
+
+pub mod outbox;
+pub mod relay;
+
+pub use outbox::{Claimed, Entry, State, claim_due, enqueue, get, pending, prune_delivered};
+pub use relay::{
+    ALERT_AFTER_ATTEMPTS, BACKOFF_BASE, BACKOFF_CAP, Deliver, KEEP_DELIVERED, RELAY_CONCURRENCY,
+    RELAY_LEASE, Step, backoff, deliver_claimed, jittered, relay_step, spawn_pruner, spawn_relay,
+};
