@@ -154,7 +154,6 @@ impl JwtKeys {
             .map_err(|err| {
                 AppError::Unauthorized(
                     match err.kind() {
-                        ErrorKind::ExpiredSignature => "TokenExpired",
                         ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
                         ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
                         ErrorKind::InvalidSignature => "TokenInvalid: bad signature",

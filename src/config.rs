@@ -121,6 +121,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     /// How long a connection may wait for its next request (`HTTP_IDLE_TIMEOUT`, ms).
     pub http_idle_timeout: Duration,
+    /// How long writing a response may make no progress (`HTTP_WRITE_TIMEOUT`, ms).
+    pub http_write_timeout: Duration,
     /// How long a shutdown waits for requests in flight (`SHUTDOWN_TIMEOUT`, ms).
     pub shutdown_timeout: Duration,
 }
@@ -408,6 +410,12 @@ impl Config {
                 100,
                 3_600_000,
             )?),
+            http_write_timeout: Duration::from_millis(v.number(
+                "HTTP_WRITE_TIMEOUT",
+                30_000u64,
+                100,
+                600_000,
+            )?),
             shutdown_timeout: Duration::from_millis(v.number(
                 "SHUTDOWN_TIMEOUT",
                 20_000u64,
@@ -534,6 +542,10 @@ impl Config {
             (
                 "HTTP_IDLE_TIMEOUT",
                 self.http_idle_timeout.as_millis().to_string(),
+            ),
+            (
+                "HTTP_WRITE_TIMEOUT",
+                self.http_write_timeout.as_millis().to_string(),
             ),
             (
                 "SHUTDOWN_TIMEOUT",

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::clock::Clock;
+use crate::clock::Clock;
 use crate::config::{Config, mask_url_password};
 use crate::store::{Conn, Db, Param, Tx};
 
@@ -56,10 +56,6 @@ impl KvError {
             Cause::Redis(_) => true,
             Cause::Corrupt(_) => false,
         }
-    }
-
-    pub fn cause(&self) -> &Cause {
-        &self.cause
     }
 }
 
@@ -163,11 +159,6 @@ impl Kv {
         }
     }
 
-    /// The database backend on the system clock.
-    pub fn database(db: Db, prefix: &str) -> Kv {
-        Self::database_with_clock(db, prefix, Clock::system())
-    }
-
     /// The database backend with the clock that decides expiry.
     pub fn database_with_clock(db: Db, prefix: &str, clock: Clock) -> Kv {
         Kv::Db(DbKv {
@@ -262,13 +253,9 @@ impl Kv {
         let Self::Redis(kv) = self else {
             return Ok(true);
         };
-        let taken: Outcome<Option<String>> = redis::cmd("GETDEL")
-            .arg(&stored)
-            .query_async(&mut kv.conn())
-            .await
-            .map_err(Cause::from);
-        let namespace_of = stored.strip_prefix(&*kv.prefix).unwrap_or(&stored);
-        Ok(taken.named("settle", namespace_of)?.as_deref() == Some(claim.value.as_str()))
+        let key = stored.strip_prefix(&*kv.prefix).unwrap_or_default();
+        let taken = kv.take_stored(&stored).await.named("settle", key)?;
+        Ok(taken.as_deref() == Some(claim.value.as_str()))
     }
 
     /// Removes `key` (nothing happens when it is absent).
@@ -361,9 +348,14 @@ const HIT: &str = "INSERT INTO kv_entries (key, value, count, expires_at) VALUES
 
 const PURGE: &str = "DELETE FROM kv_entries WHERE expires_at <= $1";
 
+/// `key` as stored: with `REDIS_KEY_PREFIX` in front.
+fn prefixed(prefix: &str, key: &str) -> String {
+    format!("{prefix}{key}")
+}
+
 impl DbKv {
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        prefixed(&self.prefix, key)
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
@@ -435,7 +427,7 @@ impl DbKv {
 
 impl RedisKv {
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        prefixed(&self.prefix, key)
     }
 
     /// A connection handle (cheap: the manager multiplexes one connection and reconnects).
@@ -462,8 +454,13 @@ impl RedisKv {
     }
 
     async fn take(&self, key: &str) -> Outcome<Option<String>> {
+        self.take_stored(&self.key(key)).await
+    }
+
+    /// `GETDEL` of a key as stored (prefixed).
+    async fn take_stored(&self, stored: &str) -> Outcome<Option<String>> {
         Ok(redis::cmd("GETDEL")
-            .arg(self.key(key))
+            .arg(stored)
             .query_async(&mut self.conn())
             .await?)
     }

@@ -155,12 +155,34 @@ impl App {
         let limits = http::server::Limits {
             header_timeout: self.state.config.http_header_timeout,
             idle_timeout: self.state.config.http_idle_timeout,
+            write_timeout: self.state.config.http_write_timeout,
             shutdown_timeout: self.state.config.shutdown_timeout,
+        };
+        // The whole shutdown — requests in flight, then the workers' current steps — fits in
+        // SHUTDOWN_TIMEOUT from the signal, so an orchestrator's grace period is respected.
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let mark = Arc::clone(&signalled);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = mark.set(tokio::time::Instant::now());
         };
         http::server::serve(self.listener, self.router, limits, shutdown).await;
         workers.cancel();
-        for handle in handles {
-            let _ = handle.await;
+        let deadline = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + limits.shutdown_timeout;
+        for mut handle in handles {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                // A delivery still running (a slow SMTP server): its row stays leased and is
+                // delivered again after the lease, by this or another replica.
+                tracing::warn!("a background worker did not stop in time; abandoning it");
+                handle.abort();
+            }
         }
         self.state.db.close().await;
         tracing::info!("tms stopped");

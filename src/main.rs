@@ -7,8 +7,9 @@ use tikv_jemallocator::Jemalloc;
 use tms::auth::{ALL_PERMISSIONS, JwtKeys};
 use tms::config::Config;
 
-/// mimalloc gives freed memory back to the system soon after a burst of large responses; see
-/// docs/PERFORMANCE.md.
+/// jemalloc, purging freed memory in a background thread about a second after it was freed
+/// (`.cargo/config.toml`), gives the memory of a burst of large responses back to the system;
+/// see docs/faults.md ("Large lists").
 #[global_allocator]
 static ALLOCATOR: Jemalloc = Jemalloc;
 

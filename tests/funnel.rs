@@ -1041,7 +1041,40 @@ async fn a_new_link_for_a_lead_that_needs_one_body(env: Env) {
     assert_eq!((status.as_u16(), &body), (202, &expected));
     assert_eq!(f.snapshot().await, before);
 
+    // Two sign-ups with one address, one of them verified: the link goes to the verified one
+    // (the other could never be verified: 409).
+    let first = f.new_lead(&sign_up_body("b@beta.test")).await;
+    let second = f.new_lead(&sign_up_body("b@beta.test")).await;
+    let (status, _) = f.verify(&first.id, first.key()).await;
+    assert_eq!(status, 200);
+    let before = keys_in_queued_mails(f).await.len();
+    let (status, _) = ask("b@beta.test").await;
+    assert_eq!(status, 202);
+    let keys = keys_in_queued_mails(f).await;
+    assert_eq!(keys.len(), before + 1);
+    let newest = keys.last().unwrap();
+    let (status, body) = f.verify(&second.id, newest).await;
+    expect_error(
+        status,
+        &body,
+        401,
+        "UnauthorizedError",
+        "the new key is not the unverified one's",
+    );
+    let (status, body) = f.verify(&first.id, newest).await;
+    assert_eq!(status, 200, "{body}");
+
+    // One address gets at most three new links an hour, whoever asks; the answer stays the same.
+    f.new_lead(&sign_up_body("c@gamma.test")).await;
+    let before = keys_in_queued_mails(f).await.len();
+    for _ in 0..4 {
+        let (status, body) = ask("c@gamma.test").await;
+        assert_eq!((status.as_u16(), &body), (202, &expected));
+    }
+    assert_eq!(keys_in_queued_mails(f).await.len(), before + 3);
+
     // A body that is not {email}: 422, nothing sent.
+    let before = f.snapshot().await;
     for bad in [
         json!({}),
         json!({"email": "nope"}),

@@ -11,10 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Deadlines short enough for a test: a head must arrive within 0.5 s of its first byte, an idle
-/// connection lives 1.5 s, a shutdown waits 1 s for requests in flight.
-const LIMITS: [(&str, &str); 3] = [
+/// connection lives 1.5 s, a write may stall 1 s, a shutdown waits 1 s for requests in flight.
+const LIMITS: [(&str, &str); 4] = [
     ("HTTP_HEADER_TIMEOUT", "500"),
     ("HTTP_IDLE_TIMEOUT", "1500"),
+    ("HTTP_WRITE_TIMEOUT", "1000"),
     ("SHUTDOWN_TIMEOUT", "1000"),
 ];
 
@@ -137,6 +138,72 @@ async fn idle_and_silent_connections_are_closed() {
         assert_eq!(read_response(&mut busy).await, "HTTP/1.1 200 OK");
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
+}
+
+/// A request whose head came in time is not cut off while its body arrives slowly (longer than
+/// the head deadline), on a new connection and on a kept-alive one.
+#[tokio::test]
+async fn a_slow_body_after_a_complete_head_is_served() {
+    let app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
+    let body = json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@slow.io",
+                      "companyName": "Slow"})
+    .to_string();
+    let request_head = format!(
+        "POST /leads HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    for round in 0..2 {
+        stream.write_all(request_head.as_bytes()).await.unwrap();
+        // The body, in four parts over 1.2 s (more than twice the head deadline).
+        for part in body.as_bytes().chunks(body.len().div_ceil(4)) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stream.write_all(part).await.unwrap();
+        }
+        let status = read_response(&mut stream).await;
+        assert!(
+            status == "HTTP/1.1 200 OK" || status.starts_with("HTTP/1.1 409"),
+            "round {round}: {status}"
+        );
+    }
+}
+
+/// A client that stops reading a large response is cut off once writing has made no progress for
+/// the write deadline; the server does not hold the connection (and the response) for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    // Six large responses, pipelined: more than the kernel's buffers hold.
+    let requests = 6;
+    stream
+        .write_all(
+            &b"GET /explorer/swagger-ui-bundle.js HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                .repeat(requests),
+        )
+        .await
+        .unwrap();
+    // Read nothing for three seconds: the server's writes stall, and its deadline (1 s) passes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+    let length = std::fs::metadata(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/explorer/swagger-ui-bundle.js"),
+    )
+    .unwrap()
+    .len() as usize;
+    assert!(read.is_ok(), "the connection is closed, not held");
+    assert!(
+        received.len() < requests * length,
+        "the server gave up before sending everything ({} of {} bytes)",
+        received.len(),
+        requests * length
+    );
 }
 
 #[tokio::test]
@@ -272,6 +339,7 @@ async fn maximal_lists_leave_memory_where_it_was() {
         .env_clear()
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = server.id();
@@ -343,4 +411,49 @@ async fn maximal_lists_leave_memory_where_it_was() {
         before <= idle + 48 * 1024,
         "the pool's first burst kept more than its caches: idle {idle} kB, after {before} kB"
     );
+}
+
+/// A shutdown does not wait for a background delivery stuck on a mail server that never
+/// answers: the whole shutdown fits in SHUTDOWN_TIMEOUT (the mail stays queued for later).
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_a_stuck_mail_server() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp = format!(
+        "smtp://127.0.0.1:{}?tls=none",
+        silent.local_addr().unwrap().port()
+    );
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            connections.push(stream);
+        }
+    });
+    let mut overrides = LIMITS.to_vec();
+    overrides.push(("SMTP_URL", &smtp));
+    let mut app = TestApp::spawn_with(Db::Sqlite, &overrides).await;
+    let (status, body) = app
+        .post(
+            "/leads",
+            None,
+            &json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@stuck.io",
+                    "companyName": "Stuck"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Let the relay pick the mail up and hang on the silent server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let signalled = Instant::now();
+    app.signal_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
+        .await
+        .expect("the shutdown is bounded")
+        .expect("run_until_stopped returns Ok");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the shutdown took {took:?} (SHUTDOWN_TIMEOUT 1 s, mail timeout 30 s)"
+    );
+    held.abort();
 }

@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 
 use common::{Db, Storage, Value, db_available, json, needs, remove_redis_keys};
 use tms::client_ip::TrustedProxies;
+use tms::clock::Clock;
 use tms::config::Config;
-use tms::kv::{Clock, Kv};
+use tms::kv::Kv;
 
 use tms::http::rate_limit::{self, RateLimit};
 

@@ -4,6 +4,7 @@
 //! (`http/funnel.rs`) maps the errors to LoopBack answers.
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::onboarding::{self, OnboardingError};
@@ -78,6 +79,11 @@ pub struct Verified {
     pub id: Uuid,
     pub token: String,
 }
+
+/// How many new verification links one address gets per [`RESEND_WINDOW`], however many
+/// clients ask: a mailbox cannot be flooded from many addresses.
+pub const RESENDS_PER_ADDRESS: u64 = 3;
+pub const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where the verification key of a lead is kept.
 fn lead_key(key: &str) -> String {
@@ -260,34 +266,42 @@ impl Funnel<'_> {
         Ok(Verified { id: lead_id, token })
     }
 
-    /// A new verification link for the lead signed up with `email` that still needs one: not
-    /// verified yet, or verified without a tenant (its lead token lost). The newest such lead
-    /// gets a fresh key (earlier keys stay valid until they expire) and the `validate_lead`
-    /// mail. Returns whether a link was sent; callers answer the same either way, so that the
-    /// endpoint does not tell which addresses are known.
+    /// A new verification link for the lead signed up with `email` that still needs one: the
+    /// validated lead of that address when it has no tenant yet (its lead token lost), else,
+    /// when none is validated, the newest unvalidated one. It gets a fresh key (earlier keys
+    /// stay valid until they expire) and the `validate_lead` mail. At most
+    /// [`RESENDS_PER_ADDRESS`] links an hour go to one address, whoever asks. Returns whether a
+    /// link was sent; callers answer the same either way, so that the endpoint does not tell
+    /// which addresses are known.
     pub async fn resend_link(&self, email: &str) -> Result<bool, FunnelError> {
         let mut conn = self.db.conn();
-        let mut candidate = None;
-        for lead in leads::by_email(&mut conn, email).await? {
-            let Some(id) = lead
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| Uuid::parse_str(id).ok())
-            else {
-                continue;
-            };
-            let validated = lead["isValidated"] == json!(true);
-            if !validated || !leads::has_tenant(&mut conn, id).await? {
-                candidate = Some((id, lead));
-                break;
-            }
-        }
-        let Some((id, lead)) = candidate else {
+        let leads = leads::by_email(&mut conn, email).await?;
+        let validated = leads.iter().find(|l| l["isValidated"] == json!(true));
+        let candidate = match validated {
+            // Unvalidated leads of a validated address could never be verified (409).
+            Some(lead) => Some(lead),
+            None => leads.first(),
+        };
+        let Some((id, lead)) = candidate.and_then(|lead| {
+            let id = lead.get("id").and_then(Value::as_str)?;
+            Some((Uuid::parse_str(id).ok()?, lead))
+        }) else {
             return Ok(false);
         };
+        if validated.is_some() && leads::has_tenant(&mut conn, id).await? {
+            return Ok(false);
+        }
+        let counter = format!(
+            "resend:{}",
+            hex::encode(Sha256::digest(email.to_ascii_lowercase()))
+        );
+        if self.kv.hit(&counter, RESEND_WINDOW).await?.count > RESENDS_PER_ADDRESS {
+            tracing::info!(lead = %id, "verification link not resent: the address had its share this hour");
+            return Ok(false);
+        }
         let key = self.store_new_key(id).await?;
         let mut tx = self.db.begin().await?;
-        self.mail_link(&mut tx.conn(), id, &lead, &key).await?;
+        self.mail_link(&mut tx.conn(), id, lead, &key).await?;
         tx.commit().await?;
         Ok(true)
     }

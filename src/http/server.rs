@@ -1,14 +1,16 @@
 //! The HTTP/1.1 server loop, with the limits a service facing the internet needs: a deadline for
-//! receiving a request's head, an idle timeout for keep-alive connections, and a bounded
-//! graceful shutdown (see `docs/faults.md`).
+//! receiving a request's head, an idle timeout for keep-alive connections, a stall timeout for
+//! writing a response, and a bounded graceful shutdown (see `docs/faults.md`).
 //!
 //! - **Idle** (`HTTP_IDLE_TIMEOUT`): hyper's header-read timer runs from the moment a connection
 //!   waits for a request (accepted, or its previous response sent) until that request's head is
 //!   complete. A connection that sends nothing for this long is closed.
 //! - **Head** (`HTTP_HEADER_TIMEOUT`, shorter): once the first byte of a request arrives, its
-//!   whole head (request line and headers) must arrive within this time; [`HeadDeadline`] watches
-//!   the bytes read for the blank line that ends a head. A client dribbling a head byte by byte
-//!   (slowloris) is cut off.
+//!   head (request line and headers) must be complete within this time. The connection's stream
+//!   ([`Deadlines`]) sees the first byte; hyper says when the head is complete, by handing the
+//!   request to the service. A client dribbling a head byte by byte (slowloris) is cut off.
+//! - **Write** (`HTTP_WRITE_TIMEOUT`): a response write that makes no progress for this long
+//!   (a client that stopped reading) fails, and the connection with it.
 //! - **Shutdown** (`SHUTDOWN_TIMEOUT`): on the shutdown signal the listener closes, idle
 //!   connections are closed at once, requests in flight get until the deadline to finish, then
 //!   whatever is left is dropped.
@@ -16,11 +18,15 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -38,6 +44,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// From when a connection waits for a request to the end of that request's head.
     pub idle_timeout: Duration,
+    /// How long a response write may make no progress.
+    pub write_timeout: Duration,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
 }
@@ -73,13 +81,29 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(HeadDeadline::new(stream, limits.header_timeout));
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut request: axum::http::Request<Incoming>| {
+        let phase = Arc::new(AtomicU8::new(WAITING));
+        let io = TokioIo::new(Deadlines::new(stream, Arc::clone(&phase), limits));
+        let on_request = Arc::clone(&phase);
+        let service = router
+            .clone()
+            .map_request(move |mut request: axum::http::Request<Incoming>| {
+                // hyper has the whole head: no head deadline until the response is sent.
+                on_request.store(BUSY, Ordering::SeqCst);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
-            },
-        ));
+            })
+            .map_response(move |response: axum::response::Response| {
+                // When hyper has sent the whole body (and drops it), the connection waits for
+                // its next request.
+                let sent = ResponseSent(Arc::clone(&phase));
+                response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _ = &sent;
+                        frame
+                    }))
+                })
+            });
+        let service = TowerToHyperService::new(service);
         let connection = graceful.watch(http.serve_connection(io, service));
         connections.spawn(async move {
             if let Err(err) = connection.await {
@@ -102,77 +126,64 @@ pub async fn serve(
     connections.abort_all();
     while connections.join_next().await.is_some() {}
 }
+/// Phases of a connection: waiting for a request, receiving its head, or busy with it.
+const WAITING: u8 = 0;
+const HEAD: u8 = 1;
+const BUSY: u8 = 2;
 
-/// Where a connection is in its current request, as far as reading the head goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for a request (a new connection, or a response has been written).
-    Between,
-    /// Receiving a head; `newlines` counts the line feeds in a row seen so far (carriage returns
-    /// ignored), two of which end it.
-    Head { newlines: u8 },
-    /// The head is complete: body, handler and response take as long as their own limits allow.
-    Busy,
+/// Dropped with a response's body, once hyper has sent it: the connection waits again.
+struct ResponseSent(Arc<AtomicU8>);
+
+impl Drop for ResponseSent {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(BUSY, WAITING, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
-/// A connection's stream that fails reads with `TimedOut` when a request's head takes longer
-/// than the deadline from its first byte. It sees only bytes, not HTTP: a head ends at the
-/// first empty line (`\r\n\r\n`, or `\n\n` as tolerant parsers accept), and a new request
-/// begins with the first byte read after a response was written (interim `1xx` responses
-/// excepted).
-pub struct HeadDeadline<S> {
+/// A connection's stream that fails with `TimedOut` when a request's head is not complete
+/// within `header_timeout` of its first byte, or when a write makes no progress for
+/// `write_timeout`. The phase is shared with the connection's service, which marks a request
+/// whose head hyper has parsed, and with its responses, which mark when one has been sent.
+pub struct Deadlines<S> {
     inner: S,
-    timeout: Duration,
-    phase: Phase,
-    deadline: Pin<Box<Sleep>>,
+    phase: Arc<AtomicU8>,
+    limits: Limits,
+    head: Pin<Box<Sleep>>,
+    write: Pin<Box<Sleep>>,
+    write_armed: bool,
 }
 
-impl<S> HeadDeadline<S> {
-    pub fn new(inner: S, timeout: Duration) -> Self {
+impl<S> Deadlines<S> {
+    pub fn new(inner: S, phase: Arc<AtomicU8>, limits: Limits) -> Self {
         Self {
             inner,
-            timeout,
-            phase: Phase::Between,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            phase,
+            limits,
+            head: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            write: Box::pin(tokio::time::sleep(limits.write_timeout)),
+            write_armed: false,
         }
     }
 
-    fn observe_read(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+    /// A write (or flush) is pending: fails once it has made no progress for the write timeout.
+    fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if !self.write_armed {
+            self.write
+                .as_mut()
+                .reset(Instant::now() + self.limits.write_timeout);
+            self.write_armed = true;
         }
-        let mut newlines = match self.phase {
-            Phase::Busy => return,
-            Phase::Between => {
-                self.deadline.as_mut().reset(Instant::now() + self.timeout);
-                0
-            }
-            Phase::Head { newlines } => newlines,
-        };
-        for byte in bytes {
-            match byte {
-                b'\n' => {
-                    newlines += 1;
-                    if newlines == 2 {
-                        self.phase = Phase::Busy;
-                        return;
-                    }
-                }
-                b'\r' => {}
-                _ => newlines = 0,
-            }
-        }
-        self.phase = Phase::Head { newlines };
-    }
-
-    fn observe_write(&mut self, bytes: &[u8]) {
-        if !bytes.is_empty() && !bytes.starts_with(b"HTTP/1.1 1") {
-            self.phase = Phase::Between;
-        }
+        ready!(self.write.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read the response in time",
+        ))
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlines<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -182,11 +193,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.observe_read(&buf.filled()[before..]);
+                let first_bytes = buf.filled().len() > before
+                    && this
+                        .phase
+                        .compare_exchange(WAITING, HEAD, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok();
+                if first_bytes {
+                    this.head
+                        .as_mut()
+                        .reset(Instant::now() + this.limits.header_timeout);
+                }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if matches!(this.phase, Phase::Head { .. }) => {
-                ready!(this.deadline.as_mut().poll(cx));
+            Poll::Pending if this.phase.load(Ordering::SeqCst) == HEAD => {
+                ready!(this.head.as_mut().poll(cx));
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the request head was not received in time",
@@ -197,16 +217,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlines<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.observe_write(&buf[..written]);
-        Poll::Ready(Ok(written))
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+            done => {
+                this.write_armed = false;
+                done
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -215,12 +239,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        if written > 0 {
-            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-            this.observe_write(first);
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+            done => {
+                this.write_armed = false;
+                done
+            }
         }
-        Poll::Ready(Ok(written))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -228,59 +253,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.poll_write_stall(cx).map(Err),
+            done => {
+                this.write_armed = false;
+                done
+            }
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn phase_after(reads: &[&[u8]]) -> Phase {
-        let mut stream = HeadDeadline::new(tokio::io::empty(), Duration::from_secs(1));
-        for bytes in reads {
-            stream.observe_read(bytes);
-        }
-        stream.phase
-    }
-
-    #[tokio::test]
-    async fn a_head_ends_at_the_first_empty_line_across_reads() {
-        assert_eq!(
-            phase_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]),
-            Phase::Busy
-        );
-        assert_eq!(phase_after(&[b"GET / HTTP/1.1\nHost: a\n\n"]), Phase::Busy);
-        assert_eq!(
-            phase_after(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"]),
-            Phase::Busy
-        );
-        assert_eq!(
-            phase_after(&[b"GET / HTTP/1.1\r\nHost: a\r\n"]),
-            Phase::Head { newlines: 1 }
-        );
-        assert_eq!(
-            phase_after(&[b"GET / HTTP/1.1\r\n", b"X: \r\n", b"Y"]),
-            Phase::Head { newlines: 0 }
-        );
-        assert_eq!(phase_after(&[b""]), Phase::Between);
-    }
-
-    #[tokio::test]
-    async fn a_response_starts_the_wait_for_the_next_request_but_an_interim_one_does_not() {
-        let mut stream = HeadDeadline::new(tokio::io::empty(), Duration::from_secs(1));
-        stream.observe_read(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
-        stream.observe_write(b"HTTP/1.1 100 Continue\r\n\r\n");
-        assert_eq!(stream.phase, Phase::Busy);
-        stream.observe_read(b"{\"body\": 1}");
-        assert_eq!(stream.phase, Phase::Busy);
-        stream.observe_write(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(stream.phase, Phase::Between);
-        stream.observe_read(b"G");
-        assert_eq!(stream.phase, Phase::Head { newlines: 0 });
     }
 }

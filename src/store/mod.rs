@@ -65,7 +65,7 @@ const SUSPECT_WINDOW: Duration = Duration::from_secs(60);
 /// the first statement that fails on a broken connection marks the moment, and for
 /// [`SUSPECT_WINDOW`] after it every connection opened before that moment is pinged before it is
 /// handed out (dead ones are closed and replaced); the statement itself is retried once when it
-/// cannot have run (see [`Conn`]). Healthy pools pay nothing: no ping on every acquire.
+/// is a read (see [`Conn`]). Healthy pools pay nothing: no ping on every acquire.
 #[derive(Debug)]
 pub struct Health {
     origin: Instant,
@@ -197,11 +197,6 @@ impl Db {
         &self.pool
     }
 
-    /// What the pool learnt about broken connections.
-    pub fn health(&self) -> &Health {
-        &self.health
-    }
-
     /// Applies the embedded migrations (idempotent; safe with many replicas on PostgreSQL,
     /// which takes an advisory lock). On PostgreSQL it connects on its own, outside the pool, so
     /// that an unreachable server fails at once naming its address and the cause (the pool would
@@ -323,12 +318,6 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether `err` proves the statement never ran: the server had already ended the session
-/// (the shutdown notice was waiting on the socket when the statement was sent).
-fn never_ran(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
-}
-
 /// Whether `err` is the database being unavailable or overloaded rather than a fault of the
 /// request or of tms: unreachable, restarting, out of connections, busy (SQLite's lock),
 /// a serialization failure or deadlock, a statement cancelled by a timeout. Clients get 503
@@ -355,14 +344,16 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Which failures of a statement on the PostgreSQL pool are retried once on another connection.
+/// Whether a statement on the PostgreSQL pool is retried once on another connection when its
+/// connection turns out to be broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Any broken connection: a read, or a `BEGIN`, changes nothing when repeated.
+    /// A read, or a `BEGIN`: repeating it changes nothing.
     Always,
-    /// Only when the statement cannot have run: a write might have committed before its
-    /// connection broke, so it is retried only on proof that it never reached the server.
-    IfNeverRan,
+    /// A write: it may have committed before its connection broke (even a "terminating
+    /// connection" error can arrive after the commit of an implicit transaction), so it is not
+    /// repeated; the caller answers 503 and the client decides.
+    Never,
 }
 
 /// Runs `attempt`; on a broken connection records it in `health` (so the pool checks the other
@@ -375,7 +366,7 @@ where
     match attempt().await {
         Err(err) if is_connection_error(&err) => {
             health.mark_broken();
-            if retry == Retry::Always || never_ran(&err) {
+            if retry == Retry::Always {
                 tracing::warn!(error = %err, "database connection broken; retrying on another");
                 attempt().await
             } else {
@@ -420,10 +411,9 @@ impl Tx {
 /// Where statements run: the pool or an open transaction. Every table module takes one, so the
 /// same function serves a single statement and a multi-statement transaction.
 ///
-/// On the PostgreSQL pool a statement that fails on a broken connection is retried once on
-/// another connection when repeating it is safe: reads always, writes only when the statement
-/// provably never ran (see [`Health`]). Inside a transaction nothing is retried: the
-/// transaction is lost with its connection and the caller answers 503.
+/// On the PostgreSQL pool a read that fails on a broken connection is retried once on another
+/// connection (see [`Health`]); a write is not (it may have committed). Inside a transaction
+/// nothing is retried: the transaction is lost with its connection and the caller answers 503.
 pub struct Conn<'c> {
     target: Target<'c>,
     clock: &'c Clock,
@@ -551,7 +541,7 @@ impl Conn<'_> {
 
     /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
     pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::IfNeverRan, |ex, backend|
+        on_conn!(self, Retry::Never, |ex, backend|
             pg: async move {
                 let (sql, args) = build(stmt, backend);
                 Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
@@ -564,13 +554,13 @@ impl Conn<'_> {
     }
 
     /// Runs a hand-written statement (`$1`, `$2`, … placeholders, which SQLite accepts too) and
-    /// returns the number of rows it changed. `read` says whether repeating it is harmless.
+    /// returns the number of rows it changed.
     pub async fn raw_execute(
         &mut self,
         sql: &'static str,
         params: &[Param<'_>],
     ) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::IfNeverRan, |ex, backend|
+        on_conn!(self, Retry::Never, |ex, backend|
             pg: async move {
                 Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
             },
@@ -580,19 +570,15 @@ impl Conn<'_> {
         )
     }
 
-    /// Runs a hand-written statement that returns rows (a SELECT, or a write with `RETURNING`
-    /// when `writes` is true, which is then retried only when it never ran).
+    /// Runs a hand-written statement that returns rows: a SELECT, or, when `writes` is true, a
+    /// write with `RETURNING` (not retried on a broken connection).
     pub async fn raw_fetch(
         &mut self,
         sql: &'static str,
         params: &[Param<'_>],
         writes: bool,
     ) -> Result<Vec<RawRow>, sqlx::Error> {
-        let retry = if writes {
-            Retry::IfNeverRan
-        } else {
-            Retry::Always
-        };
+        let retry = if writes { Retry::Never } else { Retry::Always };
         on_conn!(self, retry, |ex, backend|
             pg: async move {
                 let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;

@@ -20,7 +20,6 @@ use super::values::{format_timestamp, parse_timestamp};
 #[derive(Debug, Clone, Copy)]
 pub enum Param<'a> {
     Text(&'a str),
-    OptText(Option<&'a str>),
     Int(i64),
     Instant(DateTime<Utc>),
     Uuid(Uuid),
@@ -33,7 +32,6 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
         .iter()
         .map(|p| match (*p, backend) {
             (Param::Text(s), _) => SqlValue::String(Some(s.to_string())),
-            (Param::OptText(s), _) => SqlValue::String(s.map(str::to_string)),
             (Param::Int(n), _) => SqlValue::BigInt(Some(n)),
             (Param::Instant(t), Backend::Postgres) => SqlValue::ChronoDateTimeUtc(Some(t)),
             (Param::Instant(t), Backend::Sqlite) => SqlValue::String(Some(format_timestamp(&t))),
