@@ -206,6 +206,22 @@ async fn a_client_that_stops_reading_is_cut_off() {
     );
 }
 
+/// Signals a shutdown and requires the server to stop well within a few seconds
+/// (`SHUTDOWN_TIMEOUT` of [`LIMITS`] is 1 s).
+async fn shut_down_within_its_deadline(app: &mut TestApp) {
+    let signalled = Instant::now();
+    app.signal_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
+        .await
+        .expect("the shutdown is bounded")
+        .expect("run_until_stopped returns Ok");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the shutdown took {took:?} (SHUTDOWN_TIMEOUT 1 s)"
+    );
+}
+
 #[tokio::test]
 async fn a_shutdown_does_not_wait_for_stuck_clients() {
     let mut app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
@@ -224,17 +240,7 @@ async fn a_shutdown_does_not_wait_for_stuck_clients() {
     stuck.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let signalled = Instant::now();
-    app.signal_shutdown();
-    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
-        .await
-        .expect("the shutdown is bounded")
-        .expect("run_until_stopped returns Ok");
-    let took = signalled.elapsed();
-    assert!(
-        took < Duration::from_secs(4),
-        "the shutdown took {took:?} (SHUTDOWN_TIMEOUT 1 s)"
-    );
+    shut_down_within_its_deadline(&mut app).await;
     assert!(TcpStream::connect(app.addr).await.is_err());
     drop((idle, half, stuck));
 }
@@ -444,16 +450,6 @@ async fn a_shutdown_does_not_wait_for_a_stuck_mail_server() {
     // Let the relay pick the mail up and hang on the silent server.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let signalled = Instant::now();
-    app.signal_shutdown();
-    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
-        .await
-        .expect("the shutdown is bounded")
-        .expect("run_until_stopped returns Ok");
-    let took = signalled.elapsed();
-    assert!(
-        took < Duration::from_secs(4),
-        "the shutdown took {took:?} (SHUTDOWN_TIMEOUT 1 s, mail timeout 30 s)"
-    );
+    shut_down_within_its_deadline(&mut app).await;
     held.abort();
 }
