@@ -1,19 +1,26 @@
-//! Bearer JWT verification (HS256 pinned, issuer checked, `exp` required, `exp`/`nbf`/`iat`
-//! checked against the application's clock) and the per-route permission requirement: a
-//! handler states `_: Require<ViewTenant>` and cannot forget the check.
+//! Bearer JWTs (HS256 pinned, issuer checked, `exp` required, `exp`/`nbf`/`iat` checked against
+//! the application's clock), the caller they name, and the permission codes. Free of HTTP: the
+//! extractors that read a request's token (`Principal`, `Require<ViewTenant>`) are in
+//! `http::auth`.
 
-use std::marker::PhantomData;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::{header, request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::error::AppError;
+/// Why a bearer token was refused (401); the message names the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+impl AuthError {
+    fn new(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
 
 /// The claims tms reads from (and writes into) a bearer token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,22 +156,19 @@ impl JwtKeys {
     /// Verifies a bearer token: signature, algorithm, issuer; expired (`exp` not after now),
     /// not valid yet (`nbf`) or issued in the future (`iat`), beyond [`CLOCK_SKEW_SECS`], is
     /// refused.
-    pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| {
-                AppError::Unauthorized(
-                    match err.kind() {
-                        ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
-                        ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
-                        ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
-                        _ => "TokenInvalid",
-                    }
-                    .into(),
-                )
+                AuthError::new(match err.kind() {
+                    ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
+                    ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
+                    ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
+                    _ => "TokenInvalid",
+                })
             })?;
         let claims = data.claims;
         let now = self.clock.unix_seconds();
-        let invalid = |why: &str| AppError::Unauthorized(why.into());
+        let invalid = AuthError::new;
         if claims.exp <= now {
             return Err(invalid("TokenExpired"));
         }
@@ -178,13 +182,13 @@ impl JwtKeys {
             None => None,
             Some(raw) => Some(
                 uuid::Uuid::parse_str(raw)
-                    .map_err(|_| AppError::Unauthorized("TokenInvalid: malformed leadId".into()))?,
+                    .map_err(|_| AuthError::new("TokenInvalid: malformed leadId"))?,
             ),
         };
         let id = claims
             .id
             .or(claims.user_tenant_id)
-            .ok_or_else(|| AppError::Unauthorized("TokenInvalid: no caller id".into()))?;
+            .ok_or_else(|| AuthError::new("TokenInvalid: no caller id"))?;
         Ok(Principal {
             id,
             permissions: claims.permissions,
@@ -252,60 +256,6 @@ pub const LEAD_PERMISSIONS: &[&str] = &[
     "8000",
 ];
 
-/// The bearer token of a request, verified.
-impl<S> FromRequestParts<S> for Principal
-where
-    JwtKeys: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)?;
-        JwtKeys::from_ref(state).verify(token)
-    }
-}
-
-/// The raw bearer token of a request; 401 when there is none.
-pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
-    let missing = || AppError::Unauthorized("Bearer realm=\"Users\"".into());
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(missing)?
-        .to_str()
-        .map_err(|_| missing())?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(missing());
-    }
-    Ok(token.trim())
-}
-
-/// An authenticated caller holding permission `P`: 401 without a valid token, 403 without `P`.
-pub struct Require<P: Permission> {
-    pub principal: Principal,
-    _permission: PhantomData<P>,
-}
-
-impl<P: Permission, S> FromRequestParts<S> for Require<P>
-where
-    JwtKeys: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal = Principal::from_request_parts(parts, state).await?;
-        if !principal.has(P::CODE) {
-            return Err(AppError::Forbidden("NotAllowedAccess".into()));
-        }
-        Ok(Self {
-            principal,
-            _permission: PhantomData,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,16 +279,11 @@ mod tests {
     fn wrong_issuer_secret_and_algorithm_are_refused() {
         let other_issuer = JwtKeys::new(&SecretString::from("unit-test-secret".to_string()), "x");
         let token = other_issuer.mint("u1", vec![], 60).unwrap();
-        assert!(
-            matches!(keys().verify(&token), Err(AppError::Unauthorized(m)) if m.contains("issuer"))
-        );
+        assert!(matches!(keys().verify(&token), Err(AuthError(m)) if m.contains("issuer")));
 
         let other_secret = JwtKeys::new(&SecretString::from("another".to_string()), "tms");
         let token = other_secret.mint("u1", vec![], 60).unwrap();
-        assert!(matches!(
-            keys().verify(&token),
-            Err(AppError::Unauthorized(_))
-        ));
+        assert!(matches!(keys().verify(&token), Err(AuthError(_))));
 
         // alg "none" with the same claims.
         let claims = r#"{"id":"u1","permissions":[],"iss":"tms","exp":99999999999}"#;
@@ -347,10 +292,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
             URL_SAFE_NO_PAD.encode(claims)
         );
-        assert!(matches!(
-            keys().verify(&unsigned),
-            Err(AppError::Unauthorized(_))
-        ));
+        assert!(matches!(keys().verify(&unsigned), Err(AuthError(_))));
     }
 
     #[test]
@@ -369,7 +311,7 @@ mod tests {
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
-        assert!(matches!(k.verify(&token), Err(AppError::Unauthorized(m)) if m == "TokenExpired"));
+        assert!(matches!(k.verify(&token), Err(AuthError(m)) if m == "TokenExpired"));
     }
 
     #[test]
@@ -387,7 +329,7 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap()
         };
-        let refused = |t: &str| matches!(k.verify(t), Err(AppError::Unauthorized(_)));
+        let refused = |t: &str| matches!(k.verify(t), Err(AuthError(_)));
         assert!(!refused(&token(
             serde_json::json!({"iat": now, "nbf": now})
         )));

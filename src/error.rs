@@ -2,38 +2,10 @@
 //! `{"error":{"statusCode":404,"name":"NotFoundError","message":"…","code":"…","details":[…]}}`.
 //! Internal failures are logged with their cause chain and shown to clients only as a bare 500.
 
+pub use crate::domain::validation::ValidationDetail;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
-
-/// One problem found while validating a request body (an entry of `details`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ValidationDetail {
-    /// JSON pointer of the offending property (`/key`), empty for the object itself.
-    pub path: String,
-    /// The JSON-schema keyword that failed (`required`, `pattern`, `maxLength`, …).
-    pub code: &'static str,
-    pub message: String,
-    /// Keyword-specific facts (`{"limit": 10}`); boxed to keep the detail small.
-    pub info: Box<Value>,
-}
-
-impl ValidationDetail {
-    pub fn new(
-        path: impl Into<String>,
-        code: &'static str,
-        message: impl Into<String>,
-        info: Value,
-    ) -> Self {
-        Self {
-            path: path.into(),
-            code,
-            message: message.into(),
-            info: Box::new(info),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -245,6 +217,7 @@ pub type AppResult<T> = Result<T, AppError>;
 mod tests {
     use super::*;
     use axum::body::to_bytes;
+    use serde_json::Value;
 
     async fn body_of(err: AppError) -> (StatusCode, Value) {
         let response = err.into_response();

@@ -13,7 +13,6 @@ pub mod http;
 pub mod kv;
 pub mod mail;
 pub mod model;
-pub mod openapi;
 pub mod store;
 pub mod telemetry;
 

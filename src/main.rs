@@ -75,7 +75,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            println!("{:#}", tms::openapi::document());
+            println!("{:#}", tms::http::openapi::document());
             Ok(())
         }
         Command::Token {

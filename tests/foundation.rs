@@ -280,7 +280,7 @@ fn openapi_command_prints_the_document() {
     assert!(doc["paths"].is_object());
     assert!(doc["paths"].get("/ping").is_some());
     // It is the document the server serves.
-    assert_eq!(doc, tms::openapi::document());
+    assert_eq!(doc, tms::http::openapi::document());
 }
 
 /// The document is valid OpenAPI 3, by a real validator (`openapi-spec-validator`, which
@@ -306,7 +306,7 @@ fn the_openapi_document_passes_a_validator() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
-    std::fs::write(&file, tms::openapi::document().to_string()).unwrap();
+    std::fs::write(&file, tms::http::openapi::document().to_string()).unwrap();
     let output = Command::new("python3")
         .args(["-m", "openapi_spec_validator"])
         .arg(&file)

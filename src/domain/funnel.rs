@@ -8,10 +8,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::onboarding::{self, OnboardingError};
-use super::validation::{check_fields, not_an_object};
+use super::validation::{ValidationDetail, check_fields, not_an_object};
 use crate::auth::JwtKeys;
 use crate::config::Config;
-use crate::error::ValidationDetail;
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
 use crate::model::{ADDRESSES, LEADS};

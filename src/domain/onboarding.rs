@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::validation::ValidationDetail;
 use super::validation::{self, check_fields, not_an_object};
-use crate::error::{AppError, ValidationDetail};
 use crate::model::{ADDRESSES, CONTACTS, TENANTS};
 use crate::store::crud::{self, Scope, WriteError};
 use crate::store::filter::{Filter, Include};
@@ -174,19 +174,6 @@ pub enum OnboardingError {
 impl From<sqlx::Error> for OnboardingError {
     fn from(err: sqlx::Error) -> Self {
         Self::Store(WriteError::Db(err))
-    }
-}
-
-impl From<OnboardingError> for AppError {
-    fn from(err: OnboardingError) -> Self {
-        match err {
-            OnboardingError::ContactDomain => AppError::BadRequest(err.to_string()),
-            OnboardingError::KeyTaken(key) => AppError::Conflict(format!(
-                "Unique constraint violation: a Tenant with key \"{key}\" already exists"
-            )),
-            OnboardingError::LeadTaken => AppError::Unauthorized("Unauthorized".into()),
-            OnboardingError::Store(err) => err.into(),
-        }
     }
 }
 

@@ -3,12 +3,40 @@
 //! normalised (enum names as numbers, instants in UTC milliseconds, hostnames lower-case), ready
 //! to store.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::error::ValidationDetail;
 use crate::model::{Field, FieldType, Resource};
 use crate::store::Object;
 use crate::store::values::{self, Backend};
+
+/// One problem found while validating a request body (an entry of `details`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationDetail {
+    /// JSON pointer of the offending property (`/key`), empty for the object itself.
+    pub path: String,
+    /// The JSON-schema keyword that failed (`required`, `pattern`, `maxLength`, …).
+    pub code: &'static str,
+    pub message: String,
+    /// Keyword-specific facts (`{"limit": 10}`); boxed to keep the detail small.
+    pub info: Box<Value>,
+}
+
+impl ValidationDetail {
+    pub fn new(
+        path: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+        info: Value,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            code,
+            message: message.into(),
+            info: Box::new(info),
+        }
+    }
+}
 
 /// What the body is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,14 +9,15 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::Require;
 use super::{Json, Path};
 use crate::AppState;
-use crate::auth::{self, Permission, Principal, Require};
+use crate::auth::{self, Permission, Principal};
 use crate::domain::contacts::{self, ContactError};
 use crate::domain::validation::{self, Mode};
 use crate::error::{AppError, AppResult};
+use crate::http::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
 use crate::model::{self, Resource};
-use crate::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{self, Filter};
 
@@ -193,19 +194,21 @@ pub fn parse_id(raw: &str) -> AppResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| AppError::entity_not_found())
 }
 
+/// The 400 answer for a bad query parameter `param` (`filter` or `where`).
+fn invalid(param: &'static str) -> impl Fn(filter::FilterError) -> AppError {
+    move |err| AppError::invalid_parameter(param, err)
+}
+
 /// The `filter` of a read, capped at `MAX_LIST_LIMIT` rows (and related rows per row).
 fn parse_filter(
     state: &AppState,
     resource: &'static Resource,
     query: Option<&str>,
 ) -> AppResult<Filter> {
-    let filter =
-        match filter::query_param(query, "filter").map_err(|e| e.into_app_error("filter"))? {
-            Some(value) => {
-                filter::parse_filter(resource, &value).map_err(|e| e.into_app_error("filter"))?
-            }
-            None => Filter::default(),
-        };
+    let filter = match filter::query_param(query, "filter").map_err(invalid("filter"))? {
+        Some(value) => filter::parse_filter(resource, &value).map_err(invalid("filter"))?,
+        None => Filter::default(),
+    };
     Ok(filter.capped(state.config.max_list_limit))
 }
 
@@ -214,8 +217,8 @@ fn parse_where(
     query: Option<&str>,
 ) -> AppResult<Option<filter::Where>> {
     filter::query_param(query, "where")
-        .map_err(|e| e.into_app_error("where"))?
-        .map(|value| filter::parse_where(resource, &value).map_err(|e| e.into_app_error("where")))
+        .map_err(invalid("where"))?
+        .map(|value| filter::parse_where(resource, &value).map_err(invalid("where")))
         .transpose()
 }
 
@@ -702,9 +705,9 @@ fn document<C: Collection>(routes: &mut Vec<DocumentedRoute>) {
                     "security": [{"HTTPBearer": []}],
                     "parameters": parameters,
                     "responses": {
-                        "401": crate::openapi::error_response("No or invalid bearer token"),
-                        "403": crate::openapi::error_response("The token lacks the permission"),
-                        "405": crate::openapi::error_response("Method Not Allowed"),
+                        "401": crate::http::openapi::error_response("No or invalid bearer token"),
+                        "403": crate::http::openapi::error_response("The token lacks the permission"),
+                        "405": crate::http::openapi::error_response("Method Not Allowed"),
                     },
                 }),
             });

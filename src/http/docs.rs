@@ -61,7 +61,7 @@ async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         DOCUMENT
-            .get_or_init(|| crate::openapi::document().to_string())
+            .get_or_init(|| crate::http::openapi::document().to_string())
             .as_str(),
     )
 }

@@ -8,9 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::auth::bearer_token;
 use super::{Json, Path};
 use crate::AppState;
-use crate::auth::{Principal, bearer_token};
+use crate::auth::Principal;
 use crate::domain::funnel::{self, Funnel, FunnelError};
 use crate::domain::validation;
 use crate::error::{AppError, AppResult};
@@ -117,8 +118,10 @@ async fn tenant_from_lead(
 }
 
 /// The OpenAPI entries of the funnel routes.
-pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
-    use crate::openapi::{DocumentedRoute, error_response, id_parameter, operation, schema_ref};
+pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
+    use crate::http::openapi::{
+        DocumentedRoute, error_response, id_parameter, operation, schema_ref,
+    };
     let mut create = operation(
         "LeadController",
         "create",

@@ -1,10 +1,12 @@
 //! The HTTP surface: router assembly, the middleware stack (request ids, tracing, panics, timeout,
 //! body limit), the LoopBack error body on every failure, and the project's own extractors.
 
+pub mod auth;
 mod collections;
 mod docs;
 mod funnel;
 mod onboarding;
+pub mod openapi;
 mod ping;
 pub mod rate_limit;
 pub mod server;
@@ -258,7 +260,7 @@ where
 }
 
 /// The OpenAPI entries of the resource routes.
-pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
+pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     let mut routes = collections::documented_routes();
     routes.extend(onboarding::documented_routes());
     routes.extend(funnel::documented_routes());

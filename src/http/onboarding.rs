@@ -6,10 +6,11 @@ use axum::routing::post;
 use serde_json::Value;
 
 use super::Json;
+use super::auth::Require;
 use super::collections::scope_of;
 use crate::AppState;
-use crate::auth::{CreateTenant, Require};
-use crate::domain::onboarding;
+use crate::auth::CreateTenant;
+use crate::domain::onboarding::{self, OnboardingError};
 use crate::error::{AppError, AppResult};
 use crate::store::crud::Scope;
 
@@ -32,10 +33,23 @@ async fn onboard_tenant(
     Ok(Json(Value::Object(tenant)))
 }
 
+impl From<OnboardingError> for AppError {
+    fn from(err: OnboardingError) -> Self {
+        match err {
+            OnboardingError::ContactDomain => AppError::BadRequest(err.to_string()),
+            OnboardingError::KeyTaken(key) => AppError::Conflict(format!(
+                "Unique constraint violation: a Tenant with key \"{key}\" already exists"
+            )),
+            OnboardingError::LeadTaken => AppError::Unauthorized("Unauthorized".into()),
+            OnboardingError::Store(err) => err.into(),
+        }
+    }
+}
+
 /// The OpenAPI entry of `POST /tenants`.
-pub fn documented_routes() -> Vec<crate::openapi::DocumentedRoute> {
+pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     use crate::auth::Permission;
-    use crate::openapi::{DocumentedRoute, error_response, operation, schema_ref};
+    use crate::http::openapi::{DocumentedRoute, error_response, operation, schema_ref};
     let mut op = operation(
         "TenantController",
         "create",

@@ -12,7 +12,6 @@ use sea_query::{
 use serde_json::{Map, Value};
 
 use super::values::{self, Backend};
-use crate::error::AppError;
 use crate::model::{Field, FieldType, Relation, Resource};
 
 /// The default cap on the rows of a list and on the related rows per row of an include
@@ -48,11 +47,6 @@ impl FilterError {
         Self(message.into())
     }
 
-    /// The 400 answer for query parameter `param` (`"filter"` or `"where"`).
-    pub fn into_app_error(self, param: &str) -> AppError {
-        AppError::invalid_parameter(param, self.0)
-    }
-
     fn context(self, prefix: &str) -> Self {
         Self(format!("{prefix}: {}", self.0))
     }
@@ -65,12 +59,6 @@ impl fmt::Display for FilterError {
 }
 
 impl std::error::Error for FilterError {}
-
-impl From<FilterError> for AppError {
-    fn from(err: FilterError) -> Self {
-        err.into_app_error("filter")
-    }
-}
 
 fn err<T>(message: impl Into<String>) -> Result<T, FilterError> {
     Err(FilterError::new(message))
@@ -2138,21 +2126,6 @@ mod tests {
         assert_eq!(
             filter_of(&TENANTS, json!({ "order": order })).unwrap_err(),
             "order has more than 32 entries"
-        );
-    }
-
-    #[test]
-    fn into_app_error_names_the_parameter() {
-        let e = FilterError("limit must be at most 1000".into());
-        let app: AppError = e.clone().into();
-        assert_eq!(app.status_code(), 400);
-        assert_eq!(
-            app.to_string(),
-            "Invalid value for parameter \"filter\": limit must be at most 1000"
-        );
-        assert_eq!(
-            e.into_app_error("where").to_string(),
-            "Invalid value for parameter \"where\": limit must be at most 1000"
         );
     }
 

@@ -42,7 +42,7 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "The process is up"}}
         }}),
     );
-    for route in crate::http::documented_routes() {
+    for route in super::documented_routes() {
         let entry = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
