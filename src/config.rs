@@ -98,6 +98,20 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub siloed_pipeline: String,
     pub pooled_pipeline: String,
+    /// Plan tiers provisioned as silo tenants (`SILO_TIERS`, upper-cased); every other tier is
+    /// pooled.
+    pub silo_tiers: Vec<String>,
+    /// How long a provisioning or offboarding may run before it counts as failed
+    /// (`PROVISIONING_TIMEOUT`, ms).
+    pub provisioning_timeout: Duration,
+    /// The command sink's pipelines: `PIPELINE_COMMAND_<NAME>` commands by pipeline name
+    /// (upper-cased, `-` as `_`), else executables in `PIPELINES_DIR`.
+    pub pipeline_commands: std::collections::BTreeMap<String, String>,
+    pub pipelines_dir: PathBuf,
+    /// How long the command sink lets a pipeline run (`PIPELINE_TIMEOUT`, ms).
+    pub pipeline_timeout: Duration,
+    /// The key the HTTP event sink signs its requests with (`EVENT_SINK_SECRET`).
+    pub event_sink_secret: Option<SecretString>,
     pub lead_key_length: usize,
     pub lead_key_in_response: bool,
     pub smtp_url: Option<SecretString>,
@@ -318,6 +332,14 @@ impl Config {
             Some(raw) => parse_event_sink(raw)?,
         };
 
+        let event_sink_secret = v.secret("EVENT_SINK_SECRET");
+        if matches!(event_sink, EventSink::Http(_)) && event_sink_secret.is_none() {
+            return Err(problem(
+                "EVENT_SINK_SECRET",
+                "must be set when EVENT_SINK is an http: URL (its requests are signed with it)",
+            ));
+        }
+
         let lead_key_length = v.number("LEAD_KEY_LENGTH", 36usize, 16, 128)?;
         let port = v.number("PORT", 3005u16, 0, u16::MAX)?;
 
@@ -372,6 +394,35 @@ impl Config {
                 .map_err(|err| problem("TRUSTED_PROXIES", err))?,
             siloed_pipeline: v.string("SILOED_PIPELINE", "siloed"),
             pooled_pipeline: v.string("POOLED_PIPELINE", "pooled"),
+            silo_tiers: v
+                .string("SILO_TIERS", "PREMIUM")
+                .split(',')
+                .map(|t| t.trim().to_ascii_uppercase())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            provisioning_timeout: Duration::from_millis(v.number(
+                "PROVISIONING_TIMEOUT",
+                3_600_000u64,
+                1_000,
+                MAX_MS,
+            )?),
+            pipeline_commands: map
+                .iter()
+                .filter_map(|(name, command)| {
+                    let pipeline = name.strip_prefix("PIPELINE_COMMAND_")?;
+                    let command = command.trim();
+                    (!pipeline.is_empty() && !command.is_empty())
+                        .then(|| (pipeline.to_string(), command.to_string()))
+                })
+                .collect(),
+            pipelines_dir: PathBuf::from(v.string("PIPELINES_DIR", "./pipelines")),
+            pipeline_timeout: Duration::from_millis(v.number(
+                "PIPELINE_TIMEOUT",
+                600_000u64,
+                100,
+                MAX_MS,
+            )?),
+            event_sink_secret,
             lead_key_length,
             lead_key_in_response: v.boolean("LEAD_KEY_IN_RESPONSE", false)?,
             smtp_url,
@@ -501,6 +552,17 @@ impl Config {
             ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
             ("SILOED_PIPELINE", self.siloed_pipeline.clone()),
             ("POOLED_PIPELINE", self.pooled_pipeline.clone()),
+            ("SILO_TIERS", self.silo_tiers.join(",")),
+            (
+                "PROVISIONING_TIMEOUT",
+                self.provisioning_timeout.as_millis().to_string(),
+            ),
+            ("PIPELINES_DIR", self.pipelines_dir.display().to_string()),
+            (
+                "PIPELINE_TIMEOUT",
+                self.pipeline_timeout.as_millis().to_string(),
+            ),
+            ("EVENT_SINK_SECRET", secret(&self.event_sink_secret)),
             ("LEAD_KEY_LENGTH", self.lead_key_length.to_string()),
             (
                 "LEAD_KEY_IN_RESPONSE",

@@ -33,6 +33,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("The request body is invalid. See error object `details` property for more info.")]
     Validation(Vec<ValidationDetail>),
+    /// A body that is well-formed but cannot be processed, with the original's own message.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -62,7 +65,7 @@ impl AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,7 +84,7 @@ impl AppError {
             Self::Conflict(_) => "ConflictError",
             Self::PayloadTooLarge => "PayloadTooLargeError",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeError",
-            Self::Validation(_) => "UnprocessableEntityError",
+            Self::Validation(_) | Self::Unprocessable(_) => "UnprocessableEntityError",
             Self::TooManyRequests { .. } => "TooManyRequestsError",
             Self::Unavailable { .. } => "ServiceUnavailableError",
             Self::Internal(_) => "InternalServerError",

@@ -195,7 +195,7 @@ impl Kv {
     /// Stores `value` under `key` for `ttl`, replacing whatever was there.
     pub async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
         match self {
-            Self::Db(kv) => kv.put(key, value, ttl).await,
+            Self::Db(kv) => kv.put(&mut kv.db.conn(), key, value, ttl).await,
             Self::Redis(kv) => kv.put(key, value, ttl).await,
         }
         .named("put", key)
@@ -243,6 +243,34 @@ impl Kv {
         .named("claim", key)
     }
 
+    /// Stores `value` under `key` for `ttl` with the work of `tx`: on the database backend by a
+    /// statement of `tx` (a rollback removes it); on Redis at once — a rolled-back transaction
+    /// then leaves a key that nothing refers to until it expires (callers write keys that are
+    /// harmless alone, such as a fresh webhook secret).
+    pub async fn put_in(
+        &self,
+        tx: &mut Tx,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
+        match self {
+            Self::Db(kv) => kv.put(&mut tx.conn(), key, value, ttl).await,
+            Self::Redis(kv) => kv.put(key, value, ttl).await,
+        }
+        .named("put", key)
+    }
+
+    /// Deletes `key` with the work of `tx`: on the database backend by a statement of `tx`; on
+    /// Redis at once (callers delete keys whose loss is harmless if `tx` rolls back).
+    pub async fn delete_in(&self, tx: &mut Tx, key: &str) -> Result<(), KvError> {
+        match self {
+            Self::Db(kv) => kv.delete(&mut tx.conn(), key).await,
+            Self::Redis(kv) => kv.delete(key).await,
+        }
+        .named("delete", key)
+    }
+
     /// Completes `claim` once its transaction has committed: `true` when this claim consumed
     /// the key, `false` when a concurrent one consumed it first (possible on Redis only; the
     /// caller must then not act on the claim).
@@ -261,7 +289,7 @@ impl Kv {
     /// Removes `key` (nothing happens when it is absent).
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
-            Self::Db(kv) => kv.delete(key).await,
+            Self::Db(kv) => kv.delete(&mut kv.db.conn(), key).await,
             Self::Redis(kv) => kv.delete(key).await,
         }
         .named("delete", key)
@@ -358,7 +386,8 @@ impl DbKv {
         prefixed(&self.prefix, key)
     }
 
-    async fn put(&self, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
+    /// Stores `key` where `conn` runs statements (the pool, or a transaction).
+    async fn put(&self, conn: &mut Conn<'_>, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
         let expires_at = expiry(self.clock.now(), ttl);
         let key = self.key(key);
         let params = [
@@ -366,7 +395,7 @@ impl DbKv {
             Param::Text(value),
             Param::Instant(expires_at),
         ];
-        self.db.conn().raw_execute(PUT, &params).await?;
+        conn.raw_execute(PUT, &params).await?;
         Ok(())
     }
 
@@ -390,12 +419,10 @@ impl DbKv {
         Ok(row.map(|r| r.text("value")).transpose()?.flatten())
     }
 
-    async fn delete(&self, key: &str) -> Outcome<()> {
+    /// Deletes `key` where `conn` runs statements (the pool, or a transaction).
+    async fn delete(&self, conn: &mut Conn<'_>, key: &str) -> Outcome<()> {
         let key = self.key(key);
-        self.db
-            .conn()
-            .raw_execute(DELETE, &[Param::Text(&key)])
-            .await?;
+        conn.raw_execute(DELETE, &[Param::Text(&key)]).await?;
         Ok(())
     }
 

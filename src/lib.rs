@@ -59,6 +59,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    /// Where lifecycle events go (`EVENT_SINK`).
+    sink: events::sinks::Sink,
 }
 
 impl App {
@@ -103,10 +105,16 @@ impl App {
             );
         }
         let router = http::router(state.clone());
+        let sink = events::sinks::Sink::from_config(
+            &state.config,
+            &self_url(listener.local_addr()?),
+            state.clock.clone(),
+        )?;
         Ok(Self {
             listener,
             router,
             state,
+            sink,
         })
     }
 
@@ -136,6 +144,7 @@ impl App {
             database = self.state.db.backend().name(),
             keys = self.state.kv.backend_name(),
             mail = %self.state.mailer.describe_transport(),
+            events = %self.sink.describe(),
             "tms is listening"
         );
         let workers = CancellationToken::new();
@@ -149,6 +158,13 @@ impl App {
             self.state
                 .kv
                 .spawn_janitor(Duration::from_secs(60), workers.clone()),
+            events::spawn_relay(
+                self.state.db.clone(),
+                domain::provisioning::TOPIC,
+                self.sink.clone(),
+                workers.clone(),
+            ),
+            spawn_deadline_sweeper(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
@@ -187,6 +203,45 @@ impl App {
         tracing::info!("tms stopped");
         Ok(())
     }
+}
+
+/// How often operations past their deadline are looked for.
+const DEADLINE_SWEEP: Duration = Duration::from_secs(30);
+
+/// Fails provisioning and offboarding operations that passed their deadline
+/// (`PROVISIONING_TIMEOUT`), every [`DEADLINE_SWEEP`], until `shutdown`.
+fn spawn_deadline_sweeper(
+    state: AppState,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let provisioning = domain::provisioning::Provisioning {
+            db: &state.db,
+            kv: &state.kv,
+            mailer: &state.mailer,
+            config: &state.config,
+        };
+        loop {
+            if let Err(err) = provisioning.fail_overdue().await {
+                tracing::warn!(error = %err, "failing overdue operations did not work");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(DEADLINE_SWEEP) => {}
+            }
+        }
+    })
+}
+
+/// The URL this service answers on from its own machine (the command sink posts the pipeline's
+/// result there): the bound address, with a wildcard address replaced by loopback.
+fn self_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// The JWT secret in force, and whether it was generated because none was configured.

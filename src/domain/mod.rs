@@ -5,5 +5,8 @@
 pub mod contacts;
 pub mod funnel;
 pub mod onboarding;
+pub mod provisioning;
+pub mod signature;
 pub mod tenant;
 pub mod validation;
+pub mod webhook;

@@ -75,13 +75,27 @@ pub struct Entry {
 /// commits or rolls back with the rest of it. Due at once. `partition` orders it after the
 /// undelivered messages of the same partition (a tenant id); `None` puts it in a partition of its
 /// own (no ordering). Returns the message id.
-#[tracing::instrument(skip_all, err, fields(topic = %topic))]
 pub async fn enqueue(
     conn: &mut Conn<'_>,
     topic: &str,
     partition: Option<&str>,
     payload: &Value,
 ) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    enqueue_with_id(conn, id, topic, partition, payload).await?;
+    Ok(id)
+}
+
+/// [`enqueue`] with the row id chosen by the caller (an event's own id, so that consumers see
+/// one id for the event and its delivery).
+#[tracing::instrument(skip_all, err, fields(topic = %topic, %id))]
+pub async fn enqueue_with_id(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    topic: &str,
+    partition: Option<&str>,
+    payload: &Value,
+) -> Result<(), sqlx::Error> {
     // `seq` numbers the rows in the order they are written: an identity column on PostgreSQL;
     // on SQLite (one writer at a time) the next number is read in the same statement.
     const INSERT_POSTGRES: &str = "INSERT INTO outbox \
@@ -91,7 +105,6 @@ pub async fn enqueue(
          (id, topic, partition_key, state, payload, attempts, next_attempt_at, created_on, seq) \
          VALUES ($1, $2, $3, 'pending', $4, 0, $5, $5, \
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox))";
-    let id = Uuid::new_v4();
     let now = millis(conn.now());
     let partition = partition.map_or_else(|| id.to_string(), str::to_string);
     let sql = match conn.backend() {
@@ -109,7 +122,7 @@ pub async fn enqueue(
         ],
     )
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Claims the oldest due row of `topic` that heads its partition (undelivered,

@@ -8,6 +8,7 @@ mod funnel;
 mod onboarding;
 pub mod openapi;
 mod ping;
+mod provisioning;
 pub mod rate_limit;
 pub mod server;
 
@@ -43,6 +44,13 @@ pub fn router(state: AppState) -> Router {
         state.config.trusted_proxies.clone(),
     )
     .with_clock(state.clock.clone());
+    let webhook_limit = rate_limit::RateLimit::new(
+        state.kv.clone(),
+        state.config.webhook_api_max_attempts,
+        "webhook",
+        state.config.trusted_proxies.clone(),
+    )
+    .with_clock(state.clock.clone());
     let routes = Router::new()
         .merge(
             funnel::public_router().layer(middleware::from_fn_with_state(
@@ -50,6 +58,13 @@ pub fn router(state: AppState) -> Router {
                 rate_limit::enforce,
             )),
         )
+        .merge(
+            provisioning::webhook_router().layer(middleware::from_fn_with_state(
+                webhook_limit,
+                rate_limit::enforce,
+            )),
+        )
+        .merge(provisioning::router())
         .merge(ping::router())
         .merge(docs::router())
         .merge(collections::router())
@@ -264,6 +279,7 @@ pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     let mut routes = collections::documented_routes();
     routes.extend(onboarding::documented_routes());
     routes.extend(funnel::documented_routes());
+    routes.extend(provisioning::documented_routes());
     routes
 }
 

@@ -165,6 +165,46 @@ fn funnel_schemas() -> Map<String, Value> {
         ("VerifyLeadResponseDTO", json!({"title": "VerifyLeadResponseDTO", "type": "object", "properties": {
             "id": {"type": "string"}, "token": {"type": "string"}}, "required": ["id", "token"]})),
         ("TenantWithRelations", with_relations),
+        ("SubscriptionDTO", json!({"title": "SubscriptionDTO", "type": "object",
+            "description": "The subscription a tenant is provisioned with; `id` and `plan.tier` are required. `plan.metaData.pipelineName` picks the pipeline.",
+            "properties": {
+                "id": {"type": "string"}, "subscriberId": {"type": "string"},
+                "startDate": {"type": "string"}, "endDate": {"type": "string"},
+                "status": {"type": "number"}, "planId": {"type": "string"},
+                "invoiceId": {"type": "string"},
+                "plan": {"type": "object", "required": ["tier"], "properties": {
+                    "tier": {"type": "string"},
+                    "metaData": {"type": "object", "properties": {
+                        "pipelineName": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}}}},
+                "deleted": {"type": "boolean"}, "deletedOn": {"type": "string"},
+                "deletedBy": {"type": "string"}, "createdOn": {"type": "string"},
+                "modifiedOn": {"type": "string"}, "createdBy": {"type": "string"},
+                "modifiedBy": {"type": "string"}},
+            "required": ["id", "plan"], "additionalProperties": false})),
+        ("WebhookDTO", json!({"title": "WebhookDTO", "type": "object", "properties": {
+                "initiatorId": {"type": "string", "format": "uuid"},
+                "type": {"type": "number", "enum": [0], "description": "0 RESOURCES_PROVISIONED"},
+                "data": {"type": "object", "required": ["status"], "properties": {
+                    "status": {"type": "number", "enum": [0, 1], "description": "0 FAILURE, 1 SUCCESS"},
+                    "resources": {"type": "array", "items": {"type": "object", "required": ["metadata"],
+                        "properties": {"type": {"type": "string"}, "externalIdentifier": {"type": "string"},
+                            "metadata": {"type": "object"}}}},
+                    "appPlaneUrl": {"type": "string"},
+                    "error": {"type": "string", "description": "why it failed"}}}},
+            "required": ["initiatorId", "data", "type"], "additionalProperties": false})),
+        ("ProvisioningState", json!({"title": "ProvisioningState", "type": "object", "properties": {
+                "tenantId": {"type": "string", "format": "uuid"},
+                "status": {"type": "number"}, "statusName": {"type": "string"},
+                "operation": {"type": "string", "enum": ["provision", "deprovision"], "nullable": true},
+                "subscription": {"type": "object", "nullable": true},
+                "tier": {"type": "string", "nullable": true},
+                "isolation": {"type": "string", "enum": ["silo", "pooled"], "nullable": true},
+                "pipeline": {"type": "string", "nullable": true},
+                "attempts": {"type": "number", "nullable": true},
+                "reason": {"type": "string", "nullable": true, "description": "why the last operation failed"},
+                "startedAt": {"type": "string", "format": "date-time", "nullable": true},
+                "deadlineAt": {"type": "string", "format": "date-time", "nullable": true},
+                "finishedAt": {"type": "string", "format": "date-time", "nullable": true}}})),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -6,6 +6,7 @@
 pub mod crud;
 pub mod filter;
 pub mod leads;
+pub mod provisioning;
 pub mod raw;
 pub mod values;
 

@@ -20,10 +20,13 @@ use super::values::{format_timestamp, parse_timestamp};
 #[derive(Debug, Clone, Copy)]
 pub enum Param<'a> {
     Text(&'a str),
+    OptText(Option<&'a str>),
     Int(i64),
+    OptInt(Option<i64>),
     Instant(DateTime<Utc>),
     Uuid(Uuid),
     Json(&'a Value),
+    OptJson(Option<&'a Value>),
 }
 
 /// The parameters bound for `backend`.
@@ -32,7 +35,9 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
         .iter()
         .map(|p| match (*p, backend) {
             (Param::Text(s), _) => SqlValue::String(Some(s.to_string())),
+            (Param::OptText(s), _) => SqlValue::String(s.map(str::to_string)),
             (Param::Int(n), _) => SqlValue::BigInt(Some(n)),
+            (Param::OptInt(n), _) => SqlValue::BigInt(n),
             (Param::Instant(t), Backend::Postgres) => SqlValue::ChronoDateTimeUtc(Some(t)),
             (Param::Instant(t), Backend::Sqlite) => SqlValue::String(Some(format_timestamp(&t))),
             (Param::Uuid(id), Backend::Postgres) => SqlValue::Uuid(Some(id)),
@@ -41,6 +46,10 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
             }
             (Param::Json(v), Backend::Postgres) => SqlValue::Json(Some(Box::new(v.clone()))),
             (Param::Json(v), Backend::Sqlite) => SqlValue::String(Some(v.to_string())),
+            (Param::OptJson(v), Backend::Postgres) => {
+                SqlValue::Json(v.map(|v| Box::new(v.clone())))
+            }
+            (Param::OptJson(v), Backend::Sqlite) => SqlValue::String(v.map(Value::to_string)),
         })
         .collect();
     SqlxValues(sea_query::Values(values))
@@ -67,6 +76,36 @@ impl RawRow {
                 .try_get::<i64, _>(column)
                 .or_else(|_| row.try_get::<i32, _>(column).map(i64::from)),
             Self::Sqlite(row) => row.try_get(column),
+        }
+    }
+
+    /// An integer column that may be NULL.
+    pub fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row
+                .try_get::<Option<i64>, _>(column)
+                .or_else(|_| {
+                    row.try_get::<Option<i32>, _>(column)
+                        .map(|n| n.map(i64::from))
+                })
+                .or_else(|_| {
+                    row.try_get::<Option<i16>, _>(column)
+                        .map(|n| n.map(i64::from))
+                }),
+            Self::Sqlite(row) => row.try_get(column),
+        }
+    }
+
+    /// A JSON column that may be NULL.
+    pub fn opt_json(&self, column: &str) -> Result<Option<Value>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => row
+                .try_get::<Option<String>, _>(column)?
+                .map(|text| {
+                    serde_json::from_str(&text).map_err(|e| decode_error(column, e.to_string()))
+                })
+                .transpose(),
         }
     }
 

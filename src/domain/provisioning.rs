@@ -1,0 +1,650 @@
+//! Provisioning (SPEC §6, `docs/provisioning.md`): starting it (`POST /tenants/{id}/provision`),
+//! accepting its signed result (`POST /webhook`), and failing operations that pass their
+//! deadline. Starting is one transaction: the tenant moves to PROVISIONING, a fresh webhook
+//! secret is stored, the subscription is kept, and the `TENANT_PROVISIONING` event is written to
+//! the outbox — all of it or none.
+
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::tenant::{self, LifecycleError, TenantStatus};
+use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
+use crate::config::Config;
+use crate::events;
+use crate::kv::{Kv, KvError};
+use crate::mail::{Mailer, Template};
+use crate::model::{CONTACTS, RESOURCES, TENANTS};
+use crate::store::crud::{self, Actor, Scope, Target, WriteError};
+use crate::store::filter::{Filter, Include, Op, Where};
+use crate::store::provisioning::{self as record, Operation};
+use crate::store::values::format_timestamp;
+use crate::store::{Conn, Db, Object, Tx};
+
+/// The outbox topic of the tenant lifecycle events.
+pub const TOPIC: &str = "event";
+
+/// The lifecycle events (`docs/events.md` has their schemas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    TenantProvisioning,
+    TenantDeprovisioning,
+    TenantSuspended,
+    TenantReactivated,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantProvisioning => "TENANT_PROVISIONING",
+            Self::TenantDeprovisioning => "TENANT_DEPROVISIONING",
+            Self::TenantSuspended => "TENANT_SUSPENDED",
+            Self::TenantReactivated => "TENANT_REACTIVATED",
+        }
+    }
+}
+
+/// Where the key-value store keeps a tenant's webhook secret and context.
+pub fn secret_key(tenant: Uuid) -> String {
+    format!("webhook-secret:{tenant}")
+}
+
+/// The secret and context a provisioning pipeline signs its result with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookSecret {
+    pub secret: String,
+    pub context: String,
+}
+
+impl WebhookSecret {
+    /// A fresh one: 32 hex characters of secret, a random UUID as context (as the original).
+    pub fn generate() -> Self {
+        let bytes: [u8; 16] = rand::rng().random();
+        Self {
+            secret: hex::encode(bytes),
+            context: Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// A validated `SubscriptionDTO`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    /// The body as given.
+    pub value: Value,
+    pub id: String,
+    pub tier: String,
+    /// `plan.metaData.pipelineName`, when given.
+    pub pipeline_name: Option<String>,
+}
+
+/// Why a provisioning call was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisioningError {
+    #[error("the subscription is invalid")]
+    Invalid(Vec<ValidationDetail>),
+    /// The original's answer to a subscription without an id (400).
+    #[error("Subscription ID is required")]
+    MissingSubscriptionId,
+    #[error("EntityNotFound")]
+    NotFound,
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Write(WriteError),
+    #[error(transparent)]
+    Keys(#[from] KvError),
+}
+
+impl From<WriteError> for ProvisioningError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Db(err) => Self::Database(err),
+            other => Self::Write(other),
+        }
+    }
+}
+
+/// The properties of the original's `SubscriptionDTO`.
+const SUBSCRIPTION_FIELDS: [&str; 15] = [
+    "deleted",
+    "deletedOn",
+    "deletedBy",
+    "createdOn",
+    "modifiedOn",
+    "createdBy",
+    "modifiedBy",
+    "id",
+    "subscriberId",
+    "startDate",
+    "endDate",
+    "status",
+    "planId",
+    "invoiceId",
+    "plan",
+];
+
+/// Checks a `SubscriptionDTO`: an object of its properties with an `id` (else the original's
+/// 400) and a `plan` object with a `tier` (else 422); `plan.metaData.pipelineName`, when given,
+/// names a pipeline (letters, digits, `-`, `_`).
+pub fn parse_subscription(body: &Value) -> Result<Subscription, ProvisioningError> {
+    let Value::Object(props) = body else {
+        return Err(ProvisioningError::Invalid(vec![not_an_object("")]));
+    };
+    let mut problems: Vec<ValidationDetail> = props
+        .keys()
+        .filter(|k| !SUBSCRIPTION_FIELDS.contains(&k.as_str()))
+        .map(|k| unknown_property("", k))
+        .collect();
+    let id = match props.get("id") {
+        Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+        Some(Value::String(_)) | Some(Value::Null) | None => {
+            return Err(ProvisioningError::MissingSubscriptionId);
+        }
+        Some(_) => {
+            problems.push(type_problem("/id", "string"));
+            String::new()
+        }
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let (tier, pipeline_name) = match props.get("plan") {
+        None => {
+            problems.push(missing_property("", "plan"));
+            (String::new(), None)
+        }
+        Some(Value::Object(plan)) => {
+            let tier = match plan.get("tier") {
+                None => {
+                    problems.push(missing_property("/plan", "tier"));
+                    String::new()
+                }
+                Some(Value::String(tier)) if !tier.trim().is_empty() => tier.trim().to_string(),
+                Some(_) => {
+                    problems.push(type_problem("/plan/tier", "non-empty string"));
+                    String::new()
+                }
+            };
+            let meta = plan.get("metaData").and_then(Value::as_object);
+            let pipeline = meta.and_then(|m| m.get("pipelineName"));
+            let pipeline_name = match pipeline {
+                None | Some(Value::Null) => None,
+                Some(name) => match text(Some(name)) {
+                    Some(name) if is_pipeline_name(&name) => Some(name),
+                    _ => {
+                        problems.push(ValidationDetail::new(
+                            "/plan/metaData/pipelineName",
+                            "pattern",
+                            "must be 1 to 64 letters, digits, '-' or '_'",
+                            json!({"pattern": "^[A-Za-z0-9_-]{1,64}$"}),
+                        ));
+                        None
+                    }
+                },
+            };
+            (tier, pipeline_name)
+        }
+        Some(_) => {
+            problems.push(not_an_object("/plan"));
+            (String::new(), None)
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ProvisioningError::Invalid(problems));
+    }
+    Ok(Subscription {
+        value: body.clone(),
+        id,
+        tier,
+        pipeline_name,
+    })
+}
+
+fn type_problem(path: &str, expected: &str) -> ValidationDetail {
+    ValidationDetail::new(
+        path,
+        "type",
+        format!("must be {expected}"),
+        json!({"type": expected}),
+    )
+}
+
+/// A pipeline name: what the command sink looks up as `PIPELINE_COMMAND_<NAME>` or a file.
+pub fn is_pipeline_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Silo or pooled, from the plan tier (case-insensitive; unmapped tiers are pooled).
+pub fn isolation_of(config: &Config, tier: &str) -> &'static str {
+    if config
+        .silo_tiers
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(tier))
+    {
+        "silo"
+    } else {
+        "pooled"
+    }
+}
+
+/// What provisioning works with.
+#[derive(Clone, Copy)]
+pub struct Provisioning<'a> {
+    pub db: &'a Db,
+    pub kv: &'a Kv,
+    pub mailer: &'a Mailer,
+    pub config: &'a Config,
+}
+
+/// The tenant `id` as `scope` sees it, with its contacts and address (for events).
+pub async fn tenant_with_relations(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    scope: Scope,
+) -> Result<Option<Object>, sqlx::Error> {
+    let with = Filter {
+        include: ["contacts", "address"]
+            .iter()
+            .map(|name| Include {
+                relation: TENANTS
+                    .relation(name)
+                    .expect("tenants have these relations"),
+                scope: Filter::default(),
+            })
+            .collect(),
+        ..Filter::default()
+    };
+    crud::find_by_id(conn, &TENANTS, id, &with, scope).await
+}
+
+/// Writes lifecycle event `kind` of `tenant` (its row with relations) with `extra` fields to the
+/// outbox in `tx`, in the tenant's partition. Returns the event id.
+pub async fn write_event(
+    tx: &mut Tx,
+    kind: EventType,
+    tenant: &Object,
+    extra: Map<String, Value>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    let tenant_id = tenant.get("id").and_then(Value::as_str).unwrap_or_default();
+    let mut event = Map::new();
+    event.insert("id".into(), json!(id.to_string()));
+    event.insert("type".into(), json!(kind.as_str()));
+    event.insert(
+        "occurredAt".into(),
+        json!(format_timestamp(&tx.conn().now())),
+    );
+    event.insert("tenant".into(), Value::Object(tenant.clone()));
+    event.extend(extra);
+    events::enqueue_with_id(
+        &mut tx.conn(),
+        id,
+        TOPIC,
+        Some(tenant_id),
+        &Value::Object(event),
+    )
+    .await?;
+    Ok(id)
+}
+
+impl Provisioning<'_> {
+    /// Starts provisioning `tenant` (seen through `actor`'s scope) with `subscription`: one
+    /// transaction moves it to PROVISIONING (from PENDINGPROVISION, or PROVISIONFAILED for a
+    /// retry), keeps the subscription, stores a fresh webhook secret and context for
+    /// `WEBHOOK_SECRET_EXPIRY`, and writes the `TENANT_PROVISIONING` event.
+    pub async fn provision(
+        &self,
+        tenant_id: Uuid,
+        subscription: &Subscription,
+        actor: &Actor,
+    ) -> Result<(), ProvisioningError> {
+        let isolation = isolation_of(self.config, &subscription.tier);
+        let pipeline = subscription.pipeline_name.clone().unwrap_or_else(|| {
+            if isolation == "silo" {
+                self.config.siloed_pipeline.clone()
+            } else {
+                self.config.pooled_pipeline.clone()
+            }
+        });
+        let secret = WebhookSecret::generate();
+        let mut tx = self.db.begin().await?;
+        if tenant_with_relations(&mut tx.conn(), tenant_id, actor.scope)
+            .await?
+            .is_none()
+        {
+            return Err(ProvisioningError::NotFound);
+        }
+        tenant::move_to(
+            &mut tx.conn(),
+            tenant_id,
+            TenantStatus::Provisioning,
+            &Object::new(),
+            actor,
+        )
+        .await?;
+        let deadline = tx.conn().now()
+            + chrono::Duration::from_std(self.config.provisioning_timeout)
+                .unwrap_or(chrono::Duration::MAX);
+        record::start(
+            &mut tx.conn(),
+            &record::Start {
+                tenant_id,
+                operation: Operation::Provision,
+                subscription: Some(&subscription.value),
+                tier: Some(&subscription.tier),
+                isolation: Some(isolation),
+                pipeline: Some(&pipeline),
+                resume_status: None,
+                deadline_at: deadline,
+            },
+        )
+        .await?;
+        let stored = serde_json::to_string(&secret).unwrap_or_default();
+        self.kv
+            .put_in(
+                &mut tx,
+                &secret_key(tenant_id),
+                &stored,
+                self.config.webhook_secret_expiry,
+            )
+            .await?;
+        let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, Scope::All)
+            .await?
+            .ok_or(ProvisioningError::NotFound)?;
+        let mut extra = Map::new();
+        extra.insert("subscription".into(), subscription.value.clone());
+        extra.insert("secret".into(), json!(secret.secret));
+        extra.insert("context".into(), json!(secret.context));
+        extra.insert("pipeline".into(), json!(pipeline));
+        extra.insert("tier".into(), json!(subscription.tier));
+        extra.insert("isolation".into(), json!(isolation));
+        write_event(&mut tx, EventType::TenantProvisioning, &tenant, extra).await?;
+        tx.commit().await?;
+        tracing::info!(tenant = %tenant_id, %pipeline, isolation, "provisioning started");
+        Ok(())
+    }
+
+    /// Fails every operation (provisioning or offboarding) that passed its deadline by `now`:
+    /// the tenant moves to PROVISIONFAILED (or back from DEPROVISIONING) with the reason "timed
+    /// out". Returns how many were failed.
+    pub async fn fail_overdue(&self) -> Result<usize, ProvisioningError> {
+        let now = self.db.clock().now();
+        let overdue = record::overdue(&mut self.db.conn(), now, 100).await?;
+        let mut failed = 0;
+        for rec in overdue {
+            let mut tx = self.db.begin().await?;
+            let moved = finish_operation(&mut tx, &rec, Outcome::Failed("timed out")).await;
+            match moved {
+                Ok(()) => failed += 1,
+                // Moved by an operator meanwhile: the record just ends.
+                Err(ProvisioningError::Lifecycle(LifecycleError::Illegal { .. })) => {
+                    record::finish(&mut tx.conn(), rec.tenant_id, Some("timed out")).await?;
+                }
+                Err(ProvisioningError::Lifecycle(LifecycleError::NotFound)) => {
+                    record::finish(&mut tx.conn(), rec.tenant_id, Some("timed out")).await?;
+                }
+                Err(other) => return Err(other),
+            }
+            self.kv
+                .delete_in(&mut tx, &secret_key(rec.tenant_id))
+                .await?;
+            tx.commit().await?;
+            tracing::warn!(tenant = %rec.tenant_id, operation = rec.operation.as_str(),
+                "operation passed its deadline: failed as timed out");
+        }
+        Ok(failed)
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Succeeded,
+    Failed(&'a str),
+}
+
+/// The system actor of lifecycle moves made by a pipeline's result or a deadline.
+fn system_actor() -> Actor {
+    Actor {
+        id: "system".into(),
+        scope: Scope::All,
+    }
+}
+
+/// Ends the running operation of `rec` in `tx`: provisioning moves the tenant to ACTIVE or
+/// PROVISIONFAILED; offboarding to INACTIVE or back to where it started; the record keeps the
+/// reason of a failure.
+pub async fn finish_operation(
+    tx: &mut Tx,
+    rec: &record::Record,
+    outcome: Outcome<'_>,
+) -> Result<(), ProvisioningError> {
+    let to = match (rec.operation, outcome) {
+        (Operation::Provision, Outcome::Succeeded) => TenantStatus::Active,
+        (Operation::Provision, Outcome::Failed(_)) => TenantStatus::ProvisionFailed,
+        (Operation::Deprovision, Outcome::Succeeded) => TenantStatus::Inactive,
+        (Operation::Deprovision, Outcome::Failed(_)) => rec
+            .resume_status
+            .and_then(TenantStatus::from_code)
+            .unwrap_or(TenantStatus::Active),
+    };
+    tenant::move_to(
+        &mut tx.conn(),
+        rec.tenant_id,
+        to,
+        &Object::new(),
+        &system_actor(),
+    )
+    .await?;
+    let reason = match outcome {
+        Outcome::Succeeded => None,
+        Outcome::Failed(reason) => Some(reason),
+    };
+    record::finish(&mut tx.conn(), rec.tenant_id, reason).await?;
+    Ok(())
+}
+
+/// A resource reported by a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisionedResource {
+    pub external_identifier: String,
+    pub kind: String,
+    pub metadata: Value,
+}
+
+/// Stores `resources` of `tenant` in `conn`: a resource with an external identifier the tenant
+/// already has replaces that one's type and metadata (a retried provisioning reports the same
+/// resources again), any other is created.
+pub async fn store_resources(
+    conn: &mut Conn<'_>,
+    tenant: Uuid,
+    resources: &[ProvisionedResource],
+) -> Result<(), ProvisioningError> {
+    let actor = system_actor();
+    let tenant_field = RESOURCES
+        .field("tenantId")
+        .expect("resources have a tenant");
+    let ext_field = RESOURCES
+        .field("externalIdentifier")
+        .expect("resources have an external identifier");
+    for resource in resources {
+        let this = Where::And(vec![
+            Where::cmp(tenant_field, Op::Eq, &json!(tenant.to_string()))
+                .expect("a UUID is a valid tenantId"),
+            Where::cmp(ext_field, Op::Eq, &json!(resource.external_identifier))
+                .map_err(|e| ProvisioningError::Invalid(vec![resource_problem(&e.0)]))?,
+        ]);
+        let mut values = Object::new();
+        values.insert("type".into(), json!(resource.kind));
+        values.insert("metadata".into(), resource.metadata.clone());
+        let updated = crud::update(
+            conn,
+            &RESOURCES,
+            Target::Matching(Some(&this)),
+            &values,
+            &actor,
+        )
+        .await?;
+        if updated == 0 {
+            values.insert(
+                "externalIdentifier".into(),
+                json!(resource.external_identifier),
+            );
+            values.insert("tenantId".into(), json!(tenant.to_string()));
+            crud::create(conn, &RESOURCES, &values, &actor.id).await?;
+        }
+    }
+    Ok(())
+}
+
+fn resource_problem(message: &str) -> ValidationDetail {
+    ValidationDetail::new("/data/resources", "type", message, Value::Null)
+}
+
+/// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),
+/// with `app_plane_url` as where to sign in. A tenant without one is logged, not refused.
+pub async fn mail_welcome(
+    conn: &mut Conn<'_>,
+    mailer: &Mailer,
+    config: &Config,
+    tenant: Uuid,
+    app_plane_url: Option<&str>,
+) -> Result<(), ProvisioningError> {
+    let Some(row) =
+        crud::find_by_id(conn, &TENANTS, tenant, &Filter::default(), Scope::All).await?
+    else {
+        return Err(ProvisioningError::NotFound);
+    };
+    let primary = Filter {
+        where_: Some(Where::And(vec![
+            Where::cmp(
+                CONTACTS.field("tenantId").expect("contacts have a tenant"),
+                Op::Eq,
+                &json!(tenant.to_string()),
+            )
+            .expect("a UUID is a valid tenantId"),
+            Where::cmp(
+                CONTACTS
+                    .field("isPrimary")
+                    .expect("contacts have isPrimary"),
+                Op::Eq,
+                &json!(true),
+            )
+            .expect("true is a boolean"),
+        ])),
+        order: crate::store::filter::parse_filter(&CONTACTS, &json!({"order": "createdOn ASC"}))
+            .map(|f| f.order)
+            .unwrap_or_default(),
+        limit: Some(1),
+        ..Filter::default()
+    };
+    let contacts = crud::find(conn, &CONTACTS, &primary, Scope::All).await?;
+    let Some(contact) = contacts.first() else {
+        tracing::warn!(%tenant, "no primary contact to welcome");
+        return Ok(());
+    };
+    let login = app_plane_url.unwrap_or(&config.app_login_url);
+    mailer
+        .queue(
+            conn,
+            contact["email"].as_str().unwrap_or_default(),
+            Template::TenantWelcome,
+            json!({
+                "appName": config.app_name,
+                "firstName": contact["firstName"],
+                "lastName": contact["lastName"],
+                "tenantName": row["name"],
+                "tenantKey": row["key"],
+                "loginUrl": login,
+                "appPlaneUrl": app_plane_url,
+            }),
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(silo: &str) -> Config {
+        let vars = [
+            ("TMS_ENV", "test"),
+            ("JWT_SECRET", "x".repeat(32).as_str()),
+            ("SILO_TIERS", silo),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Config::from_map(&vars).unwrap()
+    }
+
+    #[test]
+    fn tiers_map_to_isolation_case_insensitively() {
+        let c = config("PREMIUM, enterprise");
+        assert_eq!(isolation_of(&c, "premium"), "silo");
+        assert_eq!(isolation_of(&c, "Enterprise"), "silo");
+        assert_eq!(isolation_of(&c, "STANDARD"), "pooled");
+        assert_eq!(isolation_of(&c, "gold"), "pooled");
+    }
+
+    #[test]
+    fn subscriptions_need_an_id_and_a_tier() {
+        let ok = parse_subscription(&json!({"id": "s1", "plan": {"tier": "premium",
+            "metaData": {"pipelineName": "silo-eu"}}}))
+        .unwrap();
+        assert_eq!(
+            (
+                ok.id.as_str(),
+                ok.tier.as_str(),
+                ok.pipeline_name.as_deref()
+            ),
+            ("s1", "premium", Some("silo-eu"))
+        );
+        assert!(matches!(
+            parse_subscription(&json!({"plan": {"tier": "BASIC"}})),
+            Err(ProvisioningError::MissingSubscriptionId)
+        ));
+        assert!(matches!(
+            parse_subscription(&json!({"id": " ", "plan": {"tier": "BASIC"}})),
+            Err(ProvisioningError::MissingSubscriptionId)
+        ));
+        let paths = |v: Value| -> Vec<String> {
+            match parse_subscription(&v) {
+                Err(ProvisioningError::Invalid(d)) => d.into_iter().map(|d| d.path).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(paths(json!({"id": "s", "plan": {}})), vec!["/plan"]);
+        assert_eq!(paths(json!({"id": "s"})), vec![""]);
+        assert_eq!(
+            paths(json!({"id": "s", "plan": {"tier": 3}})),
+            vec!["/plan/tier"]
+        );
+        assert_eq!(
+            paths(json!({"id": "s", "plan": {"tier": "x", "metaData": {"pipelineName": "../x"}}})),
+            vec!["/plan/metaData/pipelineName"]
+        );
+        assert_eq!(
+            paths(json!({"id": "s", "plan": {"tier": "x"}, "extra": 1})),
+            vec![""]
+        );
+        assert!(matches!(
+            parse_subscription(&json!([])),
+            Err(ProvisioningError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_are_32_hex_characters_with_a_uuid_context() {
+        let s = WebhookSecret::generate();
+        assert_eq!(s.secret.len(), 32);
+        assert!(s.secret.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(Uuid::parse_str(&s.context).is_ok());
+        assert_ne!(s, WebhookSecret::generate());
+    }
+}

@@ -1,0 +1,239 @@
+//! Provisioning over HTTP (SPEC §6): `POST /tenants/{id}/provision` (ProvisionTenant),
+//! `GET /tenants/{id}/provisioning` (ViewTenant: where it is and why it failed) and the
+//! pipelines' signed `POST /webhook` (public, rate limited). The rules live in
+//! `domain::provisioning` and `domain::webhook`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::Json;
+use super::Path;
+use super::auth::Require;
+use super::collections::{parse_id, scope_of};
+use crate::AppState;
+use crate::auth::{ProvisionTenant, ViewTenant};
+use crate::domain::provisioning::{self, Provisioning, ProvisioningError};
+use crate::domain::tenant::{self, LifecycleError};
+use crate::domain::webhook::{Signed, Webhook, WebhookError};
+use crate::error::{AppError, AppResult};
+use crate::store::crud::Actor;
+use crate::store::provisioning as record;
+use crate::store::values::format_timestamp;
+
+/// The routes that need a token.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/tenants/{id}/provision",
+            post(provision).fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            "/tenants/{id}/provisioning",
+            get(provisioning_state).fallback(super::authenticated_method_not_allowed),
+        )
+}
+
+/// The signed callbacks of pipelines (rate limited by the caller).
+pub fn webhook_router() -> Router<AppState> {
+    Router::new().route("/webhook", post(webhook))
+}
+
+pub(super) fn provisioning_of(state: &AppState) -> Provisioning<'_> {
+    Provisioning {
+        db: &state.db,
+        kv: &state.kv,
+        mailer: &state.mailer,
+        config: &state.config,
+    }
+}
+
+impl From<LifecycleError> for AppError {
+    fn from(err: LifecycleError) -> Self {
+        match err {
+            LifecycleError::NotFound => AppError::entity_not_found(),
+            LifecycleError::Illegal { .. } => AppError::Conflict(err.to_string()),
+            LifecycleError::Database(err) => err.into(),
+            LifecycleError::Write(err) => err.into(),
+        }
+    }
+}
+
+impl From<ProvisioningError> for AppError {
+    fn from(err: ProvisioningError) -> Self {
+        match err {
+            ProvisioningError::Invalid(details) => AppError::Validation(details),
+            ProvisioningError::MissingSubscriptionId => AppError::BadRequest(err.to_string()),
+            ProvisioningError::NotFound => AppError::entity_not_found(),
+            ProvisioningError::Lifecycle(err) => err.into(),
+            ProvisioningError::Database(err) => err.into(),
+            ProvisioningError::Write(err) => err.into(),
+            ProvisioningError::Keys(err) => err.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for AppError {
+    fn from(err: WebhookError) -> Self {
+        match err {
+            WebhookError::Unauthorized(why) => {
+                tracing::info!(reason = why, "webhook refused");
+                AppError::Unauthorized("Unauthorized".into())
+            }
+            WebhookError::Malformed(message) => AppError::MalformedJson(message),
+            WebhookError::Invalid(details) => AppError::Validation(details),
+            WebhookError::InvalidType => AppError::Unprocessable(err.to_string()),
+            WebhookError::Provisioning(err) => err.into(),
+            WebhookError::Keys(err) => err.into(),
+            WebhookError::Database(err) => err.into(),
+        }
+    }
+}
+
+/// `POST /tenants/{id}/provision` with a `SubscriptionDTO`: 204 once provisioning has started
+/// (the event is on its way). A lead token provisions only the tenant onboarded from its lead.
+async fn provision(
+    State(state): State<AppState>,
+    auth: Require<ProvisionTenant>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let subscription = provisioning::parse_subscription(&body)?;
+    let actor = Actor {
+        id: auth.principal.id.clone(),
+        scope: scope_of(&auth.principal),
+    };
+    provisioning_of(&state)
+        .provision(id, &subscription, &actor)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /tenants/{id}/provisioning`: the tenant's status and its last provisioning or offboarding
+/// (subscription, tier, isolation, pipeline, attempts, why it failed, when).
+async fn provisioning_state(
+    State(state): State<AppState>,
+    auth: Require<ViewTenant>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    let mut conn = state.db.conn();
+    if provisioning::tenant_with_relations(&mut conn, id, scope_of(&auth.principal))
+        .await?
+        .is_none()
+    {
+        return Err(AppError::entity_not_found());
+    }
+    let status = tenant::status_of(&mut conn, id)
+        .await?
+        .ok_or_else(AppError::entity_not_found)?;
+    let rec = record::get(&mut conn, id).await?;
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| format_timestamp(&t));
+    Ok(Json(json!({
+        "tenantId": id.to_string(),
+        "status": status.code(),
+        "statusName": status.name(),
+        "operation": rec.as_ref().map(|r| r.operation.as_str()),
+        "subscription": rec.as_ref().and_then(|r| r.subscription.clone()),
+        "tier": rec.as_ref().and_then(|r| r.tier.clone()),
+        "isolation": rec.as_ref().and_then(|r| r.isolation.clone()),
+        "pipeline": rec.as_ref().and_then(|r| r.pipeline.clone()),
+        "attempts": rec.as_ref().map(|r| r.attempts),
+        "reason": rec.as_ref().and_then(|r| r.reason.clone()),
+        "startedAt": time(rec.as_ref().map(|r| r.started_at)),
+        "deadlineAt": time(rec.as_ref().map(|r| r.deadline_at)),
+        "finishedAt": time(rec.as_ref().and_then(|r| r.finished_at)),
+    })))
+}
+
+/// `POST /webhook`: a pipeline's signed result (see `domain::webhook`). 204 when accepted.
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<StatusCode> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = Signed {
+        body: &body,
+        signature: header("x-signature"),
+        timestamp: header("x-timestamp"),
+    };
+    Webhook {
+        db: &state.db,
+        kv: &state.kv,
+        mailer: &state.mailer,
+        config: &state.config,
+    }
+    .accept(&signed)
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The OpenAPI entries of these routes.
+pub fn documented_routes() -> Vec<super::openapi::DocumentedRoute> {
+    use super::openapi::{DocumentedRoute, error_response, id_parameter, operation, schema_ref};
+    use crate::auth::Permission;
+    let mut provision = operation(
+        "TenantController",
+        "provision",
+        ProvisionTenant::CODE,
+        vec![id_parameter()],
+        Some(schema_ref("SubscriptionDTO")),
+        ("204", "Provisioning started", None),
+    );
+    provision["responses"]["404"] = error_response("No such tenant");
+    provision["responses"]["409"] =
+        error_response("The tenant is not PENDINGPROVISION or PROVISIONFAILED");
+    let mut state_op = operation(
+        "TenantController",
+        "provisioning",
+        ViewTenant::CODE,
+        vec![id_parameter()],
+        None,
+        (
+            "200",
+            "The tenant's status and its last provisioning or offboarding",
+            Some(schema_ref("ProvisioningState")),
+        ),
+    );
+    state_op["responses"]["404"] = error_response("No such tenant");
+    let mut hook = operation(
+        "WebhookController",
+        "webhook",
+        "",
+        vec![],
+        Some(schema_ref("WebhookDTO")),
+        ("204", "Webhook success", None),
+    );
+    hook["description"] = json!(
+        "A pipeline's result, signed: x-signature = hex(HMAC-SHA256(secret, raw body + context + \
+         x-timestamp)) with the secret and context of the provisioning event; x-timestamp in ms \
+         since the epoch, within 20 s."
+    );
+    hook["parameters"] = json!([
+        {"name": "x-signature", "in": "header", "required": true, "schema": {"type": "string"}},
+        {"name": "x-timestamp", "in": "header", "required": true, "schema": {"type": "string"}},
+    ]);
+    hook["responses"]["429"] = error_response("Too many requests from this client");
+    vec![
+        DocumentedRoute {
+            path: "/tenants/{id}/provision".into(),
+            method: "post",
+            operation: provision,
+        },
+        DocumentedRoute {
+            path: "/tenants/{id}/provisioning".into(),
+            method: "get",
+            operation: state_op,
+        },
+        DocumentedRoute {
+            path: "/webhook".into(),
+            method: "post",
+            operation: hook,
+        },
+    ]
+}
