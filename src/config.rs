@@ -112,6 +112,10 @@ pub struct Config {
     pub pipeline_timeout: Duration,
     /// The key the HTTP event sink signs its requests with (`EVENT_SINK_SECRET`).
     pub event_sink_secret: Option<SecretString>,
+    /// The JetStream stream of the NATS sink (`NATS_STREAM`) and the prefix of its subjects
+    /// (`NATS_SUBJECT_PREFIX`: events go to `<prefix>.<type>`).
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
     pub lead_key_length: usize,
     pub lead_key_in_response: bool,
     pub smtp_url: Option<SecretString>,
@@ -423,6 +427,8 @@ impl Config {
                 MAX_MS,
             )?),
             event_sink_secret,
+            nats_stream: nats_name(&v, "NATS_STREAM", "TMS_EVENTS", false)?,
+            nats_subject_prefix: nats_name(&v, "NATS_SUBJECT_PREFIX", "tms.events", true)?,
             lead_key_length,
             lead_key_in_response: v.boolean("LEAD_KEY_IN_RESPONSE", false)?,
             smtp_url,
@@ -563,6 +569,8 @@ impl Config {
                 self.pipeline_timeout.as_millis().to_string(),
             ),
             ("EVENT_SINK_SECRET", secret(&self.event_sink_secret)),
+            ("NATS_STREAM", self.nats_stream.clone()),
+            ("NATS_SUBJECT_PREFIX", self.nats_subject_prefix.clone()),
             ("LEAD_KEY_LENGTH", self.lead_key_length.to_string()),
             (
                 "LEAD_KEY_IN_RESPONSE",
@@ -624,6 +632,31 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.masked_lines()).finish()
     }
+}
+
+/// A JetStream stream name (letters, digits, `-`, `_`) or subject prefix (also `.`-separated
+/// tokens), at most 64 characters.
+fn nats_name(v: &Vars, name: &str, default: &str, dots: bool) -> Result<String, ConfigError> {
+    let value = v.string(name, default);
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && (dots || !value.contains('.'));
+    if !ok {
+        return Err(problem(
+            name,
+            format!(
+                "expected letters, digits, '-' and '_'{} (max 64), got {value:?}",
+                if dots { " in '.'-separated tokens" } else { "" }
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// `REDIS_KEY_PREFIX` (default `tms:`): printable, no spaces, at most 64 characters.

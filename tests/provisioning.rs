@@ -11,7 +11,7 @@ mod rest_support;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rest_support::{expect_error, onboard, onboarding};
+use rest_support::{a_tenant, expect_error};
 use tms::domain::signature;
 use uuid::Uuid;
 
@@ -134,20 +134,6 @@ async fn mails(app: &TestApp) -> usize {
         .unwrap_or(0)
 }
 
-async fn a_tenant(app: &TestApp, key: &str) -> String {
-    let tenant = onboard(
-        app,
-        &app.admin_token(),
-        onboarding(
-            key,
-            &format!("Tenant {key}"),
-            &[&format!("{key}.io")],
-            "ada",
-        ),
-    )
-    .await;
-    tenant["id"].as_str().unwrap().to_string()
-}
 
 async fn provision(app: &TestApp, tenant: &str, body: &Value) -> (StatusCode, Value) {
     app.post(
@@ -588,6 +574,25 @@ both_dbs!(
             .await;
         assert_eq!(status, 204, "{body}");
         assert_eq!(status_of(&app, own).await, 2);
+
+        // It may watch its own provisioning, and no other tenant's.
+        let (status, state) = app
+            .get(&format!("/tenants/{own}/provisioning"), Some(&token))
+            .await;
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(state["statusName"], "PROVISIONING");
+        let (status, body) = app
+            .get(&format!("/tenants/{other}/provisioning"), Some(&token))
+            .await;
+        expect_error(status, &body, 404, "NotFoundError", "another tenant");
+        // A token with neither ViewTenant nor ProvisionTenant may not.
+        let (status, body) = app
+            .get(
+                &format!("/tenants/{own}/provisioning"),
+                Some(&app.token(&["10203"])),
+            )
+            .await;
+        expect_error(status, &body, 403, "ForbiddenError", "NotAllowedAccess");
     }
 );
 

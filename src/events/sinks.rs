@@ -20,8 +20,6 @@ use crate::clock::Clock;
 use crate::config::{Config, EventSink};
 use crate::domain::signature;
 
-/// The JetStream stream that holds tms's events (subjects `tms.events.>`).
-pub const NATS_STREAM: &str = "TMS_EVENTS";
 /// How long an outbound HTTP request of a sink may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a failed pipeline's stderr its failure reason keeps.
@@ -62,12 +60,15 @@ impl Sink {
             })),
             EventSink::Nats(url) => Sink::Nats(Arc::new(NatsSink {
                 url: url.clone(),
+                stream: config.nats_stream.clone(),
+                prefix: config.nats_subject_prefix.clone(),
                 jetstream: OnceCell::new(),
             })),
             EventSink::Command => Sink::Command(Arc::new(CommandSink {
                 commands: config.pipeline_commands.clone(),
                 dir: config.pipelines_dir.clone(),
                 timeout: config.pipeline_timeout,
+                data_dir: config.data_dir.clone(),
                 webhook: format!("{}/webhook", self_url.trim_end_matches('/')),
                 client: http()?,
                 clock,
@@ -180,11 +181,14 @@ impl HttpSink {
     }
 }
 
-/// Publishes each event to NATS JetStream on `tms.events.<type>` with its id as `Nats-Msg-Id`
-/// (JetStream drops a duplicate within its window), creating the stream when it is missing;
-/// an event counts as delivered when JetStream acknowledged it.
+/// Publishes each event to NATS JetStream on `<NATS_SUBJECT_PREFIX>.<type>` (`tms.events.…`)
+/// with its id as `Nats-Msg-Id` (JetStream drops a duplicate within its window), creating the
+/// stream `NATS_STREAM` when it is missing; an event counts as delivered when JetStream
+/// acknowledged it.
 pub struct NatsSink {
     url: String,
+    stream: String,
+    prefix: String,
     jetstream: OnceCell<async_nats::jetstream::Context>,
 }
 
@@ -202,13 +206,13 @@ impl NatsSink {
                 let jetstream = async_nats::jetstream::new(client);
                 jetstream
                     .get_or_create_stream(async_nats::jetstream::stream::Config {
-                        name: NATS_STREAM.to_string(),
-                        subjects: vec!["tms.events.>".to_string()],
+                        name: self.stream.clone(),
+                        subjects: vec![format!("{}.>", self.prefix)],
                         ..Default::default()
                     })
                     .await
                     .map_err(|e| {
-                        anyhow!("cannot create the JetStream stream {NATS_STREAM}: {e}")
+                        anyhow!("cannot create the JetStream stream {}: {e}", self.stream)
                     })?;
                 Ok::<_, anyhow::Error>(jetstream)
             })
@@ -217,9 +221,9 @@ impl NatsSink {
 
     async fn publish(&self, id: Uuid, payload: &Value) -> anyhow::Result<()> {
         let jetstream = self.context().await?;
-        let subject = format!("tms.events.{}", event_type(payload));
+        let subject = format!("{}.{}", self.prefix, event_type(payload));
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.to_string().as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
         let ack = jetstream
             .publish_with_headers(subject, headers, serde_json::to_vec(payload)?.into())
             .await
@@ -231,7 +235,8 @@ impl NatsSink {
 }
 
 /// The local provisioner: runs the event's pipeline — `PIPELINE_COMMAND_<NAME>` (run by
-/// `sh -c`) or the executable `<PIPELINES_DIR>/<name>` — with the event on stdin, then reports
+/// `sh -c`) or the executable `<PIPELINES_DIR>/<name>` — with the event on stdin and its gist in
+/// the environment (`TMS_EVENT_TYPE`, `TMS_TENANT_ID`, `TMS_TENANT_KEY`, `TMS_DATA_DIR`), then reports
 /// the result of a provisioning or offboarding to this service's webhook, signed with the
 /// event's secret and context: success with the resources of the command's JSON output, or
 /// failure with its exit code and the tail of its stderr. Other events only run the command.
@@ -239,6 +244,7 @@ pub struct CommandSink {
     commands: std::collections::BTreeMap<String, String>,
     dir: PathBuf,
     timeout: Duration,
+    data_dir: PathBuf,
     webhook: String,
     client: reqwest::Client,
     clock: Clock,
@@ -274,8 +280,20 @@ impl CommandSink {
     }
 
     async fn run_pipeline(&self, name: &str, payload: &Value) -> anyhow::Result<Run> {
+        let tenant = payload.get("tenant");
+        let field = |name: &str| {
+            tenant
+                .and_then(|t| t.get(name))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let mut child = self
             .command(name)?
+            .env("TMS_EVENT_TYPE", event_type(payload))
+            .env("TMS_TENANT_ID", field("id"))
+            .env("TMS_TENANT_KEY", field("key"))
+            .env("TMS_DATA_DIR", &self.data_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

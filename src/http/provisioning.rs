@@ -1,5 +1,6 @@
 //! Provisioning over HTTP (SPEC §6): `POST /tenants/{id}/provision` (ProvisionTenant),
-//! `GET /tenants/{id}/provisioning` (ViewTenant: where it is and why it failed) and the
+//! `GET /tenants/{id}/provisioning` (ViewTenant or ProvisionTenant: where it is and why it
+//! failed) and the
 //! pipelines' signed `POST /webhook` (public, rate limited). The rules live in
 //! `domain::provisioning` and `domain::webhook`.
 
@@ -15,7 +16,7 @@ use super::Path;
 use super::auth::Require;
 use super::collections::{parse_id, scope_of};
 use crate::AppState;
-use crate::auth::{ProvisionTenant, ViewTenant};
+use crate::auth::{Permission, Principal, ProvisionTenant, ViewTenant};
 use crate::domain::provisioning::{self, Provisioning, ProvisioningError};
 use crate::domain::tenant::{self, LifecycleError};
 use crate::domain::webhook::{Signed, Webhook, WebhookError};
@@ -114,15 +115,19 @@ async fn provision(
 }
 
 /// `GET /tenants/{id}/provisioning`: the tenant's status and its last provisioning or offboarding
-/// (subscription, tier, isolation, pipeline, attempts, why it failed, when).
+/// (subscription, tier, isolation, pipeline, attempts, why it failed, when). ViewTenant, or
+/// ProvisionTenant: whoever may start provisioning may watch it (a lead token its own tenant).
 async fn provisioning_state(
     State(state): State<AppState>,
-    auth: Require<ViewTenant>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
+    if !principal.has(ViewTenant::CODE) && !principal.has(ProvisionTenant::CODE) {
+        return Err(AppError::Forbidden("NotAllowedAccess".into()));
+    }
     let id = parse_id(&id)?;
     let mut conn = state.db.conn();
-    if provisioning::tenant_with_relations(&mut conn, id, scope_of(&auth.principal))
+    if provisioning::tenant_with_relations(&mut conn, id, scope_of(&principal))
         .await?
         .is_none()
     {
@@ -176,7 +181,6 @@ async fn webhook(
 /// The OpenAPI entries of these routes.
 pub fn documented_routes() -> Vec<super::openapi::DocumentedRoute> {
     use super::openapi::{DocumentedRoute, error_response, id_parameter, operation, schema_ref};
-    use crate::auth::Permission;
     let mut provision = operation(
         "TenantController",
         "provision",
@@ -191,7 +195,7 @@ pub fn documented_routes() -> Vec<super::openapi::DocumentedRoute> {
     let mut state_op = operation(
         "TenantController",
         "provisioning",
-        ViewTenant::CODE,
+        &format!("{} or {}", ViewTenant::CODE, ProvisionTenant::CODE),
         vec![id_parameter()],
         None,
         (

@@ -184,6 +184,15 @@ pub async fn onboard(app: &TestApp, token: &str, body: Value) -> Value {
     tenant
 }
 
+/// Onboards the tenant `key` ("Tenant <key>", domain `<key>.io`, primary contact `ada@<key>.io`)
+/// as an administrator; returns its id.
+pub async fn a_tenant(app: &TestApp, key: &str) -> String {
+    let domain = format!("{key}.io");
+    let body = onboarding(key, &format!("Tenant {key}"), &[&domain], "ada");
+    let tenant = onboard(app, &app.admin_token(), body).await;
+    tenant["id"].as_str().unwrap().to_string()
+}
+
 /// `POST path` that must answer 200; returns the created row.
 pub async fn create(app: &TestApp, token: &str, path: &str, body: &Value) -> Value {
     let (status, row) = app.post(path, Some(token), body).await;
