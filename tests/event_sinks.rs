@@ -35,7 +35,6 @@ fn subscription_with_pipeline(pipeline: &str) -> Value {
     json!({"id": "sub-2", "plan": {"tier": "BASIC", "metaData": {"pipelineName": pipeline}}})
 }
 
-
 async fn provision(app: &TestApp, tenant: &str, body: &Value) {
     let (status, answer) = app
         .post(
@@ -127,6 +126,19 @@ both_dbs!(
             "{reason}"
         );
         assert!(resources_of(&app, &failing).await.is_empty());
+
+        // Offboarding runs the tenant's pipeline again, which removes what it made.
+        let (status, body) = app
+            .post(
+                &format!("/tenants/{silo}/deprovision"),
+                Some(&app.admin_token()),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        wait_for_status(&app, &silo, 5).await;
+        assert!(!app.data_dir.join("tenants/acme").exists(), "torn down");
+        assert!(resources_of(&app, &silo).await.is_empty());
     }
 );
 

@@ -288,19 +288,7 @@ fn openapi_command_prints_the_document() {
 #[test]
 fn the_openapi_document_passes_a_validator() {
     let test = "the_openapi_document_passes_a_validator";
-    let available = Command::new("python3")
-        .args(["-c", "import openapi_spec_validator"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let available = if available {
-        Ok(())
-    } else {
-        Err(
-            "openapi-spec-validator is not installed (python3 -m pip install openapi-spec-validator)"
-                .to_string(),
-        )
-    };
+    let available = python_module("openapi_spec_validator", "openapi-spec-validator");
     if !needs(test, "openapi-spec-validator", available) {
         return;
     }

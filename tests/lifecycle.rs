@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use tms::domain::tenant::{self, LifecycleError, TenantStatus};
 use tms::model::TENANTS;
-use tms::store::crud::{self, Actor, Scope};
+use tms::store::crud::{self, Actor, Scope, Target};
 use tms::store::{Db as Store, Object};
 use uuid::Uuid;
 
@@ -125,7 +125,7 @@ async fn lifecycle(kind: Db, test: &str) {
     .unwrap_err();
     assert!(matches!(err, LifecycleError::NotFound), "{err:?}");
     let gone = a_tenant(db, "gone", TenantStatus::PendingProvision).await;
-    crud::soft_delete(&mut db.conn(), &TENANTS, gone, &actor())
+    crud::soft_delete(&mut db.conn(), &TENANTS, Target::Id(gone), &actor())
         .await
         .unwrap();
     let err = tenant::move_to(

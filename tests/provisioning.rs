@@ -6,143 +6,16 @@
 //! operation past its deadline fails as "timed out".
 
 mod common;
+mod lifecycle_support;
 mod rest_support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use lifecycle_support::*;
 use rest_support::{a_tenant, expect_error};
 use tms::domain::signature;
 use uuid::Uuid;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn subscription(tier: &str) -> Value {
-    json!({"id": "sub-1", "subscriberId": "acme", "planId": "plan-gold", "status": 1,
-           "startDate": "2026-12-01", "endDate": "2027-12-01",
-           "plan": {"tier": tier, "name": "Gold", "price": 100, "currency": "USD"}})
-}
-
-/// The events written so far to the jsonl sink of `app`.
-fn events(app: &TestApp) -> Vec<Value> {
-    std::fs::read_to_string(app.data_dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
-/// Waits until the jsonl sink holds `n` events, and returns them.
-async fn wait_for_events(app: &TestApp, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let seen = events(app);
-        if seen.len() >= n {
-            return seen;
-        }
-        assert!(Instant::now() < deadline, "{} of {n} events", seen.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A webhook request for `event`'s tenant with `data`, signed as a pipeline signs it.
-struct Report {
-    body: String,
-    signature: String,
-    timestamp: String,
-}
-
-fn report(event: &Value, data: Value) -> Report {
-    report_at(event, data, now_ms())
-}
-
-fn report_at(event: &Value, data: Value, at_ms: i64) -> Report {
-    let body = json!({"initiatorId": event["tenant"]["id"], "type": 0, "data": data}).to_string();
-    let timestamp = at_ms.to_string();
-    let signature = signature::sign(
-        event["secret"].as_str().unwrap().as_bytes(),
-        &[
-            body.as_bytes(),
-            event["context"].as_str().unwrap().as_bytes(),
-            timestamp.as_bytes(),
-        ],
-    );
-    Report {
-        body,
-        signature,
-        timestamp,
-    }
-}
-
-async fn post_webhook(
-    app: &TestApp,
-    body: &str,
-    signature: Option<&str>,
-    timestamp: Option<&str>,
-) -> TestResponse {
-    let mut request = app
-        .client
-        .post(app.url("/webhook"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(s) = signature {
-        request = request.header("x-signature", s);
-    }
-    if let Some(t) = timestamp {
-        request = request.header("x-timestamp", t);
-    }
-    TestResponse::read(request.send().await.unwrap()).await
-}
-
-async fn send(app: &TestApp, report: &Report) -> TestResponse {
-    post_webhook(
-        app,
-        &report.body,
-        Some(&report.signature),
-        Some(&report.timestamp),
-    )
-    .await
-}
-
-async fn status_of(app: &TestApp, tenant: &str) -> i64 {
-    let (status, body) = app
-        .get(&format!("/tenants/{tenant}"), Some(&app.admin_token()))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["status"].as_i64().unwrap()
-}
-
-async fn state_of(app: &TestApp, tenant: &str) -> Value {
-    let (status, body) = app
-        .get(
-            &format!("/tenants/{tenant}/provisioning"),
-            Some(&app.admin_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// The `.eml` files the server wrote (no SMTP configured).
-async fn mails(app: &TestApp) -> usize {
-    std::fs::read_dir(app.data_dir.join("outbox"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-
-async fn provision(app: &TestApp, tenant: &str, body: &Value) -> (StatusCode, Value) {
-    app.post(
-        &format!("/tenants/{tenant}/provision"),
-        Some(&app.admin_token()),
-        body,
-    )
-    .await
-}
 
 both_dbs!(
     provisioning_ends_active_with_resources_and_a_welcome,
@@ -614,27 +487,14 @@ async fn a_provisioning_past_its_deadline_times_out() {
         let event = wait_for_events(&app, 1).await.remove(0);
 
         // The sweeper of a second instance whose clock is past the deadline.
-        let clock = tms::clock::Clock::manual(chrono::Utc::now() + chrono::Duration::seconds(61));
-        let config = app.config_with(&[("PROVISIONING_TIMEOUT", "60000")]);
-        let db = tms::store::Db::connect(&config)
-            .await
-            .unwrap()
-            .with_clock(clock.clone());
-        let kv = tms::kv::Kv::connect(&config, &db, clock).await.unwrap();
-        let mailer = tms::mail::Mailer::from_config(&config).unwrap();
-        let sweeper = tms::domain::provisioning::Provisioning {
-            db: &db,
-            kv: &kv,
-            mailer: &mailer,
-            config: &config,
-        };
-        assert_eq!(sweeper.fail_overdue().await.unwrap(), 1);
-        assert_eq!(sweeper.fail_overdue().await.unwrap(), 0, "once");
+        let sweeper = Sweeper::at(&app, &[("PROVISIONING_TIMEOUT", "60000")], 61).await;
+        assert_eq!(sweeper.fail_overdue().await, 1);
+        assert_eq!(sweeper.fail_overdue().await, 0, "once");
         assert_eq!(status_of(&app, &tenant).await, 3);
         assert_eq!(state_of(&app, &tenant).await["reason"], "timed out");
         send(&app, &report(&event, json!({"status": 1})))
             .await
             .assert_error(401, "UnauthorizedError");
-        db.close().await;
+        sweeper.close().await;
     }
 }

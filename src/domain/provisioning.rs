@@ -291,6 +291,29 @@ pub async fn write_event(
     Ok(id)
 }
 
+/// What an event that asks a pipeline for work carries besides the tenant: the subscription,
+/// where the work goes, and the secret and context to sign the result with.
+pub(super) struct WorkOrder<'a> {
+    pub subscription: Value,
+    pub secret: &'a WebhookSecret,
+    pub pipeline: &'a str,
+    pub tier: Option<&'a str>,
+    pub isolation: &'a str,
+}
+
+impl WorkOrder<'_> {
+    pub fn fields(self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("subscription".into(), self.subscription);
+        fields.insert("secret".into(), json!(self.secret.secret));
+        fields.insert("context".into(), json!(self.secret.context));
+        fields.insert("pipeline".into(), json!(self.pipeline));
+        fields.insert("tier".into(), json!(self.tier));
+        fields.insert("isolation".into(), json!(self.isolation));
+        fields
+    }
+}
+
 impl Provisioning<'_> {
     /// Starts provisioning `tenant` (seen through `actor`'s scope) with `subscription`: one
     /// transaction moves it to PROVISIONING (from PENDINGPROVISION, or PROVISIONFAILED for a
@@ -303,14 +326,10 @@ impl Provisioning<'_> {
         actor: &Actor,
     ) -> Result<(), ProvisioningError> {
         let isolation = isolation_of(self.config, &subscription.tier);
-        let pipeline = subscription.pipeline_name.clone().unwrap_or_else(|| {
-            if isolation == "silo" {
-                self.config.siloed_pipeline.clone()
-            } else {
-                self.config.pooled_pipeline.clone()
-            }
-        });
-        let secret = WebhookSecret::generate();
+        let pipeline = subscription
+            .pipeline_name
+            .clone()
+            .unwrap_or_else(|| self.default_pipeline(isolation).to_string());
         let mut tx = self.db.begin().await?;
         if tenant_with_relations(&mut tx.conn(), tenant_id, actor.scope)
             .await?
@@ -326,46 +345,79 @@ impl Provisioning<'_> {
             actor,
         )
         .await?;
-        let deadline = tx.conn().now()
-            + chrono::Duration::from_std(self.config.provisioning_timeout)
-                .unwrap_or(chrono::Duration::MAX);
-        record::start(
-            &mut tx.conn(),
-            &record::Start {
-                tenant_id,
-                operation: Operation::Provision,
-                subscription: Some(&subscription.value),
-                tier: Some(&subscription.tier),
-                isolation: Some(isolation),
-                pipeline: Some(&pipeline),
-                resume_status: None,
-                deadline_at: deadline,
-            },
-        )
-        .await?;
-        let stored = serde_json::to_string(&secret).unwrap_or_default();
-        self.kv
-            .put_in(
+        let deadline_at = self.deadline(&mut tx);
+        let secret = self
+            .open_operation(
                 &mut tx,
-                &secret_key(tenant_id),
-                &stored,
-                self.config.webhook_secret_expiry,
+                record::Start {
+                    tenant_id,
+                    operation: Operation::Provision,
+                    subscription: Some(&subscription.value),
+                    tier: Some(&subscription.tier),
+                    isolation: Some(isolation),
+                    pipeline: Some(&pipeline),
+                    resume_status: None,
+                    deadline_at,
+                },
             )
             .await?;
         let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, Scope::All)
             .await?
             .ok_or(ProvisioningError::NotFound)?;
-        let mut extra = Map::new();
-        extra.insert("subscription".into(), subscription.value.clone());
-        extra.insert("secret".into(), json!(secret.secret));
-        extra.insert("context".into(), json!(secret.context));
-        extra.insert("pipeline".into(), json!(pipeline));
-        extra.insert("tier".into(), json!(subscription.tier));
-        extra.insert("isolation".into(), json!(isolation));
-        write_event(&mut tx, EventType::TenantProvisioning, &tenant, extra).await?;
+        let order = WorkOrder {
+            subscription: subscription.value.clone(),
+            secret: &secret,
+            pipeline: &pipeline,
+            tier: Some(&subscription.tier),
+            isolation,
+        };
+        write_event(
+            &mut tx,
+            EventType::TenantProvisioning,
+            &tenant,
+            order.fields(),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %tenant_id, %pipeline, isolation, "provisioning started");
         Ok(())
+    }
+
+    /// `SILOED_PIPELINE` or `POOLED_PIPELINE`.
+    pub(super) fn default_pipeline(&self, isolation: &str) -> &str {
+        if isolation == "silo" {
+            &self.config.siloed_pipeline
+        } else {
+            &self.config.pooled_pipeline
+        }
+    }
+
+    /// When an operation starting now in `tx` times out (`PROVISIONING_TIMEOUT`).
+    pub(super) fn deadline(&self, tx: &mut Tx) -> chrono::DateTime<chrono::Utc> {
+        tx.conn().now()
+            + chrono::Duration::from_std(self.config.provisioning_timeout)
+                .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Records the start of an operation in `tx` and stores a fresh webhook secret and context
+    /// for the pipeline's result, expiring after `WEBHOOK_SECRET_EXPIRY`. Returns the secret.
+    pub(super) async fn open_operation(
+        &self,
+        tx: &mut Tx,
+        start: record::Start<'_>,
+    ) -> Result<WebhookSecret, ProvisioningError> {
+        record::start(&mut tx.conn(), &start).await?;
+        let secret = WebhookSecret::generate();
+        let stored = serde_json::to_string(&secret).unwrap_or_default();
+        self.kv
+            .put_in(
+                tx,
+                &secret_key(start.tenant_id),
+                &stored,
+                self.config.webhook_secret_expiry,
+            )
+            .await?;
+        Ok(secret)
     }
 
     /// Fails every operation (provisioning or offboarding) that passed its deadline by `now`:
@@ -503,6 +555,26 @@ pub async fn store_resources(
 
 fn resource_problem(message: &str) -> ValidationDetail {
     ValidationDetail::new("/data/resources", "type", message, Value::Null)
+}
+
+/// Marks every resource of `tenant` deleted (soft, so the record of what it had stays): its
+/// offboarding tore them down.
+pub async fn retire_resources(conn: &mut Conn<'_>, tenant: Uuid) -> Result<u64, sqlx::Error> {
+    let of_tenant = Where::cmp(
+        RESOURCES
+            .field("tenantId")
+            .expect("resources have a tenant"),
+        Op::Eq,
+        &json!(tenant.to_string()),
+    )
+    .expect("a UUID is a valid tenantId");
+    crud::soft_delete(
+        conn,
+        &RESOURCES,
+        Target::Matching(Some(&of_tenant)),
+        &system_actor(),
+    )
+    .await
 }
 
 /// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),

@@ -258,8 +258,9 @@ pub struct Webhook<'a> {
 impl Webhook<'_> {
     /// Verifies and applies a pipeline's report (see the module's documentation). In one
     /// transaction: the tenant moves (ACTIVE / PROVISIONFAILED for a provisioning, INACTIVE / back
-    /// for an offboarding), resources are stored, the welcome mail is queued, the reason of a
-    /// failure recorded and the secret deleted. A tenant not in the operation's running state is
+    /// for an offboarding), a provisioning's resources are stored and its welcome mail queued, an
+    /// offboarding's resources are marked deleted, the reason of a failure is recorded and the
+    /// secret deleted. A tenant not in the operation's running state is
     /// 401, as the original answers.
     pub async fn accept(&self, signed: &Signed<'_>) -> Result<(), WebhookError> {
         let now_ms = self.db.clock().now().timestamp_millis();
@@ -305,6 +306,9 @@ impl Webhook<'_> {
                 report.app_plane_url.as_deref(),
             )
             .await?;
+        }
+        if report.succeeded && rec.operation == Operation::Deprovision {
+            provisioning::retire_resources(&mut tx.conn(), tenant).await?;
         }
         self.kv.delete_in(&mut tx, &secret_key(tenant)).await?;
         tx.commit().await?;

@@ -444,11 +444,11 @@ async fn delete_by_id<C: Collection>(
     let deleted = crud::soft_delete(
         &mut state.db.conn(),
         C::RESOURCE,
-        id,
+        Target::Id(id),
         &actor(&auth.principal),
     )
     .await?;
-    found(u64::from(deleted))
+    found(deleted)
 }
 
 async fn update_all<C: Collection>(

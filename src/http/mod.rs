@@ -204,6 +204,43 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// An optional JSON request body: no body at all (nothing but whitespace, and no content type)
+/// is `None`; anything else is read as [`Json`], with its rejections.
+#[derive(Debug, Clone, Default)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
+            return Json::<T>::from_request(req, state)
+                .await
+                .map(|Json(value)| Self(Some(value)));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|err| {
+                if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge
+                } else {
+                    AppError::BadRequest(err.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(Self(None))
+        } else {
+            Err(AppError::UnsupportedMediaType(
+                "Content-Type must be application/json".into(),
+            ))
+        }
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> AppError {
     match rejection {
         JsonRejection::JsonSyntaxError(err) => AppError::MalformedJson(format!(

@@ -1,8 +1,9 @@
 //! Provisioning over HTTP (SPEC §6): `POST /tenants/{id}/provision` (ProvisionTenant),
+//! `POST /tenants/{id}/deprovision`, `/suspend` and `/reactivate` (UpdateTenant),
 //! `GET /tenants/{id}/provisioning` (ViewTenant or ProvisionTenant: where it is and why it
 //! failed) and the
 //! pipelines' signed `POST /webhook` (public, rate limited). The rules live in
-//! `domain::provisioning` and `domain::webhook`.
+//! `domain::provisioning`, `domain::offboarding` and `domain::webhook`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,12 +12,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::Json;
 use super::Path;
 use super::auth::Require;
 use super::collections::{parse_id, scope_of};
+use super::{Json, OptionalJson};
 use crate::AppState;
-use crate::auth::{Permission, Principal, ProvisionTenant, ViewTenant};
+use crate::auth::{Permission, Principal, ProvisionTenant, UpdateTenant, ViewTenant};
+use crate::domain::offboarding;
 use crate::domain::provisioning::{self, Provisioning, ProvisioningError};
 use crate::domain::tenant::{self, LifecycleError};
 use crate::domain::webhook::{Signed, Webhook, WebhookError};
@@ -35,6 +37,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/tenants/{id}/provisioning",
             get(provisioning_state).fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            "/tenants/{id}/deprovision",
+            post(deprovision).fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            "/tenants/{id}/suspend",
+            post(suspend).fallback(super::authenticated_method_not_allowed),
+        )
+        .route(
+            "/tenants/{id}/reactivate",
+            post(reactivate).fallback(super::authenticated_method_not_allowed),
         )
 }
 
@@ -104,12 +118,57 @@ async fn provision(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     let subscription = provisioning::parse_subscription(&body)?;
-    let actor = Actor {
-        id: auth.principal.id.clone(),
-        scope: scope_of(&auth.principal),
-    };
     provisioning_of(&state)
-        .provision(id, &subscription, &actor)
+        .provision(id, &subscription, &actor_of(&auth.principal))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn actor_of(principal: &Principal) -> Actor {
+    Actor {
+        id: principal.id.clone(),
+        scope: scope_of(principal),
+    }
+}
+
+/// `POST /tenants/{id}/deprovision`: 204 once offboarding has started, or when it already had
+/// (DEPROVISIONING or INACTIVE).
+async fn deprovision(
+    State(state): State<AppState>,
+    auth: Require<UpdateTenant>,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    provisioning_of(&state)
+        .deprovision(id, &actor_of(&auth.principal))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /tenants/{id}/suspend` with an optional `{"reason": …}`: 204 once SUSPENDED.
+async fn suspend(
+    State(state): State<AppState>,
+    auth: Require<UpdateTenant>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Value>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let reason = offboarding::parse_suspension(body.as_ref())?;
+    provisioning_of(&state)
+        .suspend(id, reason.as_deref(), &actor_of(&auth.principal))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /tenants/{id}/reactivate`: 204 once ACTIVE again.
+async fn reactivate(
+    State(state): State<AppState>,
+    auth: Require<UpdateTenant>,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    let id = parse_id(&id)?;
+    provisioning_of(&state)
+        .reactivate(id, &actor_of(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -192,6 +251,39 @@ pub fn documented_routes() -> Vec<super::openapi::DocumentedRoute> {
     provision["responses"]["404"] = error_response("No such tenant");
     provision["responses"]["409"] =
         error_response("The tenant is not PENDINGPROVISION or PROVISIONFAILED");
+    let lifecycle = |name: &str, what: &str, from: &str, body: Option<Value>| {
+        let mut op = operation(
+            "TenantController",
+            name,
+            UpdateTenant::CODE,
+            vec![id_parameter()],
+            body,
+            ("204", what, None),
+        );
+        op["responses"]["404"] = error_response("No such tenant");
+        op["responses"]["409"] = error_response(&format!("The tenant is not {from}"));
+        op
+    };
+    let deprovision = lifecycle(
+        "deprovision",
+        "Offboarding started (or already started or done): DEPROVISIONING, event TENANT_DEPROVISIONING",
+        "ACTIVE, SUSPENDED, PROVISIONFAILED, DEPROVISIONING or INACTIVE",
+        None,
+    );
+    let mut suspend = lifecycle(
+        "suspend",
+        "The tenant is SUSPENDED (event TENANT_SUSPENDED when it was ACTIVE)",
+        "ACTIVE or SUSPENDED",
+        Some(json!({"type": "object", "additionalProperties": false,
+            "properties": {"reason": {"type": "string", "maxLength": 500}}})),
+    );
+    suspend["requestBody"]["required"] = json!(false);
+    let reactivate = lifecycle(
+        "reactivate",
+        "The tenant is ACTIVE (event TENANT_REACTIVATED when it was SUSPENDED)",
+        "SUSPENDED or ACTIVE",
+        None,
+    );
     let mut state_op = operation(
         "TenantController",
         "provisioning",
@@ -233,6 +325,21 @@ pub fn documented_routes() -> Vec<super::openapi::DocumentedRoute> {
             path: "/tenants/{id}/provisioning".into(),
             method: "get",
             operation: state_op,
+        },
+        DocumentedRoute {
+            path: "/tenants/{id}/deprovision".into(),
+            method: "post",
+            operation: deprovision,
+        },
+        DocumentedRoute {
+            path: "/tenants/{id}/suspend".into(),
+            method: "post",
+            operation: suspend,
+        },
+        DocumentedRoute {
+            path: "/tenants/{id}/reactivate".into(),
+            method: "post",
+            operation: reactivate,
         },
         DocumentedRoute {
             path: "/webhook".into(),

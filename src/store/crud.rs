@@ -503,13 +503,13 @@ pub async fn replace(
     update(conn, resource, Target::Id(id), &full, actor).await
 }
 
-/// Marks the live row `id` deleted. Returns whether there was one.
+/// Marks the live rows of `target` deleted. Returns how many there were.
 pub async fn soft_delete(
     conn: &mut Conn<'_>,
     resource: &'static Resource,
-    id: Uuid,
+    target: Target<'_>,
     actor: &Actor,
-) -> Result<bool, sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let backend = conn.backend();
     let mut stmt = Query::update();
     stmt.table(table(resource)).value(col("deleted"), true);
@@ -520,8 +520,8 @@ pub async fn soft_delete(
         &[("deletedOn", "deletedBy"), ("modifiedOn", "modifiedBy")],
         &actor.id,
     );
-    restrict(&mut stmt, resource, Target::Id(id), actor.scope, backend);
-    Ok(conn.execute(&stmt).await? > 0)
+    restrict(&mut stmt, resource, target, actor.scope, backend);
+    conn.execute(&stmt).await
 }
 
 /// Sets each `(when, who)` pair of audit columns to `now` and `actor`.

@@ -102,6 +102,22 @@ pub fn needs(test: &str, service: &str, available: Result<(), String>) -> bool {
     true
 }
 
+/// Whether `python3` can import `module`: `Err` says how to install it (for [`needs`]).
+pub fn python_module(module: &str, package: &str) -> Result<(), String> {
+    let installed = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{package} is not installed (python3 -m pip install {package})"
+        ))
+    }
+}
+
 /// The record of which services the test variants of this `cargo test` run needed: one file per
 /// test process in a directory named after the process that started them (cargo), read by
 /// `tests/zz_summary.rs`.
