@@ -434,7 +434,10 @@ impl Config {
             smtp_url,
             mail_template_dir,
             event_sink,
-            keycloak_host: v.get("KEYCLOAK_HOST").map(str::to_string),
+            keycloak_host: match v.get("KEYCLOAK_HOST") {
+                Some(_) => Some(v.url("KEYCLOAK_HOST", "")?),
+                None => None,
+            },
             keycloak_admin_username: v.get("KEYCLOAK_ADMIN_USERNAME").map(str::to_string),
             keycloak_admin_password: v.secret("KEYCLOAK_ADMIN_PASSWORD"),
             auth0_domain: v.get("AUTH0_DOMAIN").map(str::to_string),
@@ -842,6 +845,7 @@ mod tests {
             ("REDIS_KEY_PREFIX", "tms prod:"),
             ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("KEYCLOAK_HOST", "sso.example.com"),
         ] {
             let err = config(&[(var, value)])
                 .err()

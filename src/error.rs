@@ -41,6 +41,10 @@ pub enum AppError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A service tms depends on refused a request it should have taken (an identity provider
+    /// rejecting the admin credentials, say).
+    #[error("{0}")]
+    BadGateway(String),
     /// The database or key store is unreachable, restarting or busy, or the request took too
     /// long: the client may try again after `retry_after_secs`.
     #[error("{message}")]
@@ -67,6 +71,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +91,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeError",
             Self::Validation(_) | Self::Unprocessable(_) => "UnprocessableEntityError",
             Self::TooManyRequests { .. } => "TooManyRequestsError",
+            Self::BadGateway(_) => "BadGatewayError",
             Self::Unavailable { .. } => "ServiceUnavailableError",
             Self::Internal(_) => "InternalServerError",
         }

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod idp;
 pub mod kv;
 pub mod mail;
 pub mod model;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// Expiring keys (lead verification keys) and rate-limit counters.
     pub kv: Kv,
     pub mailer: Mailer,
+    /// The admin APIs of Keycloak and Auth0 (tenant admin users).
+    pub idp: idp::IdentityProviders,
     /// The one clock of the service (a manual one in tests).
     pub clock: Clock,
 }
@@ -88,6 +91,7 @@ impl App {
             config: Arc::new(config),
             kv,
             mailer,
+            idp: idp::IdentityProviders::new(clock.clone())?,
             clock,
         };
         if jwt_secret.generated_for_dev {

@@ -2,6 +2,7 @@
 //! validation, the lead funnel, onboarding, contacts, the tenant lifecycle, provisioning and
 //! offboarding; billing as it arrives. Each returns a typed error that the HTTP edge maps to an answer.
 
+pub mod admin_user;
 pub mod contacts;
 pub mod funnel;
 pub mod offboarding;

@@ -5,6 +5,7 @@ pub mod auth;
 mod collections;
 mod docs;
 mod funnel;
+mod identity;
 mod onboarding;
 pub mod openapi;
 mod ping;
@@ -59,10 +60,12 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .merge(
-            provisioning::webhook_router().layer(middleware::from_fn_with_state(
-                webhook_limit,
-                rate_limit::enforce,
-            )),
+            provisioning::webhook_router()
+                .merge(identity::router())
+                .layer(middleware::from_fn_with_state(
+                    webhook_limit,
+                    rate_limit::enforce,
+                )),
         )
         .merge(provisioning::router())
         .merge(ping::router())
@@ -317,6 +320,7 @@ pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     routes.extend(onboarding::documented_routes());
     routes.extend(funnel::documented_routes());
     routes.extend(provisioning::documented_routes());
+    routes.extend(identity::documented_routes());
     routes
 }
 

@@ -192,6 +192,14 @@ fn funnel_schemas() -> Map<String, Value> {
                     "appPlaneUrl": {"type": "string"},
                     "error": {"type": "string", "description": "why it failed"}}}},
             "required": ["initiatorId", "data", "type"], "additionalProperties": false})),
+        ("IdpDetailsDTO", json!({"title": "IdpDetailsDTO", "type": "object",
+            "description": "What POST /manage/users is to do: `tenant.id` and `tenant.identityProvider` (keycloak or auth0) are required, `plan.tier` defaults to the tier the tenant is being provisioned with. A pipeline may send its event's tenant and plan as they are.",
+            "properties": {
+                "tenant": {"type": "object", "required": ["id", "identityProvider"], "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "identityProvider": {"type": "string", "enum": ["keycloak", "auth0"]}}},
+                "plan": {"type": "object", "properties": {"tier": {"type": "string"}}}},
+            "required": ["tenant"], "additionalProperties": false})),
         ("ProvisioningState", json!({"title": "ProvisioningState", "type": "object", "properties": {
                 "tenantId": {"type": "string", "format": "uuid"},
                 "status": {"type": "number"}, "statusName": {"type": "string"},

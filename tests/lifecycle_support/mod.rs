@@ -96,9 +96,20 @@ pub async fn post_webhook(
     signature: Option<&str>,
     timestamp: Option<&str>,
 ) -> TestResponse {
+    post_signed(app, "/webhook", body, signature, timestamp).await
+}
+
+/// `POST path` with `body` as it is and the signature headers given.
+pub async fn post_signed(
+    app: &TestApp,
+    path: &str,
+    body: &str,
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+) -> TestResponse {
     let mut request = app
         .client
-        .post(app.url("/webhook"))
+        .post(app.url(path))
         .header("content-type", "application/json")
         .body(body.to_string());
     if let Some(s) = signature {
