@@ -9,6 +9,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::client_ip::TrustedProxies;
+pub use billing::BillingConfig;
+
+mod billing;
 
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
@@ -130,6 +133,8 @@ pub struct Config {
     pub auth0_client_secret: Option<SecretString>,
     pub auth0_audience: Option<String>,
     pub aws_region: Option<String>,
+    /// Invoices and billing runs (`BILLING_*`).
+    pub billing: BillingConfig,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
     /// The most rows a list answers, and related rows per row of an include
@@ -346,6 +351,7 @@ impl Config {
 
         let lead_key_length = v.number("LEAD_KEY_LENGTH", 36usize, 16, 128)?;
         let port = v.number("PORT", 3005u16, 0, u16::MAX)?;
+        let billing = BillingConfig::from_vars(&v, &v.string("APP_NAME", "tms"))?;
 
         Ok(Self {
             env,
@@ -445,6 +451,7 @@ impl Config {
             auth0_client_secret: v.secret("AUTH0_CLIENT_SECRET"),
             auth0_audience: v.get("AUTH0_AUDIENCE").map(str::to_string),
             aws_region: v.get("AWS_REGION").map(str::to_string),
+            billing,
             request_body_limit: v.number("REQUEST_BODY_LIMIT", 1_048_576usize, 1_024, 1 << 30)?,
             request_timeout: Duration::from_millis(v.number(
                 "REQUEST_TIMEOUT",
@@ -626,6 +633,7 @@ impl Config {
             ),
         ]
         .into_iter()
+        .chain(self.billing.lines())
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
     }

@@ -17,6 +17,9 @@ pub enum AppError {
     /// A query parameter that cannot be used (bad filter, bad id…).
     #[error("{message}")]
     InvalidParameter { message: String },
+    /// A required parameter that is not there, as LoopBack words it.
+    #[error("Required parameter {0} is missing!")]
+    MissingParameter(&'static str),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -59,9 +62,10 @@ pub enum AppError {
 impl AppError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::MalformedJson(_) | Self::InvalidParameter { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest(_)
+            | Self::MalformedJson(_)
+            | Self::InvalidParameter { .. }
+            | Self::MissingParameter(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -81,7 +85,9 @@ impl AppError {
     fn name(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "SyntaxError",
-            Self::BadRequest(_) | Self::InvalidParameter { .. } => "BadRequestError",
+            Self::BadRequest(_) | Self::InvalidParameter { .. } | Self::MissingParameter(_) => {
+                "BadRequestError"
+            }
             Self::Unauthorized(_) => "UnauthorizedError",
             Self::Forbidden(_) => "ForbiddenError",
             Self::NotFound(_) => "NotFoundError",
@@ -101,6 +107,7 @@ impl AppError {
         match self {
             Self::Validation(_) => Some("VALIDATION_FAILED"),
             Self::InvalidParameter { .. } => Some("INVALID_PARAMETER_VALUE"),
+            Self::MissingParameter(_) => Some("MISSING_REQUIRED_PARAMETER"),
             Self::MalformedJson(_) => Some("INVALID_JSON"),
             _ => None,
         }

@@ -14,6 +14,7 @@ pub mod idp;
 pub mod kv;
 pub mod mail;
 pub mod model;
+pub mod pdf;
 pub mod store;
 pub mod telemetry;
 
@@ -169,6 +170,7 @@ impl App {
                 workers.clone(),
             ),
             spawn_deadline_sweeper(self.state.clone(), workers.clone()),
+            spawn_billing(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
@@ -235,6 +237,51 @@ fn spawn_deadline_sweeper(
             }
         }
     })
+}
+
+/// Runs billing (`domain::billing`) every `BILLING_INTERVAL`, the first time one interval after
+/// start, until `shutdown`; does nothing when the interval is 0.
+fn spawn_billing(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(interval) = state.config.billing.interval else {
+            return;
+        };
+        let lifecycle = domain::provisioning::Provisioning {
+            db: &state.db,
+            kv: &state.kv,
+            mailer: &state.mailer,
+            config: &state.config,
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if let Err(err) = lifecycle.run_billing().await {
+                tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
+            }
+        }
+    })
+}
+
+/// One billing run (`tms billing run`): opens and migrates the database, connects the key
+/// store, runs billing once and closes.
+pub async fn run_billing_once(config: Config) -> anyhow::Result<domain::billing::RunReport> {
+    let clock = Clock::system();
+    let mailer = Mailer::from_config(&config)?;
+    let db = Db::connect(&config).await?.with_clock(clock.clone());
+    db.migrate().await?;
+    let kv = Kv::connect(&config, &db, clock).await?;
+    let report = domain::provisioning::Provisioning {
+        db: &db,
+        kv: &kv,
+        mailer: &mailer,
+        config: &config,
+    }
+    .run_billing()
+    .await;
+    db.close().await;
+    Ok(report?)
 }
 
 /// The URL this service answers on from its own machine (the command sink posts the pipeline's

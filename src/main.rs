@@ -1,4 +1,5 @@
-//! The `tms` command line: `serve` (default), `migrate`, `config`, `token`, `openapi`.
+//! The `tms` command line: `serve` (default), `migrate`, `config`, `token`, `openapi`,
+//! `billing run`.
 
 use std::process::ExitCode;
 
@@ -46,6 +47,18 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Billing: `tms billing run` issues the invoices that are due, announces overdue ones and
+    /// (with BILLING_SUSPEND_AFTER_DAYS) suspends tenants that leave them unpaid.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// One billing run now, then exit (safe beside running servers and other runs).
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +117,17 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             db.migrate().await?;
             db.close().await;
             tracing::info!(database = db.backend().name(), "migrations applied");
+            Ok(())
+        }),
+        Command::Billing {
+            command: BillingCommand::Run,
+        } => runtime()?.block_on(async {
+            tms::telemetry::init(&config);
+            let report = tms::run_billing_once(config).await?;
+            println!(
+                "issued {} invoice(s), announced {} overdue, suspended {} tenant(s)",
+                report.issued, report.overdue, report.suspended
+            );
             Ok(())
         }),
         Command::Serve => runtime()?.block_on(async {

@@ -323,6 +323,14 @@ pub static INVOICES: Resource = Resource {
         required(field("dueDate", "due_date", FieldType::Timestamp)),
         required(field("status", "status", FieldType::Enum(INVOICE_STATUS))),
         required(field("tenantId", "tenant_id", FieldType::Uuid)),
+        server(doc(
+            field("invoiceNumber", "invoice_number", FieldType::Text),
+            "sequential number per seller, given by tms when the invoice is written"
+        )),
+        server(doc(
+            field("overdueAt", "overdue_at", FieldType::Timestamp),
+            "when tms found the invoice past its due date and still pending, and announced it"
+        )),
     ],
     relations: BELONGS_TO_TENANT,
 };

@@ -101,7 +101,7 @@ const TIMESTAMPS: [&str; 13] = [
     "2026-01-01",
 ];
 const AMOUNTS: [&str; 13] = [
-    "0", "-5", "1.5", "99.9999", "100", "1000000", "100.0001", "-0.0001", "2.25", "99.9998", "1.5",
+    "0", "5", "1.5", "99.9999", "100", "1000000", "100.0001", "0.0001", "2.25", "99.9998", "1.5",
     "0", "50",
 ];
 
@@ -188,7 +188,8 @@ async fn seed(app: &TestApp) {
         json!("cancelled"),
     ];
     for (k, file) in SAMPLE_TEXTS.iter().enumerate() {
-        let currency = ["USD", "EUR", "GBP"][k % 3];
+        // CLF keeps all four decimal places; USD and JPY round (money is never negative).
+        let currency = ["USD", "CLF", "JPY"][k % 3];
         let body = json!({
             "invoiceFile": file, "tenantId": tenants[k % 11].0, "amount": AMOUNTS[k],
             "currencyCode": currency,

@@ -24,23 +24,9 @@ fn expect_conflict(status: StatusCode, body: &Value, message: &str) {
     );
 }
 
-/// A tenant provisioned on `tier` and made ACTIVE by its pipeline's signed result with two
-/// resources; returns its id.
+/// A tenant provisioned on a free plan of `tier` and made ACTIVE with two resources.
 async fn active_tenant(app: &TestApp, key: &str, tier: &str) -> String {
-    let tenant = a_tenant(app, key).await;
-    let (status, body) = provision(app, &tenant, &subscription(tier)).await;
-    assert_eq!(status, 204, "{body}");
-    let event = wait_for_event_of(app, &tenant, "TENANT_PROVISIONING").await;
-    let done = report(
-        &event,
-        json!({"status": 1, "resources": [
-            {"type": "database", "externalIdentifier": format!("db-{key}"), "metadata": {}},
-            {"metadata": {"bucket": format!("files-{key}")}}]}),
-    );
-    let response = send(app, &done).await;
-    assert_eq!(response.status, 204, "{}", response.text);
-    assert_eq!(status_of(app, &tenant).await, 0);
-    tenant
+    active_tenant_on(app, key, &subscription(tier)).await
 }
 
 async fn call(app: &TestApp, tenant: &str, operation: &str) -> (StatusCode, Value) {

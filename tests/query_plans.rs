@@ -148,6 +148,40 @@ fn common_queries(backend: Backend) -> Vec<(&'static str, SelectStatement, &'sta
     ]
 }
 
+/// (what, hand-written statement with `$1`, `$2` (an instant, a limit), the index it must use):
+/// the scans of the billing run.
+const RAW_QUERIES: [(&str, &str, &str); 2] = [
+    (
+        "billing: accounts due",
+        tms::store::invoices::DUE_ACCOUNTS,
+        "tenant_billing_due_idx",
+    ),
+    (
+        "billing: invoices newly overdue",
+        tms::store::invoices::NEWLY_OVERDUE,
+        "invoices_pending_due_idx",
+    ),
+];
+
+/// The plan PostgreSQL would use for `sql` (parameters: an instant, a limit) as a prepared
+/// statement run many times.
+async fn postgres_raw_plan(conn: &mut sqlx::PgConnection, name: &str, sql: &str) -> String {
+    let statement = format!(
+        "plan_{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    conn.execute(AssertSqlSafe(format!("PREPARE {statement} AS {sql}")))
+        .await
+        .unwrap_or_else(|e| panic!("cannot prepare {name}: {e}\n{sql}"));
+    let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE {statement}(now(), 100)"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_else(|e| panic!("cannot explain {name}: {e}"));
+    lines.join("\n")
+}
+
 /// The plan PostgreSQL would use for `stmt` as a prepared statement run many times.
 async fn postgres_plan(
     conn: &mut sqlx::PgConnection,
@@ -207,8 +241,27 @@ async fn check_plans(kind: Db, test: &str) {
                     wrong.push(format!("{what}: expected {index}\n{plan}"));
                 }
             }
+            for (what, sql, index) in RAW_QUERIES {
+                let plan = postgres_raw_plan(&mut conn, what, sql).await;
+                if !plan.contains(index) || plan.contains("Seq Scan") {
+                    wrong.push(format!("{what}: expected {index}\n{plan}"));
+                }
+            }
         }
         store::Pool::Sqlite(pool) => {
+            for (what, sql, index) in RAW_QUERIES {
+                let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("2026-11-30T00:00:00.000Z")
+                    .bind(100i64)
+                    .fetch_all(pool)
+                    .await
+                    .expect("EXPLAIN QUERY PLAN");
+                let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+                let plan = plan.join("\n");
+                if !plan.contains(index) || plan.contains("TEMP B-TREE") {
+                    wrong.push(format!("{what}: expected {index}\n{plan}"));
+                }
+            }
             for (what, stmt, index) in common_queries(backend) {
                 let plan = sqlite_plan(pool, &stmt).await;
                 // `included` is the per-parent page of an include and `(subquery-n)` the window

@@ -3,8 +3,11 @@
 //! offboarding; billing as it arrives. Each returns a typed error that the HTTP edge maps to an answer.
 
 pub mod admin_user;
+pub mod billing;
 pub mod contacts;
 pub mod funnel;
+pub mod invoices;
+pub mod money;
 pub mod offboarding;
 pub mod onboarding;
 pub mod provisioning;

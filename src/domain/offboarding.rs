@@ -212,7 +212,10 @@ impl Provisioning<'_> {
             return Err(ProvisioningError::NotFound);
         }
         match tenant::move_to(&mut tx.conn(), tenant_id, to, &Object::new(), actor).await {
-            Ok(from) => Ok(Some(from)),
+            Ok(from) => {
+                super::billing::on_move(tx, &self.config.billing, tenant_id, from, to).await?;
+                Ok(Some(from))
+            }
             Err(LifecycleError::Illegal { current, .. }) if done.contains(&current) => Ok(None),
             Err(err) => Err(err.into()),
         }

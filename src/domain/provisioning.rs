@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::tenant::{self, LifecycleError, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
-use crate::config::Config;
+use crate::config::{BillingConfig, Config};
 use crate::events;
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
@@ -24,13 +24,16 @@ use crate::store::{Conn, Db, Object, Tx};
 /// The outbox topic of the tenant lifecycle events.
 pub const TOPIC: &str = "event";
 
-/// The lifecycle events (`docs/events.md` has their schemas).
+/// The lifecycle and billing events (`docs/events.md` has their schemas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     TenantProvisioning,
     TenantDeprovisioning,
     TenantSuspended,
     TenantReactivated,
+    InvoiceIssued,
+    InvoicePaid,
+    InvoiceOverdue,
 }
 
 impl EventType {
@@ -40,6 +43,9 @@ impl EventType {
             Self::TenantDeprovisioning => "TENANT_DEPROVISIONING",
             Self::TenantSuspended => "TENANT_SUSPENDED",
             Self::TenantReactivated => "TENANT_REACTIVATED",
+            Self::InvoiceIssued => "INVOICE_ISSUED",
+            Self::InvoicePaid => "INVOICE_PAID",
+            Self::InvoiceOverdue => "INVOICE_OVERDUE",
         }
     }
 }
@@ -96,6 +102,18 @@ pub enum ProvisioningError {
     Write(WriteError),
     #[error(transparent)]
     Keys(#[from] KvError),
+    #[error(transparent)]
+    Billing(Box<super::billing::BillingError>),
+}
+
+impl From<super::billing::BillingError> for ProvisioningError {
+    fn from(err: super::billing::BillingError) -> Self {
+        match err {
+            super::billing::BillingError::Database(err) => Self::Database(err),
+            super::billing::BillingError::Provisioning(err) => err,
+            other => Self::Billing(Box::new(other)),
+        }
+    }
 }
 
 impl From<WriteError> for ProvisioningError {
@@ -166,6 +184,9 @@ pub fn parse_subscription(body: &Value) -> Result<Subscription, ProvisioningErro
                     String::new()
                 }
             };
+            if let Err(billing) = super::billing::parse_terms(plan) {
+                problems.extend(billing);
+            }
             let meta = plan.get("metaData").and_then(Value::as_object);
             let pipeline = meta.and_then(|m| m.get("pipelineName"));
             let pipeline_name = match pipeline {
@@ -429,7 +450,13 @@ impl Provisioning<'_> {
         let mut failed = 0;
         for rec in overdue {
             let mut tx = self.db.begin().await?;
-            let moved = finish_operation(&mut tx, &rec, Outcome::Failed("timed out")).await;
+            let moved = finish_operation(
+                &mut tx,
+                &self.config.billing,
+                &rec,
+                Outcome::Failed("timed out"),
+            )
+            .await;
             match moved {
                 Ok(()) => failed += 1,
                 // Moved by an operator meanwhile: the record just ends.
@@ -469,9 +496,10 @@ fn system_actor() -> Actor {
 
 /// Ends the running operation of `rec` in `tx`: provisioning moves the tenant to ACTIVE or
 /// PROVISIONFAILED; offboarding to INACTIVE or back to where it started; the record keeps the
-/// reason of a failure.
+/// reason of a failure, and billing follows the move (`domain::billing::on_move`).
 pub async fn finish_operation(
     tx: &mut Tx,
+    billing: &BillingConfig,
     rec: &record::Record,
     outcome: Outcome<'_>,
 ) -> Result<(), ProvisioningError> {
@@ -484,7 +512,7 @@ pub async fn finish_operation(
             .and_then(TenantStatus::from_code)
             .unwrap_or(TenantStatus::Active),
     };
-    tenant::move_to(
+    let from = tenant::move_to(
         &mut tx.conn(),
         rec.tenant_id,
         to,
@@ -492,6 +520,7 @@ pub async fn finish_operation(
         &system_actor(),
     )
     .await?;
+    super::billing::on_move(tx, billing, rec.tenant_id, from, to).await?;
     let reason = match outcome {
         Outcome::Succeeded => None,
         Outcome::Failed(reason) => Some(reason),

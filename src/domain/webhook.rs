@@ -287,7 +287,7 @@ impl Webhook<'_> {
         } else {
             Outcome::Failed(&reason)
         };
-        provisioning::finish_operation(&mut tx, &rec, outcome)
+        provisioning::finish_operation(&mut tx, &self.config.billing, &rec, outcome)
             .await
             .map_err(|err| match err {
                 // Moved by a concurrent request between the check and the move.

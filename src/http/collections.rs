@@ -14,6 +14,7 @@ use super::{Json, Path};
 use crate::AppState;
 use crate::auth::{self, Permission, Principal};
 use crate::domain::contacts::{self, ContactError};
+use crate::domain::invoices::Change;
 use crate::domain::validation::{self, Mode};
 use crate::error::{AppError, AppResult};
 use crate::http::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
@@ -27,6 +28,9 @@ pub enum Rules {
     None,
     /// A contact's email is at one of its tenant's domains (`domain::contacts`).
     ContactEmailDomain,
+    /// Invoices: money in an ISO 4217 currency, numbers and the PENDING → PAID | CANCELLED
+    /// lifecycle; written by `domain::invoices` in one transaction each.
+    Invoice,
 }
 
 /// One collection of the REST surface and the permissions guarding it.
@@ -115,7 +119,8 @@ collection!(
     ViewInvoice,
     CreateInvoice,
     UpdateInvoice,
-    DeleteInvoice
+    DeleteInvoice,
+    Rules::Invoice
 );
 collection!(
     TenantConfigs,
@@ -248,7 +253,7 @@ pub fn scope_of(principal: &Principal) -> Scope {
     principal.lead.map_or(Scope::All, Scope::Lead)
 }
 
-fn actor(principal: &Principal) -> Actor {
+pub(super) fn actor(principal: &Principal) -> Actor {
     Actor {
         id: principal.id.clone(),
         scope: scope_of(principal),
@@ -256,7 +261,7 @@ fn actor(principal: &Principal) -> Actor {
 }
 
 /// For a scoped caller, a `tenantId` written (on create or update) must be its own tenant.
-async fn check_tenant_in_scope(
+pub(super) async fn check_tenant_in_scope(
     state: &AppState,
     principal: &Principal,
     values: &crate::store::Object,
@@ -302,7 +307,7 @@ async fn check_rules<C: Collection>(
     target: Option<Target<'_>>,
 ) -> AppResult<()> {
     match C::RULES {
-        Rules::None => Ok(()),
+        Rules::None | Rules::Invoice => Ok(()),
         Rules::ContactEmailDomain => {
             let mut conn = state.db.conn();
             let existing = match target {
@@ -331,6 +336,10 @@ async fn create<C: Collection>(
     let values = valid(C::RESOURCE, &body, Mode::Create)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
     check_rules::<C>(&state, &auth.principal, &values, None).await?;
+    if C::RULES == Rules::Invoice {
+        let row = super::invoices::create(&state, &auth.principal, values).await?;
+        return Ok(Json(Value::Object(row)));
+    }
     let row = crud::create(
         &mut state.db.conn(),
         C::RESOURCE,
@@ -393,22 +402,7 @@ async fn update_by_id<C: Collection>(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> AppResult<StatusCode> {
-    let id = parse_id(&id)?;
-    let body =
-        validation::without_managed_fields(C::RESOURCE, &body, id).map_err(AppError::Validation)?;
-    let values = valid(C::RESOURCE, &body, Mode::Patch)?;
-    check_tenant_in_scope(&state, &auth.principal, &values).await?;
-    check_rules::<C>(&state, &auth.principal, &values, Some(Target::Id(id))).await?;
-    let changed = crud::update(
-        &mut state.db.conn(),
-        C::RESOURCE,
-        Target::Id(id),
-        &values,
-        &actor(&auth.principal),
-    )
-    .await
-    .map_err(|e| write_error::<C>(e, &body))?;
-    found(changed)
+    write_by_id::<C>(&state, &auth.principal, &id, &body, Change::Patch).await
 }
 
 async fn replace_by_id<C: Collection>(
@@ -417,20 +411,40 @@ async fn replace_by_id<C: Collection>(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> AppResult<StatusCode> {
-    let id = parse_id(&id)?;
+    write_by_id::<C>(&state, &auth.principal, &id, &body, Change::Replace).await
+}
+
+/// `PATCH` or `PUT /X/{id}`: 204, or 404 when there is no such row in the caller's scope.
+async fn write_by_id<C: Collection>(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    body: &Value,
+    change: Change,
+) -> AppResult<StatusCode> {
+    let id = parse_id(id)?;
     let body =
-        validation::without_managed_fields(C::RESOURCE, &body, id).map_err(AppError::Validation)?;
-    let values = valid(C::RESOURCE, &body, Mode::Replace)?;
-    check_tenant_in_scope(&state, &auth.principal, &values).await?;
-    check_rules::<C>(&state, &auth.principal, &values, Some(Target::Id(id))).await?;
-    let changed = crud::replace(
-        &mut state.db.conn(),
-        C::RESOURCE,
-        id,
-        &values,
-        &actor(&auth.principal),
-    )
-    .await
+        validation::without_managed_fields(C::RESOURCE, body, id).map_err(AppError::Validation)?;
+    let mode = match change {
+        Change::Patch => Mode::Patch,
+        Change::Replace => Mode::Replace,
+    };
+    let values = valid(C::RESOURCE, &body, mode)?;
+    check_tenant_in_scope(state, principal, &values).await?;
+    check_rules::<C>(state, principal, &values, Some(Target::Id(id))).await?;
+    if C::RULES == Rules::Invoice {
+        let changed =
+            super::invoices::update(state, principal, Target::Id(id), values, change).await?;
+        return found(changed);
+    }
+    let mut conn = state.db.conn();
+    let actor = actor(principal);
+    let changed = match change {
+        Change::Patch => {
+            crud::update(&mut conn, C::RESOURCE, Target::Id(id), &values, &actor).await
+        }
+        Change::Replace => crud::replace(&mut conn, C::RESOURCE, id, &values, &actor).await,
+    }
     .map_err(|e| write_error::<C>(e, &body))?;
     found(changed)
 }
@@ -467,6 +481,17 @@ async fn update_all<C: Collection>(
         Some(Target::Matching(where_.as_ref())),
     )
     .await?;
+    if C::RULES == Rules::Invoice {
+        let count = super::invoices::update(
+            &state,
+            &auth.principal,
+            Target::Matching(where_.as_ref()),
+            values,
+            Change::Patch,
+        )
+        .await?;
+        return Ok(Json(json!({ "count": count })));
+    }
     let count = crud::update(
         &mut state.db.conn(),
         C::RESOURCE,

@@ -6,6 +6,7 @@ mod collections;
 mod docs;
 mod funnel;
 mod identity;
+mod invoices;
 mod onboarding;
 pub mod openapi;
 mod ping;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ping::router())
         .merge(docs::router())
         .merge(collections::router())
+        .merge(invoices::router())
         .merge(onboarding::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -321,6 +323,7 @@ pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     routes.extend(funnel::documented_routes());
     routes.extend(provisioning::documented_routes());
     routes.extend(identity::documented_routes());
+    routes.extend(invoices::documented_routes());
     routes
 }
 

@@ -87,6 +87,7 @@ impl From<ProvisioningError> for AppError {
             ProvisioningError::Database(err) => err.into(),
             ProvisioningError::Write(err) => err.into(),
             ProvisioningError::Keys(err) => err.into(),
+            ProvisioningError::Billing(err) => (*err).into(),
         }
     }
 }

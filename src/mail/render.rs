@@ -17,16 +17,25 @@ pub enum Template {
     /// To a new tenant's primary contact: the tenant is ready. Variables: appName, firstName,
     /// lastName, tenantName, tenantKey, loginUrl.
     TenantWelcome,
+    /// To a tenant's primary contact: an invoice is past its due date. Variables: sellerName,
+    /// firstName, lastName, tenantName, invoiceNumber, amount (formatted), currencyCode,
+    /// dueDate, periodStart, periodEnd (dates as YYYY-MM-DD).
+    InvoiceOverdue,
 }
 
 impl Template {
-    pub const ALL: [Template; 2] = [Template::ValidateLead, Template::TenantWelcome];
+    pub const ALL: [Template; 3] = [
+        Template::ValidateLead,
+        Template::TenantWelcome,
+        Template::InvoiceOverdue,
+    ];
 
     /// The template's name, the stem of its file names.
     pub fn name(self) -> &'static str {
         match self {
             Self::ValidateLead => "validate_lead",
             Self::TenantWelcome => "tenant_welcome",
+            Self::InvoiceOverdue => "invoice_overdue",
         }
     }
 
@@ -49,6 +58,18 @@ impl Template {
                 "tenantName": "Analytical Engines",
                 "tenantKey": "engines",
                 "loginUrl": "https://engines.example.com/login",
+            }),
+            Self::InvoiceOverdue => json!({
+                "sellerName": "tms",
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "tenantName": "Analytical Engines",
+                "invoiceNumber": "INV-000042",
+                "amount": "1,234.50",
+                "currencyCode": "USD",
+                "dueDate": "2026-12-30",
+                "periodStart": "2026-11-30",
+                "periodEnd": "2026-12-29",
             }),
         }
     }
@@ -89,6 +110,11 @@ fn builtin(template: Template, part: Part) -> &'static str {
         }
         (Template::TenantWelcome, Part::Html) => include_str!("templates/tenant_welcome.html"),
         (Template::TenantWelcome, Part::Text) => include_str!("templates/tenant_welcome.txt"),
+        (Template::InvoiceOverdue, Part::Subject) => {
+            include_str!("templates/invoice_overdue.subject.txt")
+        }
+        (Template::InvoiceOverdue, Part::Html) => include_str!("templates/invoice_overdue.html"),
+        (Template::InvoiceOverdue, Part::Text) => include_str!("templates/invoice_overdue.txt"),
     }
 }
 

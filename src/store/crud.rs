@@ -9,7 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use sea_query::{
-    Alias, Expr, ExprTrait, Order, Query, SelectStatement, UpdateStatement, WindowStatement,
+    Alias, Condition, Expr, ExprTrait, LockType, Order, Query, SelectStatement, UpdateStatement,
+    WindowStatement,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -489,7 +490,13 @@ pub async fn replace(
     values: &Object,
     actor: &Actor,
 ) -> Result<u64, WriteError> {
-    let full: Object = resource
+    let full = replacement(resource, values);
+    update(conn, resource, Target::Id(id), &full, actor).await
+}
+
+/// What a replace with `values` writes: every client-settable field, absent ones as null.
+pub fn replacement(resource: &'static Resource, values: &Object) -> Object {
+    resource
         .fields
         .iter()
         .filter(|f| !f.server_only)
@@ -499,8 +506,7 @@ pub async fn replace(
                 values.get(f.name).cloned().unwrap_or(Value::Null),
             )
         })
-        .collect();
-    update(conn, resource, Target::Id(id), &full, actor).await
+        .collect()
 }
 
 /// Marks the live rows of `target` deleted. Returns how many there were.
@@ -549,19 +555,43 @@ fn restrict(
     scope: Scope,
     backend: Backend,
 ) {
-    stmt.and_where(live());
+    stmt.cond_where(target_condition(resource, target, scope, backend));
+}
+
+/// The live rows of `target` that `scope` reaches.
+fn target_condition(
+    resource: &Resource,
+    target: Target<'_>,
+    scope: Scope,
+    backend: Backend,
+) -> Condition {
+    let mut all = Condition::all().add(live());
     if let Some(condition) = scope_condition(resource, scope, backend) {
-        stmt.and_where(condition);
+        all = all.add(condition);
     }
     match target {
-        Target::Id(id) => {
-            stmt.and_where(Expr::col(col("id")).eq(uuid_value(backend, id)));
-        }
-        Target::Matching(Some(w)) => {
-            stmt.cond_where(filter::condition(w, backend));
-        }
-        Target::Matching(None) => {}
+        Target::Id(id) => all.add(Expr::col(col("id")).eq(uuid_value(backend, id))),
+        Target::Matching(Some(w)) => all.add(filter::condition(w, backend)),
+        Target::Matching(None) => all,
     }
+}
+
+/// Every field of the live rows of `target` that `scope` reaches, locked until the transaction
+/// `conn` is in ends, so that what is decided from them still holds when it is written
+/// (`FOR UPDATE` on PostgreSQL; an SQLite write transaction holds the database already).
+pub async fn find_for_update(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    target: Target<'_>,
+    scope: Scope,
+) -> Result<Vec<Object>, sqlx::Error> {
+    let mut stmt = Query::select();
+    stmt.columns(resource.fields.iter().map(|f| col(f.column)))
+        .from(table(resource))
+        .cond_where(target_condition(resource, target, scope, conn.backend()))
+        .order_by(col("id"), Order::Asc)
+        .lock(LockType::Update);
+    conn.fetch_objects(&stmt, &all_fields(resource)).await
 }
 
 /// Checks that every to-one reference set in `values` points at a live row.

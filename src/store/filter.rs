@@ -2394,6 +2394,7 @@ mod tests {
                             }
                             ("currencyCode", _) => pick(&mut rng, &["USD", "EUR", "usd"]),
                             ("externalIdentifier", _) => Value::from(format!("ext{i}")),
+                            ("invoiceNumber", _) => Value::from(format!("INV-{i:06}")),
                             (_, FieldType::Uuid) => {
                                 let rel = resource
                                     .relations

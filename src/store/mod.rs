@@ -5,6 +5,7 @@
 
 pub mod crud;
 pub mod filter;
+pub mod invoices;
 pub mod leads;
 pub mod provisioning;
 pub mod raw;

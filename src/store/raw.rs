@@ -5,6 +5,8 @@
 //! text), so no caller branches on the database.
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use sea_query::Value as SqlValue;
 use sea_query_sqlx::SqlxValues;
 use serde_json::Value;
@@ -14,7 +16,7 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use super::Backend;
-use super::values::{format_timestamp, parse_timestamp};
+use super::values::{MONEY_SCALE, format_timestamp, parse_timestamp};
 
 /// A parameter of a hand-written statement.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +29,9 @@ pub enum Param<'a> {
     Uuid(Uuid),
     Json(&'a Value),
     OptJson(Option<&'a Value>),
+    /// Money: `numeric(19,4)` / integer ten-thousandths.
+    Money(Decimal),
+    OptInstant(Option<DateTime<Utc>>),
 }
 
 /// The parameters bound for `backend`.
@@ -50,6 +55,14 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
                 SqlValue::Json(v.map(|v| Box::new(v.clone())))
             }
             (Param::OptJson(v), Backend::Sqlite) => SqlValue::String(v.map(Value::to_string)),
+            (Param::Money(d), Backend::Postgres) => SqlValue::Decimal(Some(d)),
+            (Param::Money(d), Backend::Sqlite) => {
+                SqlValue::BigInt((d * Decimal::from(10_000)).trunc().to_i64())
+            }
+            (Param::OptInstant(t), Backend::Postgres) => SqlValue::ChronoDateTimeUtc(t),
+            (Param::OptInstant(t), Backend::Sqlite) => {
+                SqlValue::String(t.as_ref().map(format_timestamp))
+            }
         })
         .collect();
     SqlxValues(sea_query::Values(values))
@@ -135,6 +148,14 @@ impl RawRow {
                 let text: String = row.try_get(column)?;
                 Uuid::parse_str(&text).map_err(|e| decode_error(column, e.to_string()))
             }
+        }
+    }
+
+    /// A money column (never NULL).
+    pub fn money(&self, column: &str) -> Result<Decimal, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => Ok(Decimal::new(row.try_get(column)?, MONEY_SCALE)),
         }
     }
 

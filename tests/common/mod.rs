@@ -513,6 +513,12 @@ impl TestApp {
         }
     }
 
+    /// The environment of this test's storage with `overrides`, for running the `tms` binary
+    /// on the same data directory / schema.
+    pub fn variables(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+        self.storage.variables(overrides)
+    }
+
     /// The harness configuration of this test's storage with other `overrides` (for building a
     /// second app or a bare `tms::store::Db` on the same data directory / schema).
     pub fn config_with(&self, overrides: &[(&str, &str)]) -> Config {

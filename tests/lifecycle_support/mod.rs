@@ -13,10 +13,19 @@ use crate::common::*;
 
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A subscription on a free plan of `tier` (no price: never billed).
 pub fn subscription(tier: &str) -> Value {
     json!({"id": "sub-1", "subscriberId": "acme", "planId": "plan-gold", "status": 1,
            "startDate": "2026-12-01", "endDate": "2027-12-01",
-           "plan": {"tier": tier, "name": "Gold", "price": 100, "currency": "USD"}})
+           "plan": {"tier": tier, "name": "Gold"}})
+}
+
+/// A subscription whose plan has `billing` (price, currency, billingCycle) besides its tier.
+pub fn paid_subscription(tier: &str, billing: Value) -> Value {
+    let mut subscription = subscription(tier);
+    let plan = subscription["plan"].as_object_mut().unwrap();
+    plan.extend(billing.as_object().unwrap().clone());
+    subscription
 }
 
 /// The events written so far to the jsonl sink of `app`.
@@ -157,6 +166,25 @@ pub async fn mails(app: &TestApp) -> usize {
         .unwrap_or(0)
 }
 
+/// A tenant provisioned with `subscription` and made ACTIVE by its pipeline's signed result
+/// with two resources; returns its id.
+pub async fn active_tenant_on(app: &TestApp, key: &str, subscription: &Value) -> String {
+    let tenant = crate::rest_support::a_tenant(app, key).await;
+    let (status, body) = provision(app, &tenant, subscription).await;
+    assert_eq!(status, 204, "{body}");
+    let event = wait_for_event_of(app, &tenant, "TENANT_PROVISIONING").await;
+    let done = report(
+        &event,
+        json!({"status": 1, "resources": [
+            {"type": "database", "externalIdentifier": format!("db-{key}"), "metadata": {}},
+            {"metadata": {"bucket": format!("files-{key}")}}]}),
+    );
+    let response = send(app, &done).await;
+    assert_eq!(response.status, 204, "{}", response.text);
+    assert_eq!(status_of(app, &tenant).await, 0);
+    tenant
+}
+
 pub async fn provision(app: &TestApp, tenant: &str, body: &Value) -> (StatusCode, Value) {
     app.post(
         &format!("/tenants/{tenant}/provision"),
@@ -167,44 +195,63 @@ pub async fn provision(app: &TestApp, tenant: &str, body: &Value) -> (StatusCode
 }
 
 /// A second instance's view of the app's database and key store, on a clock `ahead` seconds
-/// past now, to run the deadline sweeper.
+/// past now, to run the deadline sweeper, billing runs and lifecycle moves at another time.
 pub struct Sweeper {
-    db: tms::store::Db,
+    pub db: tms::store::Db,
     kv: tms::kv::Kv,
     mailer: tms::mail::Mailer,
     config: tms::config::Config,
+    pub clock: tms::clock::Clock,
 }
 
 impl Sweeper {
     pub async fn at(app: &TestApp, overrides: &[(&str, &str)], ahead: i64) -> Sweeper {
         let clock =
             tms::clock::Clock::manual(chrono::Utc::now() + chrono::Duration::seconds(ahead));
+        Self::on_clock(app, overrides, clock).await
+    }
+
+    /// An instance on `clock` (shared with others: advancing one advances all).
+    pub async fn on_clock(
+        app: &TestApp,
+        overrides: &[(&str, &str)],
+        clock: tms::clock::Clock,
+    ) -> Sweeper {
         let config = app.config_with(overrides);
         let db = tms::store::Db::connect(&config)
             .await
             .unwrap()
             .with_clock(clock.clone());
-        let kv = tms::kv::Kv::connect(&config, &db, clock).await.unwrap();
+        let kv = tms::kv::Kv::connect(&config, &db, clock.clone())
+            .await
+            .unwrap();
         let mailer = tms::mail::Mailer::from_config(&config).unwrap();
         Sweeper {
             db,
             kv,
             mailer,
             config,
+            clock,
         }
     }
 
-    /// Fails the operations past their deadline; how many.
-    pub async fn fail_overdue(&self) -> usize {
+    pub fn lifecycle(&self) -> tms::domain::provisioning::Provisioning<'_> {
         tms::domain::provisioning::Provisioning {
             db: &self.db,
             kv: &self.kv,
             mailer: &self.mailer,
             config: &self.config,
         }
-        .fail_overdue()
-        .await
-        .unwrap()
+    }
+
+    /// Fails the operations past their deadline; how many.
+    pub async fn fail_overdue(&self) -> usize {
+        self.lifecycle().fail_overdue().await.unwrap()
+    }
+
+    /// One billing run at this instance's now.
+    pub async fn run_billing(&self) -> tms::domain::billing::RunReport {
+        self.lifecycle().run_billing().await.unwrap()
     }
 
     pub async fn close(self) {
