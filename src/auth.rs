@@ -52,9 +52,12 @@ pub const CLOCK_SKEW_SECS: u64 = 30;
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The caller's id: the token's `id`, or its `userTenantId` when it has none (tokens minted
-    /// by the ARC SaaS facade carry only the latter).
+    /// Who the caller acts as in `createdBy` and `modifiedBy`: the token's `userTenantId`, or
+    /// its `id` when it has none — as the original stamps them.
     pub id: String,
+    /// The token's `id`, or its `userTenantId` when it has none: what the original stamps in
+    /// `deletedBy`.
+    pub user_id: String,
     pub permissions: Vec<String>,
     /// `Some(lead)` for a lead token: every read and write is confined to that lead and the
     /// tenant onboarded from it, whatever the permission codes say.
@@ -185,12 +188,15 @@ impl JwtKeys {
                     .map_err(|_| AuthError::new("TokenInvalid: malformed leadId"))?,
             ),
         };
-        let id = claims
-            .id
-            .or(claims.user_tenant_id)
-            .ok_or_else(|| AuthError::new("TokenInvalid: no caller id"))?;
+        let (Some(id), Some(user_id)) = (
+            claims.user_tenant_id.clone().or(claims.id.clone()),
+            claims.id.or(claims.user_tenant_id),
+        ) else {
+            return Err(AuthError::new("TokenInvalid: no caller id"));
+        };
         Ok(Principal {
             id,
+            user_id,
             permissions: claims.permissions,
             lead,
         })
@@ -359,5 +365,19 @@ mod tests {
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert_eq!(k.verify(&token).unwrap().id, "ut");
+    }
+
+    #[test]
+    fn user_tenant_id_stamps_writes_and_id_stamps_deletes() {
+        let k = keys();
+        let claims = serde_json::json!({"id": "user", "userTenantId": "ut", "permissions": [],
+            "iss": "tms", "exp": now_secs() + 60});
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        let principal = k.verify(&token).unwrap();
+        assert_eq!(
+            (principal.id.as_str(), principal.user_id.as_str()),
+            ("ut", "user")
+        );
     }
 }

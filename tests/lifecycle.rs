@@ -125,7 +125,7 @@ async fn lifecycle(kind: Db, test: &str) {
     .unwrap_err();
     assert!(matches!(err, LifecycleError::NotFound), "{err:?}");
     let gone = a_tenant(db, "gone", TenantStatus::PendingProvision).await;
-    crud::soft_delete(&mut db.conn(), &TENANTS, Target::Id(gone), &actor())
+    crud::soft_delete(&mut db.conn(), &TENANTS, Target::Id(gone), &actor(), "ops")
         .await
         .unwrap();
     let err = tenant::move_to(

@@ -597,11 +597,13 @@ pub async fn retire_resources(conn: &mut Conn<'_>, tenant: Uuid) -> Result<u64, 
         &json!(tenant.to_string()),
     )
     .expect("a UUID is a valid tenantId");
+    let actor = system_actor();
     crud::soft_delete(
         conn,
         &RESOURCES,
         Target::Matching(Some(&of_tenant)),
-        &system_actor(),
+        &actor,
+        &actor.id,
     )
     .await
 }

@@ -460,6 +460,7 @@ async fn delete_by_id<C: Collection>(
         C::RESOURCE,
         Target::Id(id),
         &actor(&auth.principal),
+        &auth.principal.user_id,
     )
     .await?;
     found(deleted)

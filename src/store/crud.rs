@@ -509,21 +509,32 @@ pub fn replacement(resource: &'static Resource, values: &Object) -> Object {
         .collect()
 }
 
-/// Marks the live rows of `target` deleted. Returns how many there were.
+/// Marks the live rows of `target` deleted, stamping `deletedBy` with `deleted_by` and
+/// `modifiedBy` with the actor (the original takes them from different claims of the token).
+/// Returns how many there were.
 pub async fn soft_delete(
     conn: &mut Conn<'_>,
     resource: &'static Resource,
     target: Target<'_>,
     actor: &Actor,
+    deleted_by: &str,
 ) -> Result<u64, sqlx::Error> {
     let backend = conn.backend();
+    let now = (backend, conn.now());
     let mut stmt = Query::update();
     stmt.table(table(resource)).value(col("deleted"), true);
     stamp(
         &mut stmt,
         resource,
-        (backend, conn.now()),
-        &[("deletedOn", "deletedBy"), ("modifiedOn", "modifiedBy")],
+        now,
+        &[("deletedOn", "deletedBy")],
+        deleted_by,
+    );
+    stamp(
+        &mut stmt,
+        resource,
+        now,
+        &[("modifiedOn", "modifiedBy")],
         &actor.id,
     );
     restrict(&mut stmt, resource, target, actor.scope, backend);
