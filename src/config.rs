@@ -84,6 +84,9 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// Prepended to every key of the key-value store (Redis or database): `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
+    /// How lead keys and webhook secrets are written (`REDIS_ENTRY_FORMAT`: `tms` or the
+    /// original's `original`, which needs Redis).
+    pub redis_entry_format: crate::kv::original::EntryFormat,
     /// `None` means "not configured": in dev/test one is generated (and kept in the data dir).
     pub jwt_secret: Option<SecretString>,
     pub jwt_issuer: String,
@@ -352,6 +355,21 @@ impl Config {
         let lead_key_length = v.number("LEAD_KEY_LENGTH", 36usize, 16, 128)?;
         let port = v.number("PORT", 3005u16, 0, u16::MAX)?;
         let billing = BillingConfig::from_vars(&v, &v.string("APP_NAME", "tms"))?;
+        let redis_entry_format = match v.get("REDIS_ENTRY_FORMAT") {
+            None => crate::kv::original::EntryFormat::default(),
+            Some(raw) => crate::kv::original::EntryFormat::parse(raw).ok_or_else(|| {
+                problem(
+                    "REDIS_ENTRY_FORMAT",
+                    format!("expected tms or original, got {raw:?}"),
+                )
+            })?,
+        };
+        if redis_entry_format == crate::kv::original::EntryFormat::Original && redis_url.is_none() {
+            return Err(problem(
+                "REDIS_ENTRY_FORMAT",
+                "original needs Redis (REDIS_URL or REDIS_HOST): the original keeps its entries there",
+            ));
+        }
 
         Ok(Self {
             env,
@@ -369,6 +387,7 @@ impl Config {
             )?),
             redis_url,
             redis_key_prefix: redis_key_prefix(&v)?,
+            redis_entry_format,
             jwt_secret,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
             system_user_id: v.string("SYSTEM_USER_ID", "00000000-0000-0000-0000-000000000001"),
@@ -538,6 +557,10 @@ impl Config {
             ),
             ("REDIS_URL", url_of(&self.redis_url)),
             ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
+            (
+                "REDIS_ENTRY_FORMAT",
+                self.redis_entry_format.as_str().to_string(),
+            ),
             ("JWT_SECRET", secret(&self.jwt_secret)),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
             ("SYSTEM_USER_ID", self.system_user_id.clone()),

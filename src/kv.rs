@@ -13,6 +13,8 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod original;
+
 use crate::clock::Clock;
 use crate::config::{Config, mask_url_password};
 use crate::store::{Conn, Db, Param, Tx};
@@ -295,6 +297,46 @@ impl Kv {
         .named("delete", key)
     }
 
+    /// The original's entry `_kvModel:<id>` (a MessagePack map, `docs/switch-over.md`), on
+    /// Redis; there are none on the database backend.
+    pub async fn original_get(&self, id: &str) -> Result<Option<Vec<u8>>, KvError> {
+        match self {
+            Self::Db(_) => Ok(None),
+            Self::Redis(kv) => kv.bytes("GET", &original_key(id)).await,
+        }
+        .named("get", ORIGINAL_NAMESPACE)
+    }
+
+    /// Gets and deletes the original's entry `_kvModel:<id>` in one step (`GETDEL`).
+    pub async fn original_take(&self, id: &str) -> Result<Option<Vec<u8>>, KvError> {
+        match self {
+            Self::Db(_) => Ok(None),
+            Self::Redis(kv) => kv.bytes("GETDEL", &original_key(id)).await,
+        }
+        .named("take", ORIGINAL_NAMESPACE)
+    }
+
+    /// Stores `value` as the original's entry `_kvModel:<id>` for `ttl`; on the database backend
+    /// (which the original never read) it is an error.
+    pub async fn original_put(&self, id: &str, value: &[u8], ttl: Duration) -> Result<(), KvError> {
+        match self {
+            Self::Db(_) => Err(Cause::Corrupt(
+                "entries in the original's format need Redis".into(),
+            )),
+            Self::Redis(kv) => kv.put_bytes(&original_key(id), value, ttl).await,
+        }
+        .named("put", ORIGINAL_NAMESPACE)
+    }
+
+    /// Removes the original's entry `_kvModel:<id>`, if there is one.
+    pub async fn original_delete(&self, id: &str) -> Result<(), KvError> {
+        match self {
+            Self::Db(_) => Ok(()),
+            Self::Redis(kv) => kv.bytes("DEL", &original_key(id)).await.map(drop),
+        }
+        .named("delete", ORIGINAL_NAMESPACE)
+    }
+
     /// Counts a hit on the fixed-window counter `key`: the first hit starts a window of length
     /// `window` with count 1; later hits in the window increment it atomically; the first hit
     /// after the window starts a new one.
@@ -375,6 +417,14 @@ const HIT: &str = "INSERT INTO kv_entries (key, value, count, expires_at) VALUES
      RETURNING count, expires_at";
 
 const PURGE: &str = "DELETE FROM kv_entries WHERE expires_at <= $1";
+
+/// The key of the original's entry for `id` (its KV model's name, no `REDIS_KEY_PREFIX`).
+fn original_key(id: &str) -> String {
+    format!("_kvModel:{id}")
+}
+
+/// How errors name the original's entries (their ids can be secrets).
+const ORIGINAL_NAMESPACE: &str = "_kvModel:";
 
 /// `key` as stored: with `REDIS_KEY_PREFIX` in front.
 fn prefixed(prefix: &str, key: &str) -> String {
@@ -490,6 +540,29 @@ impl RedisKv {
             .arg(stored)
             .query_async(&mut self.conn())
             .await?)
+    }
+
+    /// `command` (`GET`, `GETDEL`, `DEL`) on a key as stored, its answer as bytes.
+    async fn bytes(&self, command: &str, stored: &str) -> Outcome<Option<Vec<u8>>> {
+        let value: redis::Value = redis::cmd(command)
+            .arg(stored)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(match value {
+            redis::Value::BulkString(bytes) => Some(bytes),
+            _ => None,
+        })
+    }
+
+    async fn put_bytes(&self, stored: &str, value: &[u8], ttl: Duration) -> Outcome<()> {
+        redis::cmd("SET")
+            .arg(stored)
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl.min(MAX_TTL)).max(1))
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Outcome<()> {

@@ -11,6 +11,7 @@ use super::onboarding::{self, OnboardingError};
 use super::validation::{ValidationDetail, check_fields, not_an_object};
 use crate::auth::JwtKeys;
 use crate::config::Config;
+use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
 use crate::model::{ADDRESSES, LEADS};
@@ -84,6 +85,14 @@ pub struct Verified {
 pub const RESENDS_PER_ADDRESS: u64 = 3;
 pub const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Where a verification key was found.
+enum KeyEntry {
+    /// tms's own key.
+    Tms,
+    /// The original's entry, as read (consumed only if it is still the same).
+    Original(Vec<u8>),
+}
+
 /// Where the verification key of a lead is kept.
 fn lead_key(key: &str) -> String {
     format!("lead-key:{key}")
@@ -151,7 +160,7 @@ impl Funnel<'_> {
         // The key is stored before the lead commits (and outside its transaction, which on
         // SQLite holds the write lock): a key whose lead never committed verifies nothing, while
         // a committed lead always has its key.
-        let key = self.store_new_key(id).await?;
+        let key = self.store_new_key(id, &email).await?;
         let mut tx = self.db.begin().await?;
         if !address.is_empty() {
             let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, system).await?;
@@ -164,17 +173,39 @@ impl Funnel<'_> {
         Ok(SignedUp { id, key })
     }
 
-    /// A fresh verification key for lead `id`, stored with its expiry.
-    async fn store_new_key(&self, id: Uuid) -> Result<String, FunnelError> {
+    /// A fresh verification key for lead `id` (of `email`), stored with its expiry: under
+    /// tms's key with the lead's id, or (`REDIS_ENTRY_FORMAT=original`) as the original's entry
+    /// holding the lead's token, which the ARC facade reads.
+    async fn store_new_key(&self, id: Uuid, email: &str) -> Result<String, FunnelError> {
         let key = new_lead_key(self.config.lead_key_length);
-        self.kv
-            .put(
-                &lead_key(&key),
-                &id.to_string(),
-                self.config.validation_token_expiry,
-            )
-            .await?;
+        let ttl = self.config.validation_token_expiry;
+        match self.config.redis_entry_format {
+            EntryFormat::Tms => self.kv.put(&lead_key(&key), &id.to_string(), ttl).await?,
+            EntryFormat::Original => {
+                let token = self
+                    .jwt
+                    .mint_lead(id, email, self.config.lead_token_expiry.as_secs())
+                    .map_err(FunnelError::Token)?;
+                let entry = original::encode(&original::LeadEntry { token });
+                self.kv.original_put(&key, &entry, ttl).await?
+            }
+        }
         Ok(key)
+    }
+
+    /// The lead whose verification key is `key`, in either format, and how to consume it.
+    async fn key_holder(&self, key: &str) -> Result<Option<(Uuid, KeyEntry)>, FunnelError> {
+        if let Some(id) = self.kv.get(&lead_key(key)).await? {
+            return Ok(Uuid::parse_str(&id).ok().map(|id| (id, KeyEntry::Tms)));
+        }
+        let Some(bytes) = self.kv.original_get(key).await? else {
+            return Ok(None);
+        };
+        // The token the original minted for the lead, signed with the same JWT_SECRET.
+        let lead = original::decode::<original::LeadEntry>(&bytes)
+            .and_then(|entry| self.jwt.verify(&entry.token).ok())
+            .and_then(|principal| Uuid::parse_str(&principal.user_id).ok());
+        Ok(lead.map(|id| (id, KeyEntry::Original(bytes))))
     }
 
     /// Queues the `validate_lead` mail with the link for `key` to `lead` (its wire object).
@@ -214,16 +245,24 @@ impl Funnel<'_> {
         let lead_id = Uuid::parse_str(id).map_err(|_| FunnelError::Unauthorized)?;
         let stored = lead_key(key);
         // A cheap read first: unknown keys never take the write lock.
-        if self.kv.get(&stored).await?.as_deref() != Some(id) {
+        let Some((holder, entry)) = self.key_holder(key).await? else {
+            return Err(FunnelError::Unauthorized);
+        };
+        if holder != lead_id {
             return Err(FunnelError::Unauthorized);
         }
         let mut tx = self.db.begin().await?;
-        let claim = self
-            .kv
-            .claim(&mut tx, &stored)
-            .await?
-            .filter(|claim| claim.value() == id)
-            .ok_or(FunnelError::Unauthorized)?;
+        let claim = match &entry {
+            KeyEntry::Tms => Some(
+                self.kv
+                    .claim(&mut tx, &stored)
+                    .await?
+                    .filter(|claim| claim.value() == id)
+                    .ok_or(FunnelError::Unauthorized)?,
+            ),
+            // Only on Redis: consumed after the commit, as tms's own keys there.
+            KeyEntry::Original(_) => None,
+        };
         let lead = crud::find_by_id(
             &mut tx.conn(),
             &LEADS,
@@ -253,7 +292,14 @@ impl Funnel<'_> {
             other => other.into(),
         })?;
         tx.commit().await?;
-        if !self.kv.settle(claim).await? {
+        let consumed = match (claim, entry) {
+            (Some(claim), _) => self.kv.settle(claim).await?,
+            (None, KeyEntry::Original(bytes)) => {
+                self.kv.original_take(key).await?.as_deref() == Some(bytes.as_slice())
+            }
+            (None, KeyEntry::Tms) => false,
+        };
+        if !consumed {
             // A concurrent verification consumed the key first; it answers with the token.
             return Err(FunnelError::Unauthorized);
         }
@@ -298,7 +344,7 @@ impl Funnel<'_> {
             tracing::info!(lead = %id, "verification link not resent: the address had its share this hour");
             return Ok(false);
         }
-        let key = self.store_new_key(id).await?;
+        let key = self.store_new_key(id, email).await?;
         let mut tx = self.db.begin().await?;
         self.mail_link(&mut tx.conn(), id, lead, &key).await?;
         tx.commit().await?;

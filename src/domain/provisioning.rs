@@ -12,6 +12,7 @@ use super::tenant::{self, LifecycleError, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use crate::config::{BillingConfig, Config};
 use crate::events;
+use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
 use crate::model::{CONTACTS, RESOURCES, TENANTS};
@@ -53,6 +54,45 @@ impl EventType {
 /// Where the key-value store keeps a tenant's webhook secret and context.
 pub fn secret_key(tenant: Uuid) -> String {
     format!("webhook-secret:{tenant}")
+}
+
+/// Stores the webhook secret of `tenant` for `ttl`: under tms's key with the work of `tx`, or
+/// (`REDIS_ENTRY_FORMAT=original`) as the original's entry `_kvModel:<tenant>`.
+pub async fn store_secret(
+    kv: &Kv,
+    tx: &mut Tx,
+    format: EntryFormat,
+    tenant: Uuid,
+    secret: &WebhookSecret,
+    ttl: std::time::Duration,
+) -> Result<(), KvError> {
+    match format {
+        EntryFormat::Tms => {
+            let stored = serde_json::to_string(secret).unwrap_or_default();
+            kv.put_in(tx, &secret_key(tenant), &stored, ttl).await
+        }
+        EntryFormat::Original => {
+            kv.original_put(&tenant.to_string(), &original::encode(secret), ttl)
+                .await
+        }
+    }
+}
+
+/// The webhook secret of `tenant`, in either format.
+pub async fn stored_secret(kv: &Kv, tenant: Uuid) -> Result<Option<WebhookSecret>, KvError> {
+    if let Some(text) = kv.get(&secret_key(tenant)).await? {
+        return Ok(serde_json::from_str(&text).ok());
+    }
+    Ok(kv
+        .original_get(&tenant.to_string())
+        .await?
+        .and_then(|bytes| original::decode(&bytes)))
+}
+
+/// Deletes the webhook secret of `tenant` in both formats (tms's with the work of `tx`).
+pub async fn forget_secret(kv: &Kv, tx: &mut Tx, tenant: Uuid) -> Result<(), KvError> {
+    kv.delete_in(tx, &secret_key(tenant)).await?;
+    kv.original_delete(&tenant.to_string()).await
 }
 
 /// The secret and context a provisioning pipeline signs its result with.
@@ -429,15 +469,15 @@ impl Provisioning<'_> {
     ) -> Result<WebhookSecret, ProvisioningError> {
         record::start(&mut tx.conn(), &start).await?;
         let secret = WebhookSecret::generate();
-        let stored = serde_json::to_string(&secret).unwrap_or_default();
-        self.kv
-            .put_in(
-                tx,
-                &secret_key(start.tenant_id),
-                &stored,
-                self.config.webhook_secret_expiry,
-            )
-            .await?;
+        store_secret(
+            self.kv,
+            tx,
+            self.config.redis_entry_format,
+            start.tenant_id,
+            &secret,
+            self.config.webhook_secret_expiry,
+        )
+        .await?;
         Ok(secret)
     }
 
@@ -468,9 +508,7 @@ impl Provisioning<'_> {
                 }
                 Err(other) => return Err(other),
             }
-            self.kv
-                .delete_in(&mut tx, &secret_key(rec.tenant_id))
-                .await?;
+            forget_secret(self.kv, &mut tx, rec.tenant_id).await?;
             tx.commit().await?;
             tracing::warn!(tenant = %rec.tenant_id, operation = rec.operation.as_str(),
                 "operation passed its deadline: failed as timed out");

@@ -7,9 +7,7 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::provisioning::{
-    self, Outcome, ProvisionedResource, ProvisioningError, WebhookSecret, secret_key,
-};
+use super::provisioning::{self, Outcome, ProvisionedResource, ProvisioningError, stored_secret};
 use super::signature;
 use super::tenant::{self, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
@@ -63,14 +61,6 @@ pub struct Report {
     pub app_plane_url: Option<String>,
     /// `data.error` or `data.message` of a failure.
     pub reason: Option<String>,
-}
-
-/// The secret and context stored for `tenant`, if any.
-pub async fn stored_secret(kv: &Kv, tenant: Uuid) -> Result<Option<WebhookSecret>, KvError> {
-    Ok(kv
-        .get(&secret_key(tenant))
-        .await?
-        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 /// Checks the signature headers of a request signed over `parts` and a timestamp: present,
@@ -310,7 +300,7 @@ impl Webhook<'_> {
         if report.succeeded && rec.operation == Operation::Deprovision {
             provisioning::retire_resources(&mut tx.conn(), tenant).await?;
         }
-        self.kv.delete_in(&mut tx, &secret_key(tenant)).await?;
+        provisioning::forget_secret(self.kv, &mut tx, tenant).await?;
         tx.commit().await?;
         tracing::info!(%tenant, operation = rec.operation.as_str(), succeeded = report.succeeded,
             "pipeline result accepted");
