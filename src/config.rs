@@ -236,6 +236,9 @@ impl Vars<'_> {
     }
 }
 
+/// Who tms's own writes are by, unless `SYSTEM_USER_ID` says otherwise (the original's value).
+pub const DEFAULT_SYSTEM_USER_ID: &str = "00000000-0000-0000-0000-000000000001";
+
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const MAX_MS: u64 = 365 * 24 * 3600 * 1000;
 
@@ -390,7 +393,7 @@ impl Config {
             redis_entry_format,
             jwt_secret,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
-            system_user_id: v.string("SYSTEM_USER_ID", "00000000-0000-0000-0000-000000000001"),
+            system_user_id: v.string("SYSTEM_USER_ID", DEFAULT_SYSTEM_USER_ID),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
             app_name: v.string("APP_NAME", "tms"),
             // By default the link opens tms's own verification page.

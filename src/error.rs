@@ -222,6 +222,7 @@ impl From<crate::store::crud::WriteError> for AppError {
             WriteError::MissingReference { field, id } => Self::NotFound(format!(
                 "Related entity not found: {field} {id:?} does not exist"
             )),
+            WriteError::Unfit(message) => Self::Unprocessable(message),
             WriteError::Db(err) => err.into(),
         }
     }

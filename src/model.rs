@@ -35,6 +35,9 @@ pub struct Field {
     pub server_only: bool,
     pub max_len: Option<usize>,
     pub description: &'static str,
+    /// Text on the wire that the original's schema keeps in a `uuid` column (who wrote a row,
+    /// the tenant's contact user): written as a UUID when it is one, compared as text.
+    pub uuid_text: bool,
 }
 
 const fn field(name: &'static str, column: &'static str, ty: FieldType) -> Field {
@@ -46,6 +49,7 @@ const fn field(name: &'static str, column: &'static str, ty: FieldType) -> Field
         server_only: false,
         max_len: None,
         description: "",
+        uuid_text: false,
     }
 }
 
@@ -61,6 +65,11 @@ const fn max(mut f: Field, len: usize) -> Field {
 
 const fn server(mut f: Field) -> Field {
     f.server_only = true;
+    f
+}
+
+const fn uuid_text(mut f: Field) -> Field {
+    f.uuid_text = true;
     f
 }
 
@@ -121,11 +130,11 @@ macro_rules! audited {
         &[
             server(field("deleted", "deleted", FieldType::Bool)),
             server(field("deletedOn", "deleted_on", FieldType::Timestamp)),
-            server(field("deletedBy", "deleted_by", FieldType::Text)),
+            server(uuid_text(field("deletedBy", "deleted_by", FieldType::Text))),
             server(field("createdOn", "created_on", FieldType::Timestamp)),
             server(field("modifiedOn", "modified_on", FieldType::Timestamp)),
-            server(field("createdBy", "created_by", FieldType::Text)),
-            server(field("modifiedBy", "modified_by", FieldType::Text)),
+            server(uuid_text(field("createdBy", "created_by", FieldType::Text))),
+            server(uuid_text(field("modifiedBy", "modified_by", FieldType::Text))),
             server(field("id", "id", FieldType::Uuid)),
             $($f),*
         ]
@@ -215,7 +224,7 @@ pub static TENANTS: Resource = Resource {
         )),
         max(
             doc(
-                field("spocUserId", "spoc_user_id", FieldType::Text),
+                uuid_text(field("spocUserId", "spoc_user_id", FieldType::Text)),
                 "user id of the admin user who acts as a spoc for this tenant"
             ),
             100
@@ -283,7 +292,7 @@ pub static CONTACTS: Resource = Resource {
         required(max(field("lastName", "last_name", FieldType::Text), 100)),
         required(max(field("email", "email", FieldType::Text), 100)),
         required(field("isPrimary", "is_primary", FieldType::Bool)),
-        max(field("type", "type", FieldType::Text), 100),
+        max(field("type", "contact_type", FieldType::Text), 100),
         required(field("tenantId", "tenant_id", FieldType::Uuid)),
     ],
     relations: BELONGS_TO_TENANT,

@@ -11,24 +11,10 @@ use rest_support::a_tenant;
 const USER: &str = "aaaaaaaa-0000-4000-8000-0000000000a1";
 const USER_TENANT: &str = "aaaaaaaa-0000-4000-8000-0000000000b2";
 
-/// A token of the ARC SaaS kind, whose `id` (the user) and `userTenantId` (the user's membership
-/// of a tenant) differ.
-fn arc_token() -> String {
-    let claims = json!({"id": USER, "userTenantId": USER_TENANT,
-        "permissions": tms::auth::ALL_PERMISSIONS, "iss": JWT_ISSUER,
-        "exp": tms::auth::now_secs() + 600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 both_dbs!(
     writes_are_stamped_as_the_original_stamps_them,
     |app| async move {
-        let token = arc_token();
+        let token = arc_token(USER, USER_TENANT);
         let tenant = a_tenant(&app, "acme").await;
         let (status, contact) = app
             .post(

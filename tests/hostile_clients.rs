@@ -295,7 +295,7 @@ async fn fill(file: &std::path::Path, tenants: usize) {
         .unwrap();
         for c in 0..5 {
             sqlx::query(
-                "INSERT INTO contacts (id, first_name, last_name, email, is_primary, type, tenant_id, \
+                "INSERT INTO contacts (id, first_name, last_name, email, is_primary, contact_type, tenant_id, \
                  created_on, modified_on, created_by, modified_by) \
                  VALUES (?1, 'Firstname', 'Lastname-of-the-contact', ?2, ?3, 'admin', ?4, ?5, ?5, 'seed', 'seed')",
             )

@@ -235,7 +235,8 @@ impl AdminUsers<'_> {
             last_name: &last_name,
         };
         let auth_id = self.idp.create_admin(&provider, &info, &admin).await?;
-        record_spoc(&mut self.db.conn(), tenant_id, &auth_id).await?;
+        let system = super::provisioning::system_actor(self.config);
+        record_spoc(&mut self.db.conn(), &system, tenant_id, &auth_id).await?;
         tracing::info!(tenant = %tenant_id, provider = request.provider.key(),
             "tenant admin user created");
         Ok(auth_id)
@@ -506,6 +507,7 @@ fn auth0_settings(
 /// Keeps the admin user's id as the tenant's `spocUserId` (when it fits the column).
 async fn record_spoc(
     conn: &mut Conn<'_>,
+    actor: &Actor,
     tenant_id: Uuid,
     auth_id: &str,
 ) -> Result<(), AdminUserError> {
@@ -518,12 +520,15 @@ async fn record_spoc(
     }
     let mut values = Object::new();
     values.insert("spocUserId".into(), json!(auth_id));
-    let actor = Actor {
-        id: "system".into(),
-        scope: Scope::All,
-    };
-    crud::update(conn, &TENANTS, Target::Id(tenant_id), &values, &actor).await?;
-    Ok(())
+    match crud::update(conn, &TENANTS, Target::Id(tenant_id), &values, actor).await {
+        // A column of the original's schema that takes UUIDs only (Keycloak's ids are; Auth0's
+        // are not): the user exists either way.
+        Err(WriteError::Unfit(why)) => {
+            tracing::warn!(tenant = %tenant_id, %why, "the admin user's id is not kept as spocUserId");
+            Ok(())
+        }
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
 #[cfg(test)]

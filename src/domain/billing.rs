@@ -12,13 +12,15 @@ use uuid::Uuid;
 
 use super::invoices::{self, InvoiceError};
 use super::money::{Currency, MoneyError};
-use super::provisioning::{EventType, Provisioning, ProvisioningError, tenant_with_relations};
+use super::provisioning::{
+    EventType, Provisioning, ProvisioningError, system_actor, tenant_with_relations,
+};
 use super::tenant::{self, TenantStatus};
 use super::validation::ValidationDetail;
-use crate::config::BillingConfig;
+use crate::config::{BillingConfig, Config};
 use crate::mail::{Mailer, Template};
 use crate::model::INVOICES;
-use crate::store::crud::{self, Actor, Scope};
+use crate::store::crud::{self, Scope};
 use crate::store::filter::Filter;
 use crate::store::invoices::{self as store, Account};
 use crate::store::provisioning as record;
@@ -245,14 +247,6 @@ pub enum BillingError {
     Database(#[from] sqlx::Error),
 }
 
-/// The system actor of billing's own writes.
-fn system() -> Actor {
-    Actor {
-        id: "system".into(),
-        scope: Scope::All,
-    }
-}
-
 impl Account {
     fn cycle(&self) -> Cycle {
         Cycle {
@@ -268,7 +262,7 @@ impl Account {
 /// resumes it with the first period that starts from now on.
 pub async fn on_move(
     tx: &mut Tx,
-    config: &BillingConfig,
+    config: &Config,
     tenant: Uuid,
     from: TenantStatus,
     to: TenantStatus,
@@ -316,7 +310,7 @@ async fn pause(tx: &mut Tx, tenant: Uuid, now: DateTime<Utc>) -> Result<(), Bill
 /// issues the invoice of its first period.
 async fn open(
     tx: &mut Tx,
-    config: &BillingConfig,
+    config: &Config,
     tenant: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), BillingError> {
@@ -333,7 +327,7 @@ async fn open(
             return Ok(());
         }
     };
-    let currency = terms.currency.unwrap_or(config.default_currency);
+    let currency = terms.currency.unwrap_or(config.billing.default_currency);
     let account = Account {
         tenant_id: tenant,
         price: currency.amount(terms.price).unwrap_or(terms.price),
@@ -357,7 +351,7 @@ async fn open(
 /// not invoiced yet; the account is locked meanwhile. Returns how many were issued.
 async fn bill_due_periods(
     tx: &mut Tx,
-    config: &BillingConfig,
+    config: &Config,
     tenant: Uuid,
     now: DateTime<Utc>,
 ) -> Result<usize, BillingError> {
@@ -378,7 +372,7 @@ async fn bill_due_periods(
             store::set_position(&mut tx.conn(), tenant, k, start, None).await?;
             break;
         }
-        let due = now + Duration::days(i64::from(config.net_days));
+        let due = now + Duration::days(i64::from(config.billing.net_days));
         let mut values = Object::new();
         values.insert("startDate".into(), json!(format_timestamp(&start)));
         values.insert("endDate".into(), json!(format_timestamp(&end)));
@@ -387,7 +381,7 @@ async fn bill_due_periods(
         values.insert("dueDate".into(), json!(format_timestamp(&due)));
         values.insert("status".into(), json!(0));
         values.insert("tenantId".into(), json!(tenant.to_string()));
-        invoices::issue(tx, config, values, Some(k), &system().id).await?;
+        invoices::issue(tx, &config.billing, values, Some(k), &config.system_user_id).await?;
         issued += 1;
         k += 1;
     }
@@ -414,7 +408,7 @@ impl Provisioning<'_> {
     pub async fn run_billing(&self) -> Result<RunReport, BillingError> {
         let mut report = RunReport::default();
         let now = self.db.clock().now();
-        let config = &self.config.billing;
+        let config = self.config;
         loop {
             let due = store::due_accounts(&mut self.db.conn(), now, BATCH).await?;
             let mut progressed = false;
@@ -438,8 +432,8 @@ impl Provisioning<'_> {
                 break;
             }
         }
-        report.overdue = announce_overdue(self.db, self.mailer, config, now).await?;
-        if let Some(days) = config.suspend_after_days {
+        report.overdue = announce_overdue(self.db, self.mailer, &config.billing, now).await?;
+        if let Some(days) = config.billing.suspend_after_days {
             report.suspended = self.suspend_overdue(now, days).await?;
         }
         if report != RunReport::default() {
@@ -465,7 +459,10 @@ impl Provisioning<'_> {
                 "invoice {} overdue for more than {days} days",
                 number.as_deref().unwrap_or("without a number")
             );
-            match self.suspend(tenant, Some(&reason), &system()).await {
+            match self
+                .suspend(tenant, Some(&reason), &system_actor(self.config))
+                .await
+            {
                 Ok(_) => {
                     tracing::warn!(%tenant, %reason, "tenant suspended for an unpaid invoice");
                     suspended += 1;

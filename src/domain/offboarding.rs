@@ -213,7 +213,7 @@ impl Provisioning<'_> {
         }
         match tenant::move_to(&mut tx.conn(), tenant_id, to, &Object::new(), actor).await {
             Ok(from) => {
-                super::billing::on_move(tx, &self.config.billing, tenant_id, from, to).await?;
+                super::billing::on_move(tx, self.config, tenant_id, from, to).await?;
                 Ok(Some(from))
             }
             Err(LifecycleError::Illegal { current, .. }) if done.contains(&current) => Ok(None),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::tenant::{self, LifecycleError, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
-use crate::config::{BillingConfig, Config};
+use crate::config::Config;
 use crate::events;
 use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
@@ -490,13 +490,8 @@ impl Provisioning<'_> {
         let mut failed = 0;
         for rec in overdue {
             let mut tx = self.db.begin().await?;
-            let moved = finish_operation(
-                &mut tx,
-                &self.config.billing,
-                &rec,
-                Outcome::Failed("timed out"),
-            )
-            .await;
+            let moved =
+                finish_operation(&mut tx, self.config, &rec, Outcome::Failed("timed out")).await;
             match moved {
                 Ok(()) => failed += 1,
                 // Moved by an operator meanwhile: the record just ends.
@@ -524,10 +519,11 @@ pub enum Outcome<'a> {
     Failed(&'a str),
 }
 
-/// The system actor of lifecycle moves made by a pipeline's result or a deadline.
-fn system_actor() -> Actor {
+/// The actor of tms's own moves (a pipeline's result, a deadline, a billing run):
+/// `SYSTEM_USER_ID`, a UUID as the original's audit columns need.
+pub fn system_actor(config: &Config) -> Actor {
     Actor {
-        id: "system".into(),
+        id: config.system_user_id.clone(),
         scope: Scope::All,
     }
 }
@@ -537,7 +533,7 @@ fn system_actor() -> Actor {
 /// reason of a failure, and billing follows the move (`domain::billing::on_move`).
 pub async fn finish_operation(
     tx: &mut Tx,
-    billing: &BillingConfig,
+    config: &Config,
     rec: &record::Record,
     outcome: Outcome<'_>,
 ) -> Result<(), ProvisioningError> {
@@ -555,10 +551,10 @@ pub async fn finish_operation(
         rec.tenant_id,
         to,
         &Object::new(),
-        &system_actor(),
+        &system_actor(config),
     )
     .await?;
-    super::billing::on_move(tx, billing, rec.tenant_id, from, to).await?;
+    super::billing::on_move(tx, config, rec.tenant_id, from, to).await?;
     let reason = match outcome {
         Outcome::Succeeded => None,
         Outcome::Failed(reason) => Some(reason),
@@ -580,10 +576,10 @@ pub struct ProvisionedResource {
 /// resources again), any other is created.
 pub async fn store_resources(
     conn: &mut Conn<'_>,
+    actor: &Actor,
     tenant: Uuid,
     resources: &[ProvisionedResource],
 ) -> Result<(), ProvisioningError> {
-    let actor = system_actor();
     let tenant_field = RESOURCES
         .field("tenantId")
         .expect("resources have a tenant");
@@ -605,7 +601,7 @@ pub async fn store_resources(
             &RESOURCES,
             Target::Matching(Some(&this)),
             &values,
-            &actor,
+            actor,
         )
         .await?;
         if updated == 0 {
@@ -626,7 +622,11 @@ fn resource_problem(message: &str) -> ValidationDetail {
 
 /// Marks every resource of `tenant` deleted (soft, so the record of what it had stays): its
 /// offboarding tore them down.
-pub async fn retire_resources(conn: &mut Conn<'_>, tenant: Uuid) -> Result<u64, sqlx::Error> {
+pub async fn retire_resources(
+    conn: &mut Conn<'_>,
+    actor: &Actor,
+    tenant: Uuid,
+) -> Result<u64, sqlx::Error> {
     let of_tenant = Where::cmp(
         RESOURCES
             .field("tenantId")
@@ -635,12 +635,11 @@ pub async fn retire_resources(conn: &mut Conn<'_>, tenant: Uuid) -> Result<u64, 
         &json!(tenant.to_string()),
     )
     .expect("a UUID is a valid tenantId");
-    let actor = system_actor();
     crud::soft_delete(
         conn,
         &RESOURCES,
         Target::Matching(Some(&of_tenant)),
-        &actor,
+        actor,
         &actor.id,
     )
     .await

@@ -277,7 +277,7 @@ impl Webhook<'_> {
         } else {
             Outcome::Failed(&reason)
         };
-        provisioning::finish_operation(&mut tx, &self.config.billing, &rec, outcome)
+        provisioning::finish_operation(&mut tx, self.config, &rec, outcome)
             .await
             .map_err(|err| match err {
                 // Moved by a concurrent request between the check and the move.
@@ -287,7 +287,13 @@ impl Webhook<'_> {
                 other => other.into(),
             })?;
         if report.succeeded && rec.operation == Operation::Provision {
-            provisioning::store_resources(&mut tx.conn(), tenant, &report.resources).await?;
+            provisioning::store_resources(
+                &mut tx.conn(),
+                &provisioning::system_actor(self.config),
+                tenant,
+                &report.resources,
+            )
+            .await?;
             provisioning::mail_welcome(
                 &mut tx.conn(),
                 self.mailer,
@@ -298,7 +304,12 @@ impl Webhook<'_> {
             .await?;
         }
         if report.succeeded && rec.operation == Operation::Deprovision {
-            provisioning::retire_resources(&mut tx.conn(), tenant).await?;
+            provisioning::retire_resources(
+                &mut tx.conn(),
+                &provisioning::system_actor(self.config),
+                tenant,
+            )
+            .await?;
         }
         provisioning::forget_secret(self.kv, &mut tx, tenant).await?;
         tx.commit().await?;

@@ -27,6 +27,10 @@ pub enum WriteError {
     /// (SQLite), e.g. `tenants_key_unique` / `tenants.key`.
     #[error("unique constraint violated: {0}")]
     Conflict(String),
+    /// A value the database column cannot take: longer than a `varchar(n)` of the original's
+    /// schema, or not a UUID for a `uuid` column there (22001, 22P02, 42804).
+    #[error("{0}")]
+    Unfit(String),
     /// A referenced row (`tenantId`, `leadId`, `addressId`) does not exist.
     #[error("{field} {id} does not exist")]
     MissingReference { field: &'static str, id: String },
@@ -101,11 +105,23 @@ fn all_fields(resource: &'static Resource) -> Vec<&'static Field> {
 
 fn bind(backend: Backend, field: &Field, value: &Value) -> Expr {
     // Values were validated against the field type before they reach the store.
-    Expr::val(
+    let bound = Expr::val(
         values::to_db(backend, field, value).unwrap_or_else(|problem| {
             unreachable!("unvalidated value for {}: {problem}", field.name)
         }),
-    )
+    );
+    // A UUID for a text field that the original's schema keeps as `uuid`: cast, so that a `uuid`
+    // column takes it and a `text` one converts it back (an assignment cast). The parameter
+    // stays text: a prepared statement keeps one type per parameter.
+    // A null one is written as an untyped NULL, which either column takes.
+    let uuid_column_safe = field.uuid_text && backend == Backend::Postgres;
+    if uuid_column_safe && value.is_null() {
+        Expr::cust("NULL")
+    } else if uuid_column_safe && value.as_str().is_some_and(|s| Uuid::parse_str(s).is_ok()) {
+        bound.cast_as("UUID")
+    } else {
+        bound
+    }
 }
 
 fn uuid_value(backend: Backend, id: Uuid) -> Expr {
@@ -647,6 +663,14 @@ fn classify(err: sqlx::Error) -> WriteError {
                 .map(str::to_string)
                 .unwrap_or_else(|| db_err.message().to_string()),
         ),
+        sqlx::Error::Database(db_err)
+            if matches!(db_err.code().as_deref(), Some("22001" | "22P02" | "42804")) =>
+        {
+            WriteError::Unfit(format!(
+                "a value does not fit its database column: {}",
+                db_err.message()
+            ))
+        }
         _ => WriteError::Db(err),
     }
 }

@@ -987,7 +987,11 @@ pub fn condition(w: &Where, backend: Backend) -> Condition {
 }
 
 fn comparison(field: &'static Field, op: Op, operand: &Operand, backend: Backend) -> Option<Expr> {
-    let col = || Expr::col(field.column);
+    // A text field the original's schema keeps as `uuid` is compared as text on both schemas.
+    let col = || match backend {
+        Backend::Postgres if field.uuid_text => Expr::col(field.column).cast_as("TEXT"),
+        _ => Expr::col(field.column),
+    };
     let bind = |v: &Value| values::to_db(backend, field, v).ok();
     let binds = |vs: &[Value]| vs.iter().map(bind).collect::<Option<Vec<SqlValue>>>();
     Some(match (field.ty, op, &operand.0) {

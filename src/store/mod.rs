@@ -3,6 +3,7 @@
 //! are built once with sea-query and rendered for the backend in use; no handler ever branches on
 //! the database kind.
 
+pub mod adopt;
 pub mod crud;
 pub mod filter;
 pub mod invoices;
@@ -46,6 +47,8 @@ pub struct Db {
     health: Arc<Health>,
     /// The time the audit columns are stamped with.
     clock: Clock,
+    /// `SYSTEM_USER_ID`: who tms's own writes are by, needed to take over the original's schema.
+    system_user_id: Arc<str>,
 }
 
 /// The connection pool of the database in use.
@@ -172,6 +175,7 @@ impl Db {
             pool,
             health,
             clock: Clock::system(),
+            system_user_id: config.system_user_id.as_str().into(),
         })
     }
 
@@ -181,6 +185,7 @@ impl Db {
             pool,
             health: Arc::default(),
             clock: Clock::system(),
+            system_user_id: crate::config::DEFAULT_SYSTEM_USER_ID.into(),
         }
     }
 
@@ -232,6 +237,20 @@ impl Db {
                 )))
                 .await
                 .with_context(|| format!("cannot create schema {schema}"))?;
+                match adopt::inspect(&mut conn).await? {
+                    adopt::Found::Empty => {}
+                    adopt::Found::Tms => {
+                        adopt::check_system_user(&mut conn, &self.system_user_id).await?
+                    }
+                    adopt::Found::Original => {
+                        adopt::adopt(&mut conn, &POSTGRES_MIGRATIONS, &self.system_user_id).await?
+                    }
+                    adopt::Found::Unknown(tables) => anyhow::bail!(
+                        "schema {schema} is neither empty, nor tms's, nor the original's: it \
+                         holds {} (DB_SCHEMA names the schema to use)",
+                        tables.join(", ")
+                    ),
+                }
                 let applied = POSTGRES_MIGRATIONS.run(&mut conn).await;
                 let _ = conn.close().await;
                 applied

@@ -229,6 +229,11 @@ pub fn pg_column(row: &PgRow, field: &Field) -> Result<Value, sqlx::Error> {
     let c = field.column;
     Ok(match field.ty {
         FieldType::Uuid => opt(row.try_get::<Option<Uuid>, _>(c)?, |u| u.to_string().into()),
+        // A `uuid` column in the original's schema.
+        FieldType::Text if field.uuid_text => match row.try_get::<Option<String>, _>(c) {
+            Ok(text) => opt(text, Value::from),
+            Err(_) => opt(row.try_get::<Option<Uuid>, _>(c)?, |u| u.to_string().into()),
+        },
         FieldType::Text => opt(row.try_get::<Option<String>, _>(c)?, Value::from),
         FieldType::Bool => opt(row.try_get::<Option<bool>, _>(c)?, Value::from),
         FieldType::Enum(_) => opt(row.try_get::<Option<i16>, _>(c)?, Value::from),

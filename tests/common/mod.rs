@@ -962,3 +962,17 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// A token of the ARC SaaS kind, with every permission: `id` the user and `userTenantId` their
+/// membership of a tenant, which differ (tms's own tokens carry one id in both).
+pub fn arc_token(id: &str, user_tenant_id: &str) -> String {
+    let claims = json!({"id": id, "userTenantId": user_tenant_id,
+        "permissions": tms::auth::ALL_PERMISSIONS, "iss": JWT_ISSUER,
+        "exp": tms::auth::now_secs() + 600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("cannot sign a test token")
+}
