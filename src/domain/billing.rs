@@ -413,20 +413,18 @@ impl Provisioning<'_> {
             let due = store::due_accounts(&mut self.db.conn(), now, BATCH).await?;
             let mut progressed = false;
             for tenant in &due {
-                let mut tx = self.db.begin().await?;
-                if tenant::status_of(&mut tx.conn(), *tenant).await? != Some(TenantStatus::Active) {
-                    // Deleted, or set to another status by an operator's PATCH (which bypasses
-                    // the lifecycle): paused like a suspension, so that it leaves the due set.
-                    pause(&mut tx, *tenant, now).await?;
-                    tx.commit().await?;
-                    tracing::info!(%tenant, "billing paused: the tenant is not ACTIVE");
-                    progressed = true;
-                    continue;
+                match self.bill_tenant(*tenant, now).await {
+                    Ok(Some(issued)) => {
+                        report.issued += issued;
+                        progressed |= issued > 0;
+                    }
+                    // Paused: it left the due set.
+                    Ok(None) => progressed = true,
+                    // One tenant's failure does not hold up the others; the next run retries.
+                    Err(err) => {
+                        tracing::warn!(%tenant, error = %err, "billing the tenant failed");
+                    }
                 }
-                let issued = bill_due_periods(&mut tx, config, *tenant, now).await?;
-                tx.commit().await?;
-                report.issued += issued;
-                progressed |= issued > 0;
             }
             if (due.len() as i64) < BATCH || !progressed {
                 break;
@@ -445,6 +443,27 @@ impl Provisioning<'_> {
             );
         }
         Ok(report)
+    }
+
+    /// Bills the due periods of `tenant` in one transaction: how many invoices were issued, or
+    /// `None` when the tenant is not ACTIVE — deleted, or set to another status by an
+    /// operator's PATCH (which bypasses the lifecycle) — and its billing was paused like a
+    /// suspension, so that it leaves the due set.
+    async fn bill_tenant(
+        &self,
+        tenant: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<usize>, BillingError> {
+        let mut tx = self.db.begin().await?;
+        if tenant::status_of(&mut tx.conn(), tenant).await? != Some(TenantStatus::Active) {
+            pause(&mut tx, tenant, now).await?;
+            tx.commit().await?;
+            tracing::info!(%tenant, "billing paused: the tenant is not ACTIVE");
+            return Ok(None);
+        }
+        let issued = bill_due_periods(&mut tx, self.config, tenant, now).await?;
+        tx.commit().await?;
+        Ok(Some(issued))
     }
 
     /// Suspends the ACTIVE tenants with a pending invoice due more than `days` days before
