@@ -239,13 +239,18 @@ fn spawn_deadline_sweeper(
     })
 }
 
-/// Runs billing (`domain::billing`) every `BILLING_INTERVAL`, the first time one interval after
-/// start, until `shutdown`; does nothing when the interval is 0.
+/// How soon after start the first billing run goes (or one interval, if that is shorter): a
+/// server restarted more often than `BILLING_INTERVAL` still bills.
+const FIRST_BILLING_RUN: Duration = Duration::from_secs(30);
+
+/// Runs billing (`domain::billing`) shortly after start and then every `BILLING_INTERVAL`, until
+/// `shutdown`; does nothing when the interval is 0.
 fn spawn_billing(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Some(interval) = state.config.billing.interval else {
             return;
         };
+        let mut wait = interval.min(FIRST_BILLING_RUN);
         let lifecycle = domain::provisioning::Provisioning {
             db: &state.db,
             kv: &state.kv,
@@ -255,8 +260,9 @@ fn spawn_billing(state: AppState, shutdown: CancellationToken) -> tokio::task::J
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
+            wait = interval;
             if let Err(err) = lifecycle.run_billing().await {
                 tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
             }

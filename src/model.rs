@@ -333,6 +333,10 @@ pub static INVOICES: Resource = Resource {
         required(field("status", "status", FieldType::Enum(INVOICE_STATUS))),
         required(field("tenantId", "tenant_id", FieldType::Uuid)),
         server(doc(
+            field("seller", "seller", FieldType::Text),
+            "who issued the invoice (BILLING_SELLER_NAME then); numbers count per seller"
+        )),
+        server(doc(
             field("invoiceNumber", "invoice_number", FieldType::Text),
             "sequential number per seller, given by tms when the invoice is written"
         )),

@@ -94,6 +94,7 @@ async fn the_original_schema_is_taken_over_and_served_as_the_original_served_it(
     assert_eq!(
         added,
         [
+            "invoices.seller",
             "invoices.invoice_number",
             "invoices.billing_period",
             "invoices.overdue_at"
@@ -315,7 +316,17 @@ async fn writes_work_on_a_taken_over_schema() {
     );
     assert_eq!(contact_type.as_deref(), Some("billing"));
 
-    // What the original's columns cannot take is 422, not 500, and writes nothing.
+    // What the original's columns cannot take is 422, not 500, and writes nothing: a user id
+    // that is not a UUID for its uuid `deleted_by`, a spocUserId, a file name over varchar(100).
+    let odd_user = arc_token("auth0|12345", ADMIN_USER_TENANT_ID);
+    let (status, body) = app
+        .delete(&format!("/contacts/{CONTACT_BILLING}"), Some(&odd_user))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        get_ok(&app, &format!("/contacts/{CONTACT_BILLING}")).await["id"],
+        CONTACT_BILLING
+    );
     let (status, body) = app
         .patch(
             &format!("/tenants/{TENANT_PENDING}"),

@@ -372,3 +372,156 @@ both_dbs!(
         biller.close().await;
     }
 );
+
+both_dbs!(
+    a_period_begun_before_a_suspension_is_billed_with_it,
+    |app| async move {
+        let subscription = paid_subscription("STANDARD", monthly(json!(7), "USD"));
+        let tenant = active_tenant_on(&app, "umbrella", &subscription).await;
+        let anchor = instant(&invoices_of(&app, &tenant).await[0]["startDate"]);
+        let id = uuid::Uuid::parse_str(&tenant).unwrap();
+        let ops = tms::store::crud::Actor {
+            id: "ops".into(),
+            scope: tms::store::crud::Scope::All,
+        };
+        // Period 1 began an hour ago and no run has billed it yet.
+        let clock = tms::clock::Clock::manual(
+            anchor.checked_add_months(chrono::Months::new(1)).unwrap() + chrono::Duration::hours(1),
+        );
+        let at = Sweeper::on_clock(&app, &[], clock.clone()).await;
+        at.lifecycle().suspend(id, None, &ops).await.unwrap();
+        assert_eq!(
+            invoices_of(&app, &tenant).await.len(),
+            2,
+            "billed with the move"
+        );
+        clock.advance(40 * DAY);
+        at.lifecycle().reactivate(id, &ops).await.unwrap();
+        assert_eq!(
+            at.run_billing().await.issued,
+            0,
+            "period 2 began while suspended"
+        );
+        at.close().await;
+    }
+);
+
+both_dbs!(
+    a_tenant_provisioned_again_resumes_its_billing,
+    // Nothing falls overdue meanwhile: an event written on the test clock would hold up the
+    // tenant's later events until that time.
+    [("BILLING_NET_DAYS", "90")],
+    |app| async move {
+        let subscription = paid_subscription("STANDARD", monthly(json!(9), "USD"));
+        let tenant = active_tenant_on(&app, "stark", &subscription).await;
+        let first = wait_for_event_of(&app, &tenant, "TENANT_PROVISIONING").await;
+        let anchor = instant(&invoices_of(&app, &tenant).await[0]["startDate"]);
+        // An operator takes it out of ACTIVE; a run pauses its billing.
+        rest_support::patch_ok(
+            &app,
+            &app.admin_token(),
+            &format!("/tenants/{tenant}"),
+            &json!({"status": 3}),
+        )
+        .await;
+        let clock = tms::clock::Clock::manual(anchor + chrono::Duration::days(40));
+        let biller = Sweeper::on_clock(&app, &[], clock.clone()).await;
+        assert_eq!(biller.run_billing().await.issued, 0);
+        // Provisioned again (PROVISIONFAILED → PROVISIONING → ACTIVE): billing resumes.
+        let (status, body) = provision(&app, &tenant, &subscription).await;
+        assert_eq!(status, 204, "{body}");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let event = loop {
+            let event = wait_for_event_of(&app, &tenant, "TENANT_PROVISIONING").await;
+            if event["id"] != first["id"] {
+                break event;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no second provisioning event"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let response = send(&app, &report(&event, json!({"status": 1}))).await;
+        assert_eq!(response.status, 204, "{}", response.text);
+        clock.advance(60 * DAY);
+        assert!(biller.run_billing().await.issued >= 1, "billing resumed");
+        biller.close().await;
+    }
+);
+
+both_dbs!(
+    invoices_of_a_deleted_tenant_hold_up_nothing,
+    |app| async move {
+        let admin = app.admin_token();
+        let gone = rest_support::a_tenant(&app, "gone").await;
+        let kept = rest_support::a_tenant(&app, "kept").await;
+        let invoice = |tenant: &str| {
+            json!({"startDate": "2026-01-01", "endDate": "2026-02-01", "amount": 5,
+                   "currencyCode": "USD", "dueDate": "2026-02-15", "status": 0,
+                   "tenantId": tenant})
+        };
+        // The deleted tenant's invoice falls due first.
+        let orphan = rest_support::create(&app, &admin, "/invoices", &invoice(&gone)).await;
+        let mut later = invoice(&kept);
+        later["dueDate"] = json!("2026-03-01");
+        let other = rest_support::create(&app, &admin, "/invoices", &later).await;
+        assert_eq!(
+            app.delete(&format!("/tenants/{gone}"), Some(&admin))
+                .await
+                .0,
+            204
+        );
+        let biller = Sweeper::at(&app, &[], 0).await;
+        assert_eq!(biller.run_billing().await.overdue, 2);
+        for row in [&orphan, &other] {
+            let read = app
+                .get(
+                    &format!("/invoices/{}", row["id"].as_str().unwrap()),
+                    Some(&admin),
+                )
+                .await
+                .1;
+            assert!(read["overdueAt"].is_string(), "{read}");
+        }
+        // It can still be settled.
+        let (status, body) = app
+            .post(
+                &format!("/invoices/{}/pay", orphan["id"].as_str().unwrap()),
+                Some(&admin),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        biller.close().await;
+    }
+);
+
+both_dbs!(a_renamed_seller_starts_its_own_series, |app| async move {
+    let admin = app.admin_token();
+    let tenant = rest_support::a_tenant(&app, "wayne").await;
+    let body = json!({"startDate": "2026-01-01", "endDate": "2026-02-01", "amount": 5,
+                          "currencyCode": "USD", "dueDate": "2027-02-15", "status": 0,
+                          "tenantId": tenant});
+    let first = rest_support::create(&app, &admin, "/invoices", &body).await;
+    assert_eq!(
+        (&first["seller"], &first["invoiceNumber"]),
+        (&json!("tms"), &json!("INV-000001"))
+    );
+    let app = app
+        .restart_with(&[("BILLING_SELLER_NAME", "Wayne Billing Ltd")])
+        .await;
+    let admin = app.admin_token();
+    let second = rest_support::create(&app, &admin, "/invoices", &body).await;
+    assert_eq!(
+        (&second["seller"], &second["invoiceNumber"]),
+        (&json!("Wayne Billing Ltd"), &json!("INV-000001"))
+    );
+    let (_, old) = app
+        .get(
+            &format!("/invoices/{}", first["id"].as_str().unwrap()),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(old["seller"], "tms", "an invoice keeps who issued it");
+});

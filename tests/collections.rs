@@ -750,7 +750,7 @@ both_dbs!(invoices_create_read_update_delete, |app| async move {
         Cycle {
             path: "/invoices",
             fields: &INVOICE_FIELDS,
-            managed: &["invoiceNumber", "overdueAt"],
+            managed: &["seller", "invoiceNumber", "overdueAt"],
             first: json!({"startDate": "2026-01-01", "endDate": "2026-01-31T23:59:59+01:00",
                           "amount": "99.50", "currencyCode": "USD", "invoiceFile": "inv-1.pdf",
                           "dueDate": "2026-02-15T00:00:00Z", "status": "pending", "tenantId": t}),
@@ -758,7 +758,7 @@ both_dbs!(invoices_create_read_update_delete, |app| async move {
                                  "endDate": "2026-01-31T22:59:59.000Z", "amount": 99.5,
                                  "currencyCode": "USD", "invoiceFile": "inv-1.pdf",
                                  "dueDate": "2026-02-15T00:00:00.000Z", "status": 0,
-                                 "tenantId": t, "invoiceNumber": "INV-000001",
+                                 "tenantId": t, "seller": "tms", "invoiceNumber": "INV-000001",
                                  "overdueAt": null}),
             second: json!({"startDate": "2026-02-01T00:00:00.000Z",
                            "endDate": "2026-02-28T00:00:00.000Z", "amount": 10,

@@ -1,11 +1,13 @@
--- Billing (docs/billing.md): invoice numbers from a counter per seller, the billing period an
--- invoice of a billing run covers (never two for one tenant and period), when an overdue
--- invoice was announced, and each billed tenant's frozen terms and next period.
+-- Billing (docs/billing.md): who issued an invoice and its number, from a counter per seller;
+-- the billing period an invoice of a billing run covers (never two for one tenant and period);
+-- when an overdue invoice was announced; each billed tenant's frozen terms and next period.
 
+ALTER TABLE invoices ADD COLUMN seller TEXT;
 ALTER TABLE invoices ADD COLUMN invoice_number TEXT;
 ALTER TABLE invoices ADD COLUMN billing_period INTEGER CHECK (billing_period >= 0);
 ALTER TABLE invoices ADD COLUMN overdue_at TEXT;
-CREATE UNIQUE INDEX invoices_number_unique ON invoices (invoice_number);
+-- Numbers count per seller: a renamed seller starts its own series.
+CREATE UNIQUE INDEX invoices_number_unique ON invoices (seller, invoice_number);
 -- Deleted invoices count too: a billing period is invoiced once, whatever happens to it later.
 CREATE UNIQUE INDEX invoices_tenant_period_unique ON invoices (tenant_id, billing_period)
     WHERE billing_period IS NOT NULL;

@@ -269,23 +269,38 @@ pub async fn on_move(
 ) -> Result<(), BillingError> {
     let now = tx.conn().now();
     match (from, to) {
-        (TenantStatus::Provisioning, TenantStatus::Active) => open(tx, config, tenant, now).await,
-        (_, TenantStatus::Suspended | TenantStatus::Deprovisioning) => pause(tx, tenant, now).await,
-        (_, TenantStatus::Active) => {
-            if let Some(account) = store::lock_account(&mut tx.conn(), tenant).await?
-                && account.paused_at.is_some()
-            {
-                let cycle = account.cycle();
-                let next = cycle
-                    .first_starting_at_or_after(account.anchor_at, now)
-                    .max(account.next_period);
-                let start = cycle.start(account.anchor_at, next).unwrap_or(now);
-                store::set_position(&mut tx.conn(), tenant, next, start, None).await?;
+        // The first activation opens the account; a later one (provisioned again after an
+        // operator took the tenant out of ACTIVE) resumes it.
+        (TenantStatus::Provisioning, TenantStatus::Active) => {
+            if !open(tx, config, tenant, now).await? {
+                resume(tx, tenant, now).await?;
             }
             Ok(())
         }
+        (_, TenantStatus::Suspended | TenantStatus::Deprovisioning) => {
+            // A period that began before the move but has not been billed yet (the run comes
+            // only every BILLING_INTERVAL) is billed now: it began while the tenant was ACTIVE.
+            bill_due_periods(tx, config, tenant, now).await?;
+            pause(tx, tenant, now).await
+        }
+        (_, TenantStatus::Active) => resume(tx, tenant, now).await,
         _ => Ok(()),
     }
+}
+
+/// Resumes the paused billing of `tenant` with the first period that starts at or after `now`.
+async fn resume(tx: &mut Tx, tenant: Uuid, now: DateTime<Utc>) -> Result<(), BillingError> {
+    if let Some(account) = store::lock_account(&mut tx.conn(), tenant).await?
+        && account.paused_at.is_some()
+    {
+        let cycle = account.cycle();
+        let next = cycle
+            .first_starting_at_or_after(account.anchor_at, now)
+            .max(account.next_period);
+        let start = cycle.start(account.anchor_at, next).unwrap_or(now);
+        store::set_position(&mut tx.conn(), tenant, next, start, None).await?;
+    }
+    Ok(())
 }
 
 /// Pauses the billing of `tenant` at `now` (no period starting later is billed), if it has an
@@ -307,30 +322,35 @@ async fn pause(tx: &mut Tx, tenant: Uuid, now: DateTime<Utc>) -> Result<(), Bill
 }
 
 /// Opens the account of `tenant` from its recorded subscription, if its plan has a price, and
-/// issues the invoice of its first period.
+/// issues the invoice of its first period. Returns whether an account was opened now (`false`
+/// also when it had one already).
 async fn open(
     tx: &mut Tx,
     config: &Config,
     tenant: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), BillingError> {
+) -> Result<bool, BillingError> {
     let plan = record::get(&mut tx.conn(), tenant)
         .await?
         .and_then(|r| r.subscription)
         .and_then(|s| s.get("plan").and_then(Value::as_object).cloned());
     let terms = match plan.as_ref().map(parse_terms) {
         Some(Ok(Some(terms))) => terms,
-        Some(Ok(None)) | None => return Ok(()),
+        Some(Ok(None)) | None => return Ok(false),
         Some(Err(problems)) => {
             // Checked when provisioning started; a record from before that is not billed.
             tracing::warn!(%tenant, ?problems, "the plan's billing terms are invalid: not billed");
-            return Ok(());
+            return Ok(false);
         }
     };
     let currency = terms.currency.unwrap_or(config.billing.default_currency);
+    let Ok(price) = currency.amount(terms.price) else {
+        tracing::warn!(%tenant, "the plan's price does not fit its currency: not billed");
+        return Ok(false);
+    };
     let account = Account {
         tenant_id: tenant,
-        price: currency.amount(terms.price).unwrap_or(terms.price),
+        price,
         currency_code: currency.code().to_string(),
         cycle_count: i64::from(terms.cycle.count),
         cycle_unit: terms.cycle.unit.as_str().to_string(),
@@ -339,12 +359,29 @@ async fn open(
         next_period_start: now,
         paused_at: None,
     };
-    if store::open_account(&mut tx.conn(), &account).await? {
-        tracing::info!(%tenant, price = %account.price, currency = %account.currency_code,
-            cycle = ?terms.cycle, "billing started");
-        bill_due_periods(tx, config, tenant, now).await?;
+    if !store::open_account(&mut tx.conn(), &account).await? {
+        return Ok(false);
     }
-    Ok(())
+    tracing::info!(%tenant, price = %account.price, currency = %account.currency_code,
+        cycle = ?terms.cycle, "billing started");
+    bill_due_periods(tx, config, tenant, now).await?;
+    Ok(true)
+}
+
+/// Checks that the price of `plan` fits the currency it will be billed in (the plan's, else
+/// `BILLING_CURRENCY`) once rounded: the check of the terms that needs the configuration.
+pub fn check_price(
+    plan: &Map<String, Value>,
+    config: &BillingConfig,
+) -> Result<(), Vec<ValidationDetail>> {
+    let Some(terms) = parse_terms(plan)? else {
+        return Ok(());
+    };
+    let currency = terms.currency.unwrap_or(config.default_currency);
+    currency
+        .amount(terms.price)
+        .map(drop)
+        .map_err(|err| vec![problem("/plan/price", "maximum", &err.to_string())])
 }
 
 /// Issues, in `tx`, an invoice for every period of `tenant` that has started by `now` and is
@@ -455,6 +492,9 @@ impl Provisioning<'_> {
         now: DateTime<Utc>,
     ) -> Result<Option<usize>, BillingError> {
         let mut tx = self.db.begin().await?;
+        // The account first: a lifecycle move holds it while it changes the status, so the
+        // status read after it is the one that move left.
+        store::lock_account(&mut tx.conn(), tenant).await?;
         if tenant::status_of(&mut tx.conn(), tenant).await? != Some(TenantStatus::Active) {
             pause(&mut tx, tenant, now).await?;
             tx.commit().await?;
@@ -506,31 +546,53 @@ async fn announce_overdue(
     let mut announced = 0;
     loop {
         let batch = store::newly_overdue(&mut db.conn(), now, BATCH).await?;
+        let mut progressed = false;
         for overdue in &batch {
-            let mut tx = db.begin().await?;
-            if !store::mark_overdue(&mut tx.conn(), overdue.id, now).await? {
-                continue;
+            match announce_one(db, mailer, config, overdue, now).await {
+                Ok(marked) => {
+                    progressed = true;
+                    announced += usize::from(marked);
+                }
+                // One invoice's failure does not hold up the others; the next run retries it.
+                Err(err) => {
+                    tracing::warn!(invoice = %overdue.id, error = %err, "announcing an overdue invoice failed");
+                }
             }
-            let Some(row) = crud::find_by_id(
-                &mut tx.conn(),
-                &INVOICES,
-                overdue.id,
-                &Filter::default(),
-                Scope::All,
-            )
-            .await?
-            else {
-                continue;
-            };
-            invoices::announce(&mut tx, EventType::InvoiceOverdue, &row).await?;
-            mail_overdue(&mut tx, mailer, config, overdue.tenant_id, &row).await?;
-            tx.commit().await?;
-            announced += 1;
         }
-        if (batch.len() as i64) < BATCH {
+        if (batch.len() as i64) < BATCH || !progressed {
             return Ok(announced);
         }
     }
+}
+
+/// Marks `overdue` announced, queues its event and mail, in one transaction; whether this call
+/// marked it (of several runs, one does).
+async fn announce_one(
+    db: &Db,
+    mailer: &Mailer,
+    config: &BillingConfig,
+    overdue: &store::Overdue,
+    now: DateTime<Utc>,
+) -> Result<bool, BillingError> {
+    let mut tx = db.begin().await?;
+    if !store::mark_overdue(&mut tx.conn(), overdue.id, now).await? {
+        return Ok(false);
+    }
+    let Some(row) = crud::find_by_id(
+        &mut tx.conn(),
+        &INVOICES,
+        overdue.id,
+        &Filter::default(),
+        Scope::All,
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    invoices::announce(&mut tx, EventType::InvoiceOverdue, &row).await?;
+    mail_overdue(&mut tx, mailer, config, overdue.tenant_id, &row).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Queues the `invoice_overdue` mail about `invoice` to the primary contact of `tenant`.

@@ -148,6 +148,7 @@ pub async fn issue(
     actor: &str,
 ) -> Result<Object, InvoiceError> {
     let n = store::next_number(&mut tx.conn(), &config.seller_name).await?;
+    values.insert("seller".into(), json!(config.seller_name));
     values.insert(
         "invoiceNumber".into(),
         json!(format_number(&config.invoice_prefix, n)),
@@ -161,16 +162,22 @@ pub async fn issue(
     Ok(row)
 }
 
-/// Queues event `kind` about invoice `row`, with its tenant, in the tenant's partition.
+/// Queues event `kind` about invoice `row`, with its tenant, in the tenant's partition. An
+/// invoice of a deleted tenant is not announced: there is no tenant to tell about it.
 pub async fn announce(tx: &mut Tx, kind: EventType, row: &Object) -> Result<(), InvoiceError> {
     let tenant_id = row
         .get("tenantId")
         .and_then(Value::as_str)
-        .and_then(|t| Uuid::parse_str(t).ok())
-        .ok_or(InvoiceError::NotFound)?;
-    let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, Scope::All)
-        .await?
-        .ok_or(InvoiceError::NotFound)?;
+        .and_then(|t| Uuid::parse_str(t).ok());
+    let tenant = match tenant_id {
+        Some(id) => tenant_with_relations(&mut tx.conn(), id, Scope::All).await?,
+        None => None,
+    };
+    let Some(tenant) = tenant else {
+        tracing::info!(invoice = ?row.get("id"), kind = kind.as_str(),
+            "the invoice's tenant is deleted: no event");
+        return Ok(());
+    };
     let mut extra = Map::new();
     extra.insert("invoice".into(), Value::Object(row.clone()));
     write_event(tx, kind, &tenant, extra).await?;
@@ -440,7 +447,12 @@ pub async fn document(
         _ => String::new(),
     };
     let doc = InvoiceDocument {
-        seller_name: config.seller_name.clone(),
+        // The seller that issued it, also after a rename; the original's invoices name none.
+        seller_name: invoice
+            .get("seller")
+            .and_then(Value::as_str)
+            .unwrap_or(&config.seller_name)
+            .to_string(),
         seller_address: config.seller_address.clone(),
         number: number.clone(),
         issued_on: date_of(invoice.get("createdOn"))

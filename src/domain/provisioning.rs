@@ -386,6 +386,10 @@ impl Provisioning<'_> {
         subscription: &Subscription,
         actor: &Actor,
     ) -> Result<(), ProvisioningError> {
+        if let Some(plan) = subscription.value.get("plan").and_then(Value::as_object) {
+            super::billing::check_price(plan, &self.config.billing)
+                .map_err(ProvisioningError::Invalid)?;
+        }
         let isolation = isolation_of(self.config, &subscription.tier);
         let pipeline = subscription
             .pipeline_name
@@ -626,7 +630,7 @@ pub async fn retire_resources(
     conn: &mut Conn<'_>,
     actor: &Actor,
     tenant: Uuid,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, ProvisioningError> {
     let of_tenant = Where::cmp(
         RESOURCES
             .field("tenantId")
@@ -643,6 +647,7 @@ pub async fn retire_resources(
         &actor.id,
     )
     .await
+    .map_err(Into::into)
 }
 
 /// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),

@@ -534,7 +534,7 @@ pub async fn soft_delete(
     target: Target<'_>,
     actor: &Actor,
     deleted_by: &str,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, WriteError> {
     let backend = conn.backend();
     let now = (backend, conn.now());
     let mut stmt = Query::update();
@@ -554,7 +554,7 @@ pub async fn soft_delete(
         &actor.id,
     );
     restrict(&mut stmt, resource, target, actor.scope, backend);
-    conn.execute(&stmt).await
+    conn.execute(&stmt).await.map_err(classify)
 }
 
 /// Sets each `(when, who)` pair of audit columns to `now` and `actor`.

@@ -332,6 +332,8 @@ impl Storage {
             ("PORT", "0"),
             ("JWT_SECRET", JWT_SECRET),
             ("JWT_ISSUER", JWT_ISSUER),
+            // Billing runs only where a test runs it (tests/billing.rs), on its own clock.
+            ("BILLING_INTERVAL", "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
