@@ -68,6 +68,11 @@ impl Principal {
     pub fn has(&self, code: &str) -> bool {
         self.permissions.iter().any(|p| p == code)
     }
+
+    /// Whether the caller holds any of `codes` (routes that either of two permissions opens).
+    pub fn has_any(&self, codes: &[&str]) -> bool {
+        codes.iter().any(|code| self.has(code))
+    }
 }
 
 /// Signs and verifies HS256 tokens with `JWT_SECRET` and `JWT_ISSUER`.

@@ -513,14 +513,7 @@ impl RedisKv {
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
-        redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(millis(ttl.min(MAX_TTL)).max(1))
-            .query_async::<()>(&mut self.conn())
-            .await?;
-        Ok(())
+        self.put_bytes(&self.key(key), value.as_bytes(), ttl).await
     }
 
     async fn get(&self, key: &str) -> Outcome<Option<String>> {
@@ -554,6 +547,7 @@ impl RedisKv {
         })
     }
 
+    /// `SET … PX` of a key as stored (prefixed, or the original's).
     async fn put_bytes(&self, stored: &str, value: &[u8], ttl: Duration) -> Outcome<()> {
         redis::cmd("SET")
             .arg(stored)

@@ -13,13 +13,13 @@ use uuid::Uuid;
 use super::invoices::{self, InvoiceError};
 use super::money::{Currency, MoneyError};
 use super::provisioning::{
-    EventType, Provisioning, ProvisioningError, system_actor, tenant_with_relations,
+    EventType, Provisioning, ProvisioningError, primary_contact, system_actor,
 };
 use super::tenant::{self, TenantStatus};
 use super::validation::ValidationDetail;
 use crate::config::{BillingConfig, Config};
 use crate::mail::{Mailer, Template};
-use crate::model::INVOICES;
+use crate::model::{INVOICES, TENANTS};
 use crate::store::crud::{self, Scope};
 use crate::store::filter::Filter;
 use crate::store::invoices::{self as store, Account};
@@ -603,45 +603,22 @@ async fn mail_overdue(
     tenant: Uuid,
     invoice: &Object,
 ) -> Result<(), BillingError> {
-    let Some(tenant_row) = tenant_with_relations(&mut tx.conn(), tenant, Scope::All).await? else {
+    let Some(tenant_row) = crud::find_by_id(
+        &mut tx.conn(),
+        &TENANTS,
+        tenant,
+        &Filter::default(),
+        Scope::All,
+    )
+    .await?
+    else {
         return Ok(());
     };
-    let primary = tenant_row
-        .get("contacts")
-        .and_then(Value::as_array)
-        .and_then(|contacts| {
-            contacts
-                .iter()
-                .filter(|c| c.get("isPrimary") == Some(&Value::Bool(true)))
-                .min_by_key(|c| {
-                    c.get("createdOn")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-        })
-        .cloned();
-    let Some(contact) = primary else {
+    let Some(contact) = primary_contact(&mut tx.conn(), tenant).await? else {
         tracing::warn!(%tenant, "no primary contact to tell about an overdue invoice");
         return Ok(());
     };
-    let text = |key: &str| invoice.get(key).and_then(Value::as_str).unwrap_or_default();
-    let day = |key: &str| text(key).get(..10).unwrap_or_default().to_string();
-    let code = text("currencyCode");
-    let amount = invoice
-        .get("amount")
-        .and_then(|a| parse_money(a).ok())
-        .unwrap_or_default();
-    let formatted = Currency::parse(code).map_or_else(|_| amount.to_string(), |c| c.format(amount));
-    let period_end = invoice
-        .get("endDate")
-        .and_then(Value::as_str)
-        .and_then(crate::store::values::parse_timestamp)
-        .map(|e| {
-            (e - Duration::milliseconds(1))
-                .format("%Y-%m-%d")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let shown = invoices::Readable::of(invoice);
     mailer
         .queue(
             &mut tx.conn(),
@@ -655,12 +632,15 @@ async fn mail_overdue(
                 "firstName": contact.get("firstName"),
                 "lastName": contact.get("lastName"),
                 "tenantName": tenant_row.get("name"),
-                "invoiceNumber": text("invoiceNumber"),
-                "amount": formatted,
-                "currencyCode": code,
-                "dueDate": day("dueDate"),
-                "periodStart": day("startDate"),
-                "periodEnd": period_end,
+                "invoiceNumber": invoice
+                    .get("invoiceNumber")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                "amount": shown.amount,
+                "currencyCode": shown.currency,
+                "dueDate": shown.due,
+                "periodStart": shown.first_day.unwrap_or_default(),
+                "periodEnd": shown.last_day.unwrap_or_default(),
             }),
         )
         .await?;

@@ -5,7 +5,6 @@
 //! Every write is one transaction: the rows it changes are read locked, checked, written, and
 //! their events queued, or nothing happens.
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -20,7 +19,7 @@ use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Op, Where};
 use crate::store::invoices as store;
 use crate::store::values::{parse_money, parse_timestamp};
-use crate::store::{Conn, Object, Tx};
+use crate::store::{Conn, Db, Object, Tx};
 
 /// An invoice's state; the number is its wire value (`status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +123,7 @@ fn round_amount(values: &mut Object, currency: Currency) -> Result<(), Validatio
 
 /// Checks and normalises the money of a new invoice (validated `values`): the currency code is
 /// ISO 4217 (stored in upper case) and the amount is rounded to it and not negative.
-pub fn normalise_new(values: &mut Object) -> Result<(), InvoiceError> {
+fn normalise_new(values: &mut Object) -> Result<(), InvoiceError> {
     let currency = given_currency(values)
         .map_err(|d| InvoiceError::Invalid(vec![d]))?
         .ok_or_else(|| InvoiceError::Invalid(vec![missing_property("", "currencyCode")]))?;
@@ -135,6 +134,21 @@ pub fn normalise_new(values: &mut Object) -> Result<(), InvoiceError> {
 /// The invoice number `n` of a seller: the prefix and at least six digits.
 pub fn format_number(prefix: &str, n: i64) -> String {
     format!("{prefix}{n:06}")
+}
+
+/// `POST /invoices` (validated `values`): money checked and normalised, then [`issue`]d in a
+/// transaction of its own. Returns the stored row.
+pub async fn create(
+    db: &Db,
+    config: &BillingConfig,
+    mut values: Object,
+    actor: &str,
+) -> Result<Object, InvoiceError> {
+    normalise_new(&mut values)?;
+    let mut tx = db.begin().await?;
+    let row = issue(&mut tx, config, values, None, actor).await?;
+    tx.commit().await?;
+    Ok(row)
 }
 
 /// Writes a new invoice from `values` (validated and normalised) in `tx`, with the seller's
@@ -289,6 +303,20 @@ fn normalise_update(
 /// nothing (a retry), else the whole write is refused ([`InvoiceError::Final`]). Moves to PAID
 /// queue `INVOICE_PAID`. Returns how many invoices the target matched.
 pub async fn update(
+    db: &Db,
+    target: Target<'_>,
+    values: Object,
+    change: Change,
+    actor: &Actor,
+) -> Result<u64, InvoiceError> {
+    let mut tx = db.begin().await?;
+    let matched = update_in(&mut tx, target, values, change, actor).await?;
+    tx.commit().await?;
+    Ok(matched)
+}
+
+/// [`update`] in `tx`.
+async fn update_in(
     tx: &mut Tx,
     target: Target<'_>,
     mut values: Object,
@@ -365,26 +393,72 @@ pub async fn update(
 /// `POST /invoices/{id}/pay` and `/cancel`: moves a PENDING invoice to `to`; an invoice already
 /// there stays (a retry); the other final state is [`InvoiceError::Final`].
 pub async fn settle(
-    tx: &mut Tx,
+    db: &Db,
     id: Uuid,
     to: InvoiceStatus,
     actor: &Actor,
 ) -> Result<(), InvoiceError> {
     let mut values = Object::new();
     values.insert("status".into(), json!(to as i64));
-    match update(tx, Target::Id(id), values, Change::Patch, actor).await? {
+    match update(db, Target::Id(id), values, Change::Patch, actor).await? {
         0 => Err(InvoiceError::NotFound),
         _ => Ok(()),
     }
 }
 
 /// A calendar date of a wire instant (`2026-11-30`).
-fn date_of(value: Option<&Value>) -> Option<DateTime<Utc>> {
-    value.and_then(Value::as_str).and_then(parse_timestamp)
+fn day_of(value: Option<&Value>) -> Option<String> {
+    value
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp)
+        .map(|t| t.format("%Y-%m-%d").to_string())
 }
 
-fn day(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+/// An invoice as people read it, on its PDF and in its mails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readable {
+    pub currency: String,
+    /// The amount with its minor units and grouping (`1,234.50`).
+    pub amount: String,
+    pub first_day: Option<String>,
+    /// Periods are half-open: the last day is the one before the end instant.
+    pub last_day: Option<String>,
+    pub due: String,
+    pub issued: String,
+}
+
+impl Readable {
+    pub fn of(invoice: &Object) -> Self {
+        let currency = invoice
+            .get("currencyCode")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let amount = invoice
+            .get("amount")
+            .and_then(|a| parse_money(a).ok())
+            .unwrap_or(Decimal::ZERO);
+        let last_day = invoice
+            .get("endDate")
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp)
+            .map(|end| {
+                (end - chrono::Duration::milliseconds(1))
+                    .format("%Y-%m-%d")
+                    .to_string()
+            });
+        Self {
+            amount: match Currency::parse(&currency) {
+                Ok(c) => c.format(amount),
+                Err(_) => amount.to_string(),
+            },
+            currency,
+            first_day: day_of(invoice.get("startDate")),
+            last_day,
+            due: day_of(invoice.get("dueDate")).unwrap_or_default(),
+            issued: day_of(invoice.get("createdOn")).unwrap_or_default(),
+        }
+    }
 }
 
 /// The PDF of invoice `id` as `scope` sees it, and its file name.
@@ -411,18 +485,7 @@ pub async fn document(
             .map(str::to_string)
             .unwrap_or_default()
     };
-    let code = text(&invoice, "currencyCode");
-    let amount = invoice
-        .get("amount")
-        .and_then(|a| parse_money(a).ok())
-        .unwrap_or(Decimal::ZERO);
-    let formatted = match Currency::parse(&code) {
-        Ok(currency) => currency.format(amount),
-        Err(_) => amount.to_string(),
-    };
-    let start = date_of(invoice.get("startDate"));
-    // Periods are half-open: the last day shown is the one before the end instant.
-    let end = date_of(invoice.get("endDate")).map(|e| e - chrono::Duration::milliseconds(1));
+    let shown = Readable::of(&invoice);
     let number = match invoice.get("invoiceNumber").and_then(Value::as_str) {
         Some(n) => n.to_string(),
         None => id.to_string(),
@@ -442,8 +505,8 @@ pub async fn document(
         bill_to_lines.retain(|l| !l.trim().is_empty());
     }
     let status = status_of(&invoice);
-    let period = match (start, end) {
-        (Some(s), Some(e)) => format!("{} – {}", day(s), day(e)),
+    let period = match (&shown.first_day, &shown.last_day) {
+        (Some(first), Some(last)) => format!("{first} – {last}"),
         _ => String::new(),
     };
     let doc = InvoiceDocument {
@@ -455,25 +518,23 @@ pub async fn document(
             .to_string(),
         seller_address: config.seller_address.clone(),
         number: number.clone(),
-        issued_on: date_of(invoice.get("createdOn"))
-            .map(day)
-            .unwrap_or_default(),
-        period_start: start.map(day),
-        period_end: end.map(day),
-        due_date: date_of(invoice.get("dueDate")).map(day).unwrap_or_default(),
+        issued_on: shown.issued.clone(),
+        period_start: shown.first_day.clone(),
+        period_end: shown.last_day.clone(),
+        due_date: shown.due.clone(),
         status: status.name().to_string(),
         bill_to_name: text(&tenant, "name"),
         bill_to_lines,
         lines: vec![InvoiceLine {
             description: format!("Subscription {}, {period}", text(&tenant, "name")),
-            amount: formatted.clone(),
+            amount: shown.amount.clone(),
         }],
-        total: formatted.clone(),
-        currency: code.clone(),
+        total: shown.amount.clone(),
+        currency: shown.currency.clone(),
         notes: (status == InvoiceStatus::Pending).then(|| {
             format!(
-                "Please pay {formatted} {code} by {}.",
-                date_of(invoice.get("dueDate")).map(day).unwrap_or_default()
+                "Please pay {} {} by {}.",
+                shown.amount, shown.currency, shown.due
             )
         }),
     };

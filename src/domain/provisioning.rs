@@ -650,20 +650,11 @@ pub async fn retire_resources(
     .map_err(Into::into)
 }
 
-/// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),
-/// with `app_plane_url` as where to sign in. A tenant without one is logged, not refused.
-pub async fn mail_welcome(
+/// The primary contact of `tenant` that mail goes to: the oldest primary one, if any.
+pub async fn primary_contact(
     conn: &mut Conn<'_>,
-    mailer: &Mailer,
-    config: &Config,
     tenant: Uuid,
-    app_plane_url: Option<&str>,
-) -> Result<(), ProvisioningError> {
-    let Some(row) =
-        crud::find_by_id(conn, &TENANTS, tenant, &Filter::default(), Scope::All).await?
-    else {
-        return Err(ProvisioningError::NotFound);
-    };
+) -> Result<Option<Object>, sqlx::Error> {
     let primary = Filter {
         where_: Some(Where::And(vec![
             Where::cmp(
@@ -687,8 +678,27 @@ pub async fn mail_welcome(
         limit: Some(1),
         ..Filter::default()
     };
-    let contacts = crud::find(conn, &CONTACTS, &primary, Scope::All).await?;
-    let Some(contact) = contacts.first() else {
+    Ok(crud::find(conn, &CONTACTS, &primary, Scope::All)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),
+/// with `app_plane_url` as where to sign in. A tenant without one is logged, not refused.
+pub async fn mail_welcome(
+    conn: &mut Conn<'_>,
+    mailer: &Mailer,
+    config: &Config,
+    tenant: Uuid,
+    app_plane_url: Option<&str>,
+) -> Result<(), ProvisioningError> {
+    let Some(row) =
+        crud::find_by_id(conn, &TENANTS, tenant, &Filter::default(), Scope::All).await?
+    else {
+        return Err(ProvisioningError::NotFound);
+    };
+    let Some(contact) = primary_contact(conn, tenant).await? else {
         tracing::warn!(%tenant, "no primary contact to welcome");
         return Ok(());
     };

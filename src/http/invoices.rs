@@ -69,13 +69,9 @@ impl From<BillingError> for AppError {
 pub(super) async fn create(
     state: &AppState,
     principal: &Principal,
-    mut values: Object,
+    values: Object,
 ) -> AppResult<Object> {
-    invoices::normalise_new(&mut values)?;
-    let mut tx = state.db.begin().await?;
-    let row = invoices::issue(&mut tx, &state.config.billing, values, None, &principal.id).await?;
-    tx.commit().await?;
-    Ok(row)
+    Ok(invoices::create(&state.db, &state.config.billing, values, &principal.id).await?)
 }
 
 /// `PATCH`/`PUT /invoices/{id}` and `PATCH /invoices?where=` (validated `values`): how many
@@ -87,10 +83,7 @@ pub(super) async fn update(
     values: Object,
     change: Change,
 ) -> AppResult<u64> {
-    let mut tx = state.db.begin().await?;
-    let matched = invoices::update(&mut tx, target, values, change, &actor(principal)).await?;
-    tx.commit().await?;
-    Ok(matched)
+    Ok(invoices::update(&state.db, target, values, change, &actor(principal)).await?)
 }
 
 async fn settle(
@@ -100,9 +93,7 @@ async fn settle(
     to: InvoiceStatus,
 ) -> AppResult<StatusCode> {
     let id = parse_id(id)?;
-    let mut tx = state.db.begin().await?;
-    invoices::settle(&mut tx, id, to, &actor(principal)).await?;
-    tx.commit().await?;
+    invoices::settle(&state.db, id, to, &actor(principal)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,7 +117,7 @@ async fn cancel(
 
 /// ViewInvoice, or CreateInvoice (what the original asks for its download).
 fn may_download(principal: &Principal) -> AppResult<()> {
-    if principal.has(ViewInvoice::CODE) || principal.has(CreateInvoice::CODE) {
+    if principal.has_any(&[ViewInvoice::CODE, CreateInvoice::CODE]) {
         Ok(())
     } else {
         Err(AppError::Forbidden("NotAllowedAccess".into()))

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::Path;
 use super::auth::Require;
-use super::collections::{parse_id, scope_of};
+use super::collections::{actor, parse_id, scope_of};
 use super::{Json, OptionalJson};
 use crate::AppState;
 use crate::auth::{Permission, Principal, ProvisionTenant, UpdateTenant, ViewTenant};
@@ -23,7 +23,6 @@ use crate::domain::provisioning::{self, Provisioning, ProvisioningError};
 use crate::domain::tenant::{self, LifecycleError};
 use crate::domain::webhook::{Signed, Webhook, WebhookError};
 use crate::error::{AppError, AppResult};
-use crate::store::crud::Actor;
 use crate::store::provisioning as record;
 use crate::store::values::format_timestamp;
 
@@ -120,16 +119,9 @@ async fn provision(
     let id = parse_id(&id)?;
     let subscription = provisioning::parse_subscription(&body)?;
     provisioning_of(&state)
-        .provision(id, &subscription, &actor_of(&auth.principal))
+        .provision(id, &subscription, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn actor_of(principal: &Principal) -> Actor {
-    Actor {
-        id: principal.id.clone(),
-        scope: scope_of(principal),
-    }
 }
 
 /// `POST /tenants/{id}/deprovision`: 204 once offboarding has started, or when it already had
@@ -141,7 +133,7 @@ async fn deprovision(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     provisioning_of(&state)
-        .deprovision(id, &actor_of(&auth.principal))
+        .deprovision(id, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -156,7 +148,7 @@ async fn suspend(
     let id = parse_id(&id)?;
     let reason = offboarding::parse_suspension(body.as_ref())?;
     provisioning_of(&state)
-        .suspend(id, reason.as_deref(), &actor_of(&auth.principal))
+        .suspend(id, reason.as_deref(), &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,7 +161,7 @@ async fn reactivate(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     provisioning_of(&state)
-        .reactivate(id, &actor_of(&auth.principal))
+        .reactivate(id, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -182,7 +174,7 @@ async fn provisioning_state(
     principal: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
-    if !principal.has(ViewTenant::CODE) && !principal.has(ProvisionTenant::CODE) {
+    if !principal.has_any(&[ViewTenant::CODE, ProvisionTenant::CODE]) {
         return Err(AppError::Forbidden("NotAllowedAccess".into()));
     }
     let id = parse_id(&id)?;

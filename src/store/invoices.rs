@@ -107,36 +107,21 @@ pub async fn tenants_overdue_since(
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, Option<String>)>, sqlx::Error> {
-    let tenants: Vec<Uuid> = conn
-        .raw_fetch(
-            "SELECT DISTINCT i.tenant_id FROM invoices i JOIN tenants t ON t.id = i.tenant_id \
-             WHERE i.status = 0 AND NOT i.deleted AND i.due_date < $1 \
-               AND t.status = 0 AND NOT t.deleted \
-             ORDER BY i.tenant_id LIMIT $2",
-            &[Param::Instant(before), Param::Int(limit)],
-            false,
-        )
-        .await?
-        .iter()
-        .map(|row| row.uuid("tenant_id"))
-        .collect::<Result<_, _>>()?;
-    let mut overdue = Vec::with_capacity(tenants.len());
-    for tenant in tenants {
-        let number = conn
-            .raw_fetch_optional(
-                "SELECT invoice_number FROM invoices \
-                 WHERE tenant_id = $1 AND status = 0 AND NOT deleted AND due_date < $2 \
-                 ORDER BY due_date LIMIT 1",
-                &[Param::Uuid(tenant), Param::Instant(before)],
-                false,
-            )
-            .await?
-            .map(|row| row.text("invoice_number"))
-            .transpose()?
-            .flatten();
-        overdue.push((tenant, number));
-    }
-    Ok(overdue)
+    conn.raw_fetch(
+        "SELECT tenant_id, invoice_number FROM ( \
+           SELECT i.tenant_id, i.invoice_number, ROW_NUMBER() OVER ( \
+             PARTITION BY i.tenant_id ORDER BY i.due_date, i.id) AS nth \
+           FROM invoices i JOIN tenants t ON t.id = i.tenant_id \
+           WHERE i.status = 0 AND NOT i.deleted AND i.due_date < $1 \
+             AND t.status = 0 AND NOT t.deleted) oldest \
+         WHERE nth = 1 ORDER BY tenant_id LIMIT $2",
+        &[Param::Instant(before), Param::Int(limit)],
+        false,
+    )
+    .await?
+    .iter()
+    .map(|row| Ok((row.uuid("tenant_id")?, row.text("invoice_number")?)))
+    .collect()
 }
 
 /// A billed tenant: its frozen terms and where its billing stands.
