@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use tms::domain::tenant::{self, LifecycleError, TenantStatus};
+use tms::domain::tenant::{self, LifecycleError, Move, TenantStatus};
 use tms::model::TENANTS;
 use tms::store::crud::{self, Actor, Scope, Target};
 use tms::store::{Db as Store, Object};
@@ -39,15 +39,9 @@ async fn lifecycle(kind: Db, test: &str) {
 
     // A legal move, and the reason stored with it in the same update.
     let id = a_tenant(db, "one", TenantStatus::PendingProvision).await;
-    let left = tenant::move_to(
-        &mut db.conn(),
-        id,
-        TenantStatus::Provisioning,
-        &none,
-        &actor(),
-    )
-    .await
-    .unwrap();
+    let left = tenant::make_move(&mut db.conn(), id, Move::Provision, &none, &actor())
+        .await
+        .unwrap();
     assert_eq!(left, TenantStatus::PendingProvision);
     assert_eq!(
         tenant::status_of(&mut db.conn(), id).await.unwrap(),
@@ -55,7 +49,7 @@ async fn lifecycle(kind: Db, test: &str) {
     );
 
     // An illegal one: nothing changes, and the error names both states.
-    let err = tenant::move_to(&mut db.conn(), id, TenantStatus::Suspended, &none, &actor())
+    let err = tenant::make_move(&mut db.conn(), id, Move::Suspend, &none, &actor())
         .await
         .unwrap_err();
     assert_eq!(
@@ -73,27 +67,15 @@ async fn lifecycle(kind: Db, test: &str) {
         let (a, b) = tokio::join!(
             async {
                 let mut tx = db.begin().await.unwrap();
-                let moved = tenant::move_to(
-                    &mut tx.conn(),
-                    id,
-                    TenantStatus::Provisioning,
-                    &none,
-                    &actor(),
-                )
-                .await;
+                let moved =
+                    tenant::make_move(&mut tx.conn(), id, Move::Provision, &none, &actor()).await;
                 tx.commit().await.unwrap();
                 moved
             },
             async {
                 let mut tx = db.begin().await.unwrap();
-                let moved = tenant::move_to(
-                    &mut tx.conn(),
-                    id,
-                    TenantStatus::Provisioning,
-                    &none,
-                    &actor(),
-                )
-                .await;
+                let moved =
+                    tenant::make_move(&mut tx.conn(), id, Move::Provision, &none, &actor()).await;
                 tx.commit().await.unwrap();
                 moved
             }
@@ -114,10 +96,10 @@ async fn lifecycle(kind: Db, test: &str) {
     }
 
     // Unknown and soft-deleted tenants are not found.
-    let err = tenant::move_to(
+    let err = tenant::make_move(
         &mut db.conn(),
         Uuid::new_v4(),
-        TenantStatus::Provisioning,
+        Move::Provision,
         &none,
         &actor(),
     )
@@ -128,15 +110,9 @@ async fn lifecycle(kind: Db, test: &str) {
     crud::soft_delete(&mut db.conn(), &TENANTS, Target::Id(gone), &actor(), "ops")
         .await
         .unwrap();
-    let err = tenant::move_to(
-        &mut db.conn(),
-        gone,
-        TenantStatus::Provisioning,
-        &none,
-        &actor(),
-    )
-    .await
-    .unwrap_err();
+    let err = tenant::make_move(&mut db.conn(), gone, Move::Provision, &none, &actor())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LifecycleError::NotFound), "{err:?}");
     t.close().await;
 }

@@ -48,6 +48,13 @@ async fn resources(app: &TestApp, tenant: &str) -> Vec<Value> {
     row["resources"].as_array().unwrap().clone()
 }
 
+async fn invoices_of(app: &TestApp, tenant: &str) -> i64 {
+    let path = format!("/invoices/count?where[tenantId]={tenant}");
+    let (status, body) = app.get(&path, Some(&app.admin_token())).await;
+    assert_eq!(status, 200, "{body}");
+    body["count"].as_i64().unwrap()
+}
+
 /// Lets the relay deliver anything it would, then returns the number of events.
 async fn settled_events(app: &TestApp) -> usize {
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
@@ -374,3 +381,178 @@ async fn every_event_matches_the_published_schema() {
     let problems = schema_problems(test, &broken).unwrap();
     assert_eq!(problems.len(), broken.len(), "{problems:#?}");
 }
+
+/// What an operator's action on a tenant in one state answers: 204 and the state it leaves the
+/// tenant in (with an event when it moved), or 409.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Moves(i64),
+    Holds,
+    Conflict,
+}
+
+// Every action from every state (the tenant put there by an operator's `PATCH`), as
+// docs/lifecycle.md has it: nothing an operator asks for starts from PROVISIONING (2) or
+// DEPROVISIONING (4), where a pipeline is at work.
+both_dbs!(every_action_from_every_state, |app| async move {
+    use Answer::*;
+    let token = app.admin_token();
+    // States 0..=6: ACTIVE, PENDINGPROVISION, PROVISIONING, PROVISIONFAILED, DEPROVISIONING,
+    // INACTIVE, SUSPENDED.
+    let table: [(&str, [Answer; 7]); 4] = [
+        (
+            "provision",
+            [
+                Conflict,
+                Moves(2),
+                Conflict,
+                Moves(2),
+                Conflict,
+                Conflict,
+                Conflict,
+            ],
+        ),
+        (
+            "deprovision",
+            [
+                Moves(4),
+                Conflict,
+                Conflict,
+                Moves(4),
+                Holds,
+                Holds,
+                Moves(4),
+            ],
+        ),
+        (
+            "suspend",
+            [
+                Moves(6),
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Holds,
+            ],
+        ),
+        (
+            "reactivate",
+            [
+                Holds,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Conflict,
+                Moves(0),
+            ],
+        ),
+    ];
+    let mut moved = Vec::new();
+    for (a, (action, answers)) in table.iter().enumerate() {
+        for (from, answer) in answers.iter().enumerate() {
+            let tenant = a_tenant(&app, &format!("t{a}s{from}")).await;
+            let (status, body) = app
+                .patch(
+                    &format!("/tenants/{tenant}"),
+                    Some(&token),
+                    &json!({"status": from}),
+                )
+                .await;
+            assert_eq!(status, 204, "{body}");
+            let (status, body) = if *action == "provision" {
+                provision(&app, &tenant, &subscription("BASIC")).await
+            } else {
+                call(&app, &tenant, action).await
+            };
+            let case = format!("{action} from {from}: {status} {body}");
+            match answer {
+                Moves(to) => {
+                    assert_eq!(status, 204, "{case}");
+                    assert_eq!(status_of(&app, &tenant).await, *to, "{case}");
+                    moved.push(tenant);
+                }
+                Holds => {
+                    assert_eq!(status, 204, "{case}");
+                    assert_eq!(status_of(&app, &tenant).await, from as i64, "{case}");
+                }
+                Conflict => {
+                    assert_eq!(status, 409, "{case}");
+                    assert_eq!(body["error"]["name"], "ConflictError", "{case}");
+                    assert_eq!(status_of(&app, &tenant).await, from as i64, "{case}");
+                }
+            }
+        }
+    }
+    // One event for each tenant that moved, none for the others.
+    assert_eq!(settled_events(&app).await, moved.len());
+    let mut announced: Vec<String> = events(&app)
+        .iter()
+        .map(|e| e["tenant"]["id"].as_str().unwrap().to_string())
+        .collect();
+    announced.sort();
+    moved.sort();
+    assert_eq!(announced, moved);
+});
+
+// Reactivating a tenant its pipeline is provisioning is refused; the pipeline's result then
+// makes it ACTIVE as it should, and nothing was announced or billed in between.
+both_dbs!(
+    an_operator_cannot_take_a_provisioning_tenant_from_its_pipeline,
+    |app| async move {
+        let tenant = a_tenant(&app, "busy").await;
+        let paid = paid_subscription("BASIC", json!({"price": 10, "currency": "USD"}));
+        let (status, body) = provision(&app, &tenant, &paid).await;
+        assert_eq!(status, 204, "{body}");
+        let event = wait_for_event_of(&app, &tenant, "TENANT_PROVISIONING").await;
+        for action in ["reactivate", "suspend", "deprovision"] {
+            let (status, body) = call(&app, &tenant, action).await;
+            expect_conflict(status, &body, "Tenant is PROVISIONING (2)");
+        }
+        assert_eq!(invoices_of(&app, &tenant).await, 0, "not billed");
+        assert_eq!(status_of(&app, &tenant).await, 2);
+
+        let response = send(&app, &report(&event, json!({"status": 1}))).await;
+        assert_eq!(response.status, 204, "{}", response.text);
+        assert_eq!(status_of(&app, &tenant).await, 0);
+        assert_eq!(
+            invoices_of(&app, &tenant).await,
+            1,
+            "billed once, from ACTIVE"
+        );
+        let kinds: Vec<Value> = events(&app).iter().map(|e| e["type"].clone()).collect();
+        assert_eq!(kinds, [json!("TENANT_PROVISIONING")]);
+    }
+);
+
+// Neither reactivating nor suspending a tenant being offboarded, one after the other, takes it
+// from its pipeline: both are refused and the offboarding result still ends it INACTIVE.
+both_dbs!(
+    an_operator_cannot_take_an_offboarding_tenant_from_its_pipeline,
+    |app| async move {
+        let tenant = active_tenant(&app, "leaving", "BASIC").await;
+        let (status, body) = call(&app, &tenant, "deprovision").await;
+        assert_eq!(status, 204, "{body}");
+        let event = wait_for_event_of(&app, &tenant, "TENANT_DEPROVISIONING").await;
+        for action in ["reactivate", "suspend", "reactivate", "provision"] {
+            let (status, body) = if action == "provision" {
+                provision(&app, &tenant, &subscription("BASIC")).await
+            } else {
+                call(&app, &tenant, action).await
+            };
+            expect_conflict(status, &body, "Tenant is DEPROVISIONING (4)");
+        }
+        assert_eq!(resources(&app, &tenant).await.len(), 2, "still there");
+
+        let response = send(&app, &report(&event, json!({"status": 1}))).await;
+        assert_eq!(response.status, 204, "{}", response.text);
+        assert_eq!(status_of(&app, &tenant).await, 5, "INACTIVE");
+        assert!(resources(&app, &tenant).await.is_empty(), "retired");
+        assert_eq!(
+            settled_events(&app).await,
+            2,
+            "provisioning and offboarding only"
+        );
+    }
+);

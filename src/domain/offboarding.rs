@@ -12,7 +12,7 @@ use super::provisioning::{
     EventType, Provisioning, ProvisioningError, WorkOrder, isolation_of, tenant_with_relations,
     write_event,
 };
-use super::tenant::{self, LifecycleError, TenantStatus};
+use super::tenant::{self, LifecycleError, Move, TenantStatus};
 use super::validation::{ValidationDetail, not_an_object, unknown_property};
 use crate::store::crud::{Actor, Scope};
 use crate::store::provisioning::{self as record, Operation};
@@ -79,13 +79,7 @@ impl Provisioning<'_> {
         let done = [TenantStatus::Deprovisioning, TenantStatus::Inactive];
         let mut tx = self.db.begin().await?;
         let Some(from) = self
-            .move_unless(
-                &mut tx,
-                tenant_id,
-                TenantStatus::Deprovisioning,
-                &done,
-                actor,
-            )
+            .move_unless(&mut tx, tenant_id, Move::Deprovision, &done, actor)
             .await?
         else {
             return Ok(Moved::Already);
@@ -148,7 +142,7 @@ impl Provisioning<'_> {
         extra.insert("reason".into(), json!(reason));
         self.switch(
             tenant_id,
-            TenantStatus::Suspended,
+            Move::Suspend,
             EventType::TenantSuspended,
             extra,
             actor,
@@ -165,7 +159,7 @@ impl Provisioning<'_> {
     ) -> Result<Moved, ProvisioningError> {
         self.switch(
             tenant_id,
-            TenantStatus::Active,
+            Move::Reactivate,
             EventType::TenantReactivated,
             Map::new(),
             actor,
@@ -176,14 +170,15 @@ impl Provisioning<'_> {
     async fn switch(
         &self,
         tenant_id: Uuid,
-        to: TenantStatus,
+        step: Move,
         kind: EventType,
         extra: Map<String, Value>,
         actor: &Actor,
     ) -> Result<Moved, ProvisioningError> {
         let mut tx = self.db.begin().await?;
+        let to = step.target();
         let Some(from) = self
-            .move_unless(&mut tx, tenant_id, to, &[to], actor)
+            .move_unless(&mut tx, tenant_id, step, &[to], actor)
             .await?
         else {
             return Ok(Moved::Already);
@@ -194,14 +189,14 @@ impl Provisioning<'_> {
         Ok(Moved::Now)
     }
 
-    /// Moves the tenant (404 outside `actor`'s scope) to `to` in `tx` and returns the state it
-    /// left — or `None` when it already is in one of `done` (before the move, or because a
+    /// Makes `step` on the tenant (404 outside `actor`'s scope) in `tx` and returns the state
+    /// it left — or `None` when it already is in one of `done` (before the move, or because a
     /// concurrent call moved it first).
     async fn move_unless(
         &self,
         tx: &mut Tx,
         tenant_id: Uuid,
-        to: TenantStatus,
+        step: Move,
         done: &[TenantStatus],
         actor: &Actor,
     ) -> Result<Option<TenantStatus>, ProvisioningError> {
@@ -211,9 +206,9 @@ impl Provisioning<'_> {
         {
             return Err(ProvisioningError::NotFound);
         }
-        match tenant::move_to(&mut tx.conn(), tenant_id, to, &Object::new(), actor).await {
+        match tenant::make_move(&mut tx.conn(), tenant_id, step, &Object::new(), actor).await {
             Ok(from) => {
-                super::billing::on_move(tx, self.config, tenant_id, from, to).await?;
+                super::billing::on_move(tx, self.config, tenant_id, from, step.target()).await?;
                 Ok(Some(from))
             }
             Err(LifecycleError::Illegal { current, .. }) if done.contains(&current) => Ok(None),

@@ -8,7 +8,7 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::tenant::{self, LifecycleError, TenantStatus};
+use super::tenant::{self, LifecycleError, Move, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use crate::config::Config;
 use crate::events;
@@ -402,10 +402,10 @@ impl Provisioning<'_> {
         {
             return Err(ProvisioningError::NotFound);
         }
-        tenant::move_to(
+        tenant::make_move(
             &mut tx.conn(),
             tenant_id,
-            TenantStatus::Provisioning,
+            Move::Provision,
             &Object::new(),
             actor,
         )
@@ -541,19 +541,21 @@ pub async fn finish_operation(
     rec: &record::Record,
     outcome: Outcome<'_>,
 ) -> Result<(), ProvisioningError> {
-    let to = match (rec.operation, outcome) {
-        (Operation::Provision, Outcome::Succeeded) => TenantStatus::Active,
-        (Operation::Provision, Outcome::Failed(_)) => TenantStatus::ProvisionFailed,
-        (Operation::Deprovision, Outcome::Succeeded) => TenantStatus::Inactive,
-        (Operation::Deprovision, Outcome::Failed(_)) => rec
-            .resume_status
-            .and_then(TenantStatus::from_code)
-            .unwrap_or(TenantStatus::Active),
+    let step = match (rec.operation, outcome) {
+        (Operation::Provision, Outcome::Succeeded) => Move::Provisioned,
+        (Operation::Provision, Outcome::Failed(_)) => Move::ProvisioningFailed,
+        (Operation::Deprovision, Outcome::Succeeded) => Move::Offboarded,
+        (Operation::Deprovision, Outcome::Failed(_)) => Move::OffboardingFailed(
+            rec.resume_status
+                .and_then(TenantStatus::from_code)
+                .unwrap_or(TenantStatus::Active),
+        ),
     };
-    let from = tenant::move_to(
+    let to = step.target();
+    let from = tenant::make_move(
         &mut tx.conn(),
         rec.tenant_id,
-        to,
+        step,
         &Object::new(),
         &system_actor(config),
     )

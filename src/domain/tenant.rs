@@ -50,28 +50,71 @@ impl TenantStatus {
     pub fn name(self) -> &'static str {
         crate::model::TENANT_STATUS[self as usize]
     }
+}
 
-    /// Whether a lifecycle operation may move a tenant from `self` to `to`:
-    ///
-    /// - provision: PENDINGPROVISION or PROVISIONFAILED (the retry) → PROVISIONING;
-    /// - the provisioning result (or its deadline): PROVISIONING → ACTIVE | PROVISIONFAILED;
-    /// - offboarding: ACTIVE | SUSPENDED | PROVISIONFAILED → DEPROVISIONING, and its result →
-    ///   INACTIVE, or back to where it started when it failed;
-    /// - suspend and reactivate: ACTIVE ⇄ SUSPENDED.
-    pub fn can_move_to(self, to: Self) -> bool {
+/// A lifecycle move, named by what asks for it. Operators (the API, the billing run) ask for
+/// [`Move::Provision`], [`Move::Deprovision`], [`Move::Suspend`] and [`Move::Reactivate`]; the
+/// others are made only by a pipeline's signed result or an operation's deadline. Each move has
+/// its own starting states, so no operator's move can take a tenant out from under a running
+/// pipeline: nothing an operator asks for starts from PROVISIONING or DEPROVISIONING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// PENDINGPROVISION, or PROVISIONFAILED (the retry) → PROVISIONING.
+    Provision,
+    /// The provisioning succeeded: PROVISIONING → ACTIVE.
+    Provisioned,
+    /// The provisioning failed or passed its deadline: PROVISIONING → PROVISIONFAILED.
+    ProvisioningFailed,
+    /// ACTIVE, SUSPENDED or PROVISIONFAILED → DEPROVISIONING.
+    Deprovision,
+    /// The offboarding succeeded: DEPROVISIONING → INACTIVE.
+    Offboarded,
+    /// The offboarding failed or passed its deadline: DEPROVISIONING → back to where it started
+    /// (ACTIVE, SUSPENDED or PROVISIONFAILED).
+    OffboardingFailed(TenantStatus),
+    /// ACTIVE → SUSPENDED.
+    Suspend,
+    /// SUSPENDED → ACTIVE.
+    Reactivate,
+}
+
+impl Move {
+    /// Every move an operator may ask for.
+    pub const OPERATOR: [Move; 4] = [
+        Self::Provision,
+        Self::Deprovision,
+        Self::Suspend,
+        Self::Reactivate,
+    ];
+
+    /// Where the move takes the tenant.
+    pub fn target(self) -> TenantStatus {
         use TenantStatus::*;
-        matches!(
-            (self, to),
-            (PendingProvision | ProvisionFailed, Provisioning)
-                | (Provisioning, Active | ProvisionFailed)
-                | (Active | Suspended | ProvisionFailed, Deprovisioning)
-                | (
-                    Deprovisioning,
-                    Inactive | Active | Suspended | ProvisionFailed
-                )
-                | (Active, Suspended)
-                | (Suspended, Active)
-        )
+        match self {
+            Self::Provision => Provisioning,
+            Self::Provisioned | Self::Reactivate => Active,
+            Self::ProvisioningFailed => ProvisionFailed,
+            Self::Deprovision => Deprovisioning,
+            Self::Offboarded => Inactive,
+            Self::OffboardingFailed(back) => back,
+            Self::Suspend => Suspended,
+        }
+    }
+
+    /// Whether the move may start from `from`.
+    pub fn starts_from(self, from: TenantStatus) -> bool {
+        use TenantStatus::*;
+        match self {
+            Self::Provision => matches!(from, PendingProvision | ProvisionFailed),
+            Self::Provisioned | Self::ProvisioningFailed => from == Provisioning,
+            Self::Deprovision => matches!(from, Active | Suspended | ProvisionFailed),
+            Self::Offboarded => from == Deprovisioning,
+            Self::OffboardingFailed(back) => {
+                from == Deprovisioning && matches!(back, Active | Suspended | ProvisionFailed)
+            }
+            Self::Suspend => from == Active,
+            Self::Reactivate => from == Suspended,
+        }
     }
 }
 
@@ -128,19 +171,20 @@ pub async fn status_of(conn: &mut Conn<'_>, id: Uuid) -> Result<Option<TenantSta
         .and_then(TenantStatus::from_code))
 }
 
-/// Moves the live tenant `id` to `to`, with `extra` fields set in the same update (a failure
+/// Makes `step` on the live tenant `id`, with `extra` fields set in the same update (a failure
 /// reason, say), stamping `modifiedOn`/`modifiedBy` for `actor`; returns the state it left.
 /// The update only applies while the tenant is still in the state it was read in: a concurrent
 /// move in between makes this one fail with the state the tenant is in now.
-pub async fn move_to(
+pub async fn make_move(
     conn: &mut Conn<'_>,
     id: Uuid,
-    to: TenantStatus,
+    step: Move,
     extra: &Object,
     actor: &Actor,
 ) -> Result<TenantStatus, LifecycleError> {
+    let to = step.target();
     let current = status_of(conn, id).await?.ok_or(LifecycleError::NotFound)?;
-    if !current.can_move_to(to) {
+    if !step.starts_from(current) {
         return Err(LifecycleError::Illegal {
             current,
             wanted: to,
@@ -186,41 +230,67 @@ mod tests {
         assert_eq!(Suspended.to_string(), "SUSPENDED (6)");
     }
 
+    /// Every move with the states it starts from, and where it goes.
+    fn table() -> Vec<(Move, Vec<TenantStatus>)> {
+        let all_moves = [
+            Move::Provision,
+            Move::Provisioned,
+            Move::ProvisioningFailed,
+            Move::Deprovision,
+            Move::Offboarded,
+            Move::Suspend,
+            Move::Reactivate,
+        ]
+        .into_iter()
+        .chain(TenantStatus::ALL.map(Move::OffboardingFailed));
+        all_moves
+            .map(|step| {
+                let from = TenantStatus::ALL
+                    .into_iter()
+                    .filter(|s| step.starts_from(*s))
+                    .collect();
+                (step, from)
+            })
+            .collect()
+    }
+
     #[test]
-    fn only_the_lifecycle_moves_are_allowed() {
-        let allowed: Vec<(TenantStatus, TenantStatus)> = TenantStatus::ALL
-            .into_iter()
-            .flat_map(|from| TenantStatus::ALL.into_iter().map(move |to| (from, to)))
-            .filter(|(from, to)| from.can_move_to(*to))
-            .collect();
-        assert_eq!(
-            allowed,
-            vec![
-                (Active, Deprovisioning),
-                (Active, Suspended),
-                (PendingProvision, Provisioning),
-                (Provisioning, Active),
-                (Provisioning, ProvisionFailed),
-                (ProvisionFailed, Provisioning),
-                (ProvisionFailed, Deprovisioning),
-                (Deprovisioning, Active),
-                (Deprovisioning, ProvisionFailed),
-                (Deprovisioning, Inactive),
-                (Deprovisioning, Suspended),
-                (Suspended, Active),
-                (Suspended, Deprovisioning),
-            ]
-        );
+    fn each_move_starts_only_from_its_documented_states() {
+        let expected: Vec<(Move, Vec<TenantStatus>)> = vec![
+            (Move::Provision, vec![PendingProvision, ProvisionFailed]),
+            (Move::Provisioned, vec![Provisioning]),
+            (Move::ProvisioningFailed, vec![Provisioning]),
+            (Move::Deprovision, vec![Active, ProvisionFailed, Suspended]),
+            (Move::Offboarded, vec![Deprovisioning]),
+            (Move::Suspend, vec![Active]),
+            (Move::Reactivate, vec![Suspended]),
+            (Move::OffboardingFailed(Active), vec![Deprovisioning]),
+            (Move::OffboardingFailed(PendingProvision), vec![]),
+            (Move::OffboardingFailed(Provisioning), vec![]),
+            (
+                Move::OffboardingFailed(ProvisionFailed),
+                vec![Deprovisioning],
+            ),
+            (Move::OffboardingFailed(Deprovisioning), vec![]),
+            (Move::OffboardingFailed(Inactive), vec![]),
+            (Move::OffboardingFailed(Suspended), vec![Deprovisioning]),
+        ];
+        assert_eq!(table(), expected);
+    }
+
+    #[test]
+    fn no_operator_move_takes_a_tenant_from_its_pipeline() {
+        for step in Move::OPERATOR {
+            for running in [Provisioning, Deprovisioning] {
+                assert!(!step.starts_from(running), "{step:?} from {running}");
+            }
+        }
         // Nothing leaves INACTIVE; nothing goes back to PENDINGPROVISION.
-        assert!(
-            TenantStatus::ALL
-                .iter()
-                .all(|to| !Inactive.can_move_to(*to))
-        );
-        assert!(
-            TenantStatus::ALL
-                .iter()
-                .all(|from| !from.can_move_to(PendingProvision))
-        );
+        for (step, from) in table() {
+            assert!(!from.contains(&Inactive), "{step:?}");
+            if !from.is_empty() {
+                assert_ne!(step.target(), PendingProvision, "{step:?}");
+            }
+        }
     }
 }
