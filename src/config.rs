@@ -12,9 +12,11 @@ pub use crate::client_ip::TrustedProxies;
 pub use billing::BillingConfig;
 pub use database::{DatabaseConfig, is_identifier, mask_url_password};
 use database::{database_config, encode};
+pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
 
 mod billing;
 mod database;
+mod identity;
 
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
@@ -89,9 +91,9 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub siloed_pipeline: String,
     pub pooled_pipeline: String,
-    /// Plan tiers provisioned as silo tenants (`SILO_TIERS`, upper-cased); every other tier is
-    /// pooled.
-    pub silo_tiers: Vec<String>,
+    /// The plan tiers a tenant may be provisioned on: silo (`SILO_TIERS`) or pooled
+    /// (`POOLED_TIERS`).
+    pub tiers: Tiers,
     /// How long a provisioning or offboarding may run before it counts as failed
     /// (`PROVISIONING_TIMEOUT`, ms).
     pub provisioning_timeout: Duration,
@@ -120,6 +122,8 @@ pub struct Config {
     pub auth0_client_id: Option<String>,
     pub auth0_client_secret: Option<SecretString>,
     pub auth0_audience: Option<String>,
+    /// Where a tenant's own identity provider may be (`IDP_ALLOWED_HOSTS`); empty: nowhere.
+    pub idp_allowed_hosts: AllowedHosts,
     pub aws_region: Option<String>,
     /// Invoices and billing runs (`BILLING_*`).
     pub billing: BillingConfig,
@@ -411,12 +415,7 @@ impl Config {
                 .map_err(|err| problem("TRUSTED_PROXIES", err))?,
             siloed_pipeline: v.string("SILOED_PIPELINE", "siloed"),
             pooled_pipeline: v.string("POOLED_PIPELINE", "pooled"),
-            silo_tiers: v
-                .string("SILO_TIERS", "PREMIUM")
-                .split(',')
-                .map(|t| t.trim().to_ascii_uppercase())
-                .filter(|t| !t.is_empty())
-                .collect(),
+            tiers: Tiers::from_vars(&v)?,
             provisioning_timeout: Duration::from_millis(v.number(
                 "PROVISIONING_TIMEOUT",
                 3_600_000u64,
@@ -448,15 +447,22 @@ impl Config {
             mail_template_dir,
             event_sink,
             keycloak_host: match v.get("KEYCLOAK_HOST") {
-                Some(_) => Some(v.url("KEYCLOAK_HOST", "")?),
+                Some(_) => Some(secure_url(&v, env, "KEYCLOAK_HOST")?),
                 None => None,
             },
             keycloak_admin_username: v.get("KEYCLOAK_ADMIN_USERNAME").map(str::to_string),
             keycloak_admin_password: v.secret("KEYCLOAK_ADMIN_PASSWORD"),
-            auth0_domain: v.get("AUTH0_DOMAIN").map(str::to_string),
+            auth0_domain: match v.get("AUTH0_DOMAIN") {
+                Some(domain) if domain.contains("://") => {
+                    Some(secure_url(&v, env, "AUTH0_DOMAIN")?)
+                }
+                other => other.map(str::to_string),
+            },
             auth0_client_id: v.get("AUTH0_CLIENT_ID").map(str::to_string),
             auth0_client_secret: v.secret("AUTH0_CLIENT_SECRET"),
             auth0_audience: v.get("AUTH0_AUDIENCE").map(str::to_string),
+            idp_allowed_hosts: AllowedHosts::parse(v.get("IDP_ALLOWED_HOSTS").unwrap_or(""))
+                .map_err(|err| problem("IDP_ALLOWED_HOSTS", err))?,
             aws_region: v.get("AWS_REGION").map(str::to_string),
             billing,
             request_body_limit: v.number("REQUEST_BODY_LIMIT", 1_048_576usize, 1_024, 1 << 30)?,
@@ -579,7 +585,6 @@ impl Config {
             ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
             ("SILOED_PIPELINE", self.siloed_pipeline.clone()),
             ("POOLED_PIPELINE", self.pooled_pipeline.clone()),
-            ("SILO_TIERS", self.silo_tiers.join(",")),
             (
                 "PROVISIONING_TIMEOUT",
                 self.provisioning_timeout.as_millis().to_string(),
@@ -619,6 +624,7 @@ impl Config {
             ("AUTH0_CLIENT_ID", opt(&self.auth0_client_id)),
             ("AUTH0_CLIENT_SECRET", secret(&self.auth0_client_secret)),
             ("AUTH0_AUDIENCE", opt(&self.auth0_audience)),
+            ("IDP_ALLOWED_HOSTS", self.idp_allowed_hosts.to_string()),
             ("AWS_REGION", opt(&self.aws_region)),
             ("REQUEST_BODY_LIMIT", self.request_body_limit.to_string()),
             (
@@ -644,6 +650,7 @@ impl Config {
             ),
         ]
         .into_iter()
+        .chain(self.tiers.lines())
         .chain(self.billing.lines())
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
@@ -654,6 +661,18 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.masked_lines()).finish()
     }
+}
+
+/// The URL of an identity provider the operator configured: https, or http in development.
+fn secure_url(v: &Vars, env: Environment, name: &str) -> Result<String, ConfigError> {
+    let value = v.url(name, "")?;
+    if env == Environment::Prod && !value.starts_with("https://") {
+        return Err(problem(
+            name,
+            "must be an https:// URL in production (admin credentials go there)",
+        ));
+    }
+    Ok(value)
 }
 
 /// A JetStream stream name (letters, digits, `-`, `_`) or subject prefix (also `.`-separated

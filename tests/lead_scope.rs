@@ -10,12 +10,15 @@ use tms::auth::{Claims, now_secs};
 
 /// A token confined to `lead` that carries every contact permission.
 fn scoped_token(lead: &str) -> String {
+    scoped_token_with(lead, &["10208", "10209", "10210", "10211"])
+}
+
+/// A token confined to `lead` that carries `permissions`.
+fn scoped_token_with(lead: &str, permissions: &[&str]) -> String {
     let claims = Claims {
         id: Some(lead.to_string()),
         user_tenant_id: Some(lead.to_string()),
-        permissions: ["10208", "10209", "10210", "10211"]
-            .map(String::from)
-            .to_vec(),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
         lead_id: Some(lead.to_string()),
         email: None,
         iss: JWT_ISSUER.to_string(),
@@ -31,6 +34,40 @@ fn scoped_token(lead: &str) -> String {
     .unwrap()
 }
 
+/// A verified lead of `own.com` and the tenant `own` it onboarded: (lead id, tenant).
+async fn lead_and_tenant(app: &TestApp) -> (String, Value) {
+    let (status, lead) = app
+        .post(
+            "/leads",
+            None,
+            &json!({"firstName": "Ada", "lastName": "L", "email": "ada@own.com", "companyName": "Own"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{lead}");
+    let lead_id = id_of(&lead);
+    let key = lead["key"].as_str().unwrap();
+    let verify = app
+        .raw(
+            Method::POST,
+            &format!("/leads/{lead_id}/verify"),
+            Some(key),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(verify.status, 200, "{}", verify.text);
+    let lead_token = verify.json()["token"].as_str().unwrap().to_string();
+    let (status, own) = app
+        .post(
+            &format!("/leads/{lead_id}/tenants"),
+            Some(&lead_token),
+            &json!({"key": "own", "domains": ["own.com"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{own}");
+    (lead_id, own)
+}
+
 both_dbs!(
     scoped_writes_never_leave_the_leads_tenant,
     [("LEAD_KEY_IN_RESPONSE", "true")],
@@ -42,35 +79,7 @@ both_dbs!(
             onboarding("other", "Other", &["other.com"], "o"),
         )
         .await;
-        let (status, lead) = app
-            .post(
-                "/leads",
-                None,
-                &json!({"firstName": "Ada", "lastName": "L", "email": "ada@own.com", "companyName": "Own"}),
-            )
-            .await;
-        assert_eq!(status, 200, "{lead}");
-        let lead_id = id_of(&lead);
-        let key = lead["key"].as_str().unwrap();
-        let verify = app
-            .raw(
-                Method::POST,
-                &format!("/leads/{lead_id}/verify"),
-                Some(key),
-                "",
-                None,
-            )
-            .await;
-        assert_eq!(verify.status, 200, "{}", verify.text);
-        let lead_token = verify.json()["token"].as_str().unwrap().to_string();
-        let (status, own) = app
-            .post(
-                &format!("/leads/{lead_id}/tenants"),
-                Some(&lead_token),
-                &json!({"key": "own", "domains": ["own.com"]}),
-            )
-            .await;
-        assert_eq!(status, 200, "{own}");
+        let (lead_id, own) = lead_and_tenant(&app).await;
         let own_contact = id_of(&own["contacts"][0]);
         let other_contact = id_of(&other["contacts"][0]);
         let token = scoped_token(&lead_id);
@@ -122,5 +131,66 @@ both_dbs!(
         assert_eq!(listed[0]["id"], json!(own_contact));
         let theirs = get_ok(&app, &admin, &format!("/contacts/{other_contact}")).await;
         assert_ne!(theirs["lastName"], json!("Scoped"));
+    }
+);
+
+// A lead-scoped token that may change configs (tms never issues one, but a deployment could
+// mint it) still cannot make an identity-provider config: not by changing a harmless config's
+// key to one, nor by setting a provider's settings in one, by PATCH, PUT or bulk PATCH.
+both_dbs!(
+    scoped_config_writes_never_make_a_provider_config,
+    [("LEAD_KEY_IN_RESPONSE", "true")],
+    |app| async move {
+        let (lead_id, own) = lead_and_tenant(&app).await;
+        let token = scoped_token_with(&lead_id, &["10220", "10221", "10222"]);
+        let tenant = id_of(&own);
+        let config = create(
+            &app,
+            &token,
+            "/tenant-configs",
+            &json!({"configKey": "theme", "configValue": {}, "tenantId": tenant}),
+        )
+        .await;
+        let path = format!("/tenant-configs/{}", id_of(&config));
+        let renamed = json!({"configKey": "keycloak"});
+        let (status, body) = app.patch(&path, Some(&token), &renamed).await;
+        assert_loopback_error(&body, 403, "ForbiddenError");
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = app.patch("/tenant-configs", Some(&token), &renamed).await;
+        assert_eq!(status, 403, "{body}");
+        let replaced = json!({"configKey": "keycloak", "configValue": {}, "tenantId": tenant});
+        let (status, body) = app.put(&path, Some(&token), &replaced).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = app
+            .patch(
+                &path,
+                Some(&token),
+                &json!({"configValue": {"host": "http://evil.test"}}),
+            )
+            .await;
+        assert_eq!(status, 204, "not a provider's config: {body}");
+        let stored = get_ok(&app, &app.admin_token(), &path).await;
+        assert_eq!(stored["configKey"], "theme");
+
+        let provider = create(
+            &app,
+            &app.admin_token(),
+            "/tenant-configs",
+            &json!({"configKey": "keycloak", "configValue": {}, "tenantId": tenant}),
+        )
+        .await;
+        let path = format!("/tenant-configs/{}", id_of(&provider));
+        for value in [
+            json!({"host": "http://evil.test"}),
+            json!({"realm": "victim"}),
+        ] {
+            let (status, body) = app
+                .patch(&path, Some(&token), &json!({"configValue": value}))
+                .await;
+            assert_loopback_error(&body, 403, "ForbiddenError");
+            assert_eq!(status, 403, "{body}");
+        }
+        let stored = get_ok(&app, &app.admin_token(), &path).await;
+        assert_eq!(stored["configValue"], json!({}));
     }
 );

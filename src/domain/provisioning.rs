@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::tenant::{self, LifecycleError, Move, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::events;
 use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
@@ -279,17 +279,46 @@ pub fn is_pipeline_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Silo or pooled, from the plan tier (case-insensitive; unmapped tiers are pooled).
+/// Silo or pooled, from the plan tier (any case). Provisioning refuses a tier outside the
+/// configured ones, so only a record the original wrote can hold one: it counts as pooled.
 pub fn isolation_of(config: &Config, tier: &str) -> &'static str {
-    if config
-        .silo_tiers
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(tier))
-    {
-        "silo"
-    } else {
-        "pooled"
+    config
+        .tiers
+        .isolation(tier)
+        .unwrap_or(Isolation::Pooled)
+        .as_str()
+}
+
+/// The isolation of a subscription's tier: refused (422) unless the operator configured the
+/// tier, so that what a caller sends cannot name a realm or organisation of its choosing.
+fn configured_isolation(config: &Config, tier: &str) -> Result<Isolation, ProvisioningError> {
+    config.tiers.isolation(tier).ok_or_else(|| {
+        let tiers = config.tiers.names();
+        ProvisioningError::Invalid(vec![ValidationDetail::new(
+            "/plan/tier",
+            "enum",
+            format!("must be one of the configured tiers: {}", tiers.join(", ")),
+            json!({"allowedValues": tiers}),
+        )])
+    })
+}
+
+/// A silo tenant's realm and organisation are named after its key: a key that names Keycloak's
+/// admin realm or a pooled tier's shared one cannot be a silo tenant's (422).
+pub fn check_silo_key(config: &Config, key: &str) -> Result<(), ValidationDetail> {
+    if config.tiers.is_reserved_realm(key) {
+        return Err(ValidationDetail::new(
+            "/plan/tier",
+            "reservedKey",
+            format!(
+                "a silo tenant's realm is named after its key, and {key:?} names Keycloak's \
+                 admin realm or a pooled tier's shared realm: provision it on a pooled tier, or \
+                 onboard it with another key"
+            ),
+            json!({"key": key}),
+        ));
     }
+    Ok(())
 }
 
 /// What provisioning works with.
@@ -390,17 +419,21 @@ impl Provisioning<'_> {
             super::billing::check_price(plan, &self.config.billing)
                 .map_err(ProvisioningError::Invalid)?;
         }
-        let isolation = isolation_of(self.config, &subscription.tier);
+        let isolation = configured_isolation(self.config, &subscription.tier)?;
         let pipeline = subscription
             .pipeline_name
             .clone()
-            .unwrap_or_else(|| self.default_pipeline(isolation).to_string());
+            .unwrap_or_else(|| self.default_pipeline(isolation.as_str()).to_string());
         let mut tx = self.db.begin().await?;
-        if tenant_with_relations(&mut tx.conn(), tenant_id, actor.scope)
+        let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, actor.scope)
             .await?
-            .is_none()
-        {
-            return Err(ProvisioningError::NotFound);
+            .ok_or(ProvisioningError::NotFound)?;
+        if isolation == Isolation::Silo {
+            let key = tenant
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            check_silo_key(self.config, key).map_err(|d| ProvisioningError::Invalid(vec![d]))?;
         }
         tenant::make_move(
             &mut tx.conn(),
@@ -419,7 +452,7 @@ impl Provisioning<'_> {
                     operation: Operation::Provision,
                     subscription: Some(&subscription.value),
                     tier: Some(&subscription.tier),
-                    isolation: Some(isolation),
+                    isolation: Some(isolation.as_str()),
                     pipeline: Some(&pipeline),
                     resume_status: None,
                     deadline_at,
@@ -434,7 +467,7 @@ impl Provisioning<'_> {
             secret: &secret,
             pipeline: &pipeline,
             tier: Some(&subscription.tier),
-            isolation,
+            isolation: isolation.as_str(),
         };
         write_event(
             &mut tx,
@@ -444,7 +477,8 @@ impl Provisioning<'_> {
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(tenant = %tenant_id, %pipeline, isolation, "provisioning started");
+        tracing::info!(tenant = %tenant_id, %pipeline, isolation = isolation.as_str(),
+            "provisioning started");
         Ok(())
     }
 
@@ -733,6 +767,7 @@ mod tests {
             ("TMS_ENV", "test"),
             ("JWT_SECRET", "x".repeat(32).as_str()),
             ("SILO_TIERS", silo),
+            ("POOLED_TIERS", "STANDARD"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -746,7 +781,20 @@ mod tests {
         assert_eq!(isolation_of(&c, "premium"), "silo");
         assert_eq!(isolation_of(&c, "Enterprise"), "silo");
         assert_eq!(isolation_of(&c, "STANDARD"), "pooled");
-        assert_eq!(isolation_of(&c, "gold"), "pooled");
+        assert_eq!(
+            isolation_of(&c, "gold"),
+            "pooled",
+            "only in the original's records"
+        );
+        assert!(configured_isolation(&c, "gold").is_err());
+        assert!(configured_isolation(&c, "master").is_err());
+        assert_eq!(
+            configured_isolation(&c, "standard").unwrap(),
+            Isolation::Pooled
+        );
+        assert!(check_silo_key(&c, "master").is_err());
+        assert!(check_silo_key(&c, "standard").is_err());
+        assert!(check_silo_key(&c, "acme").is_ok());
     }
 
     #[test]

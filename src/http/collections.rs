@@ -14,7 +14,9 @@ use super::{Json, Path};
 use crate::AppState;
 use crate::auth::{self, Permission, Principal};
 use crate::domain::contacts::{self, ContactError};
+use crate::domain::idp_settings::{Author, SettingsError};
 use crate::domain::invoices::Change;
+use crate::domain::tenant_configs;
 use crate::domain::validation::{self, Mode};
 use crate::error::{AppError, AppResult};
 use crate::http::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
@@ -31,6 +33,10 @@ pub enum Rules {
     /// Invoices: money in an ISO 4217 currency, numbers and the PENDING → PAID | CANCELLED
     /// lifecycle; written by `domain::invoices` in one transaction each.
     Invoice,
+    /// A `keycloak` or `auth0` config keeps the trust rules of identity-provider settings
+    /// (`domain::idp_settings`): none of them from a lead token, a tenant's own provider only
+    /// with its credentials and on an allowed host.
+    IdpSettings,
 }
 
 /// One collection of the REST surface and the permissions guarding it.
@@ -132,7 +138,8 @@ collection!(
     ViewTenantConfig,
     CreateTenantConfig,
     UpdateTenantConfig,
-    DeleteTenantConfig
+    DeleteTenantConfig,
+    Rules::IdpSettings
 );
 
 /// The routes of every collection.
@@ -308,6 +315,28 @@ async fn check_rules<C: Collection>(
 ) -> AppResult<()> {
     match C::RULES {
         Rules::None | Rules::Invoice => Ok(()),
+        Rules::IdpSettings => {
+            let existing = match target {
+                Some(target) => {
+                    let scope = scope_of(principal);
+                    tenant_configs::affected(&mut state.db.conn(), target, scope).await?
+                }
+                None => Vec::new(),
+            };
+            let author = if principal.lead.is_some() {
+                Author::Lead
+            } else {
+                Author::Admin
+            };
+            tenant_configs::check_write(&state.config, author, values, &existing).map_err(|err| {
+                match err {
+                    SettingsError::NotForLeads { .. } | SettingsError::KeyChange => {
+                        AppError::Forbidden(err.to_string())
+                    }
+                    SettingsError::Invalid(message) => AppError::Unprocessable(message),
+                }
+            })
+        }
         Rules::ContactEmailDomain => {
             let mut conn = state.db.conn();
             let existing = match target {
