@@ -75,11 +75,13 @@ impl Principal {
     }
 }
 
-/// Signs and verifies HS256 tokens with `JWT_SECRET` and `JWT_ISSUER`.
+/// Signs and verifies HS256 tokens with `JWT_SECRET` and `JWT_ISSUER`; during a rotation, also
+/// verifies tokens signed with `JWT_PREVIOUS_SECRET`.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    previous: Option<DecodingKey>,
     validation: Validation,
     issuer: String,
     clock: Clock,
@@ -99,9 +101,19 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
+            previous: None,
             validation,
             issuer: issuer.to_string(),
             clock: Clock::system(),
+        }
+    }
+
+    /// The same keys, also accepting tokens signed with `previous` (a secret being rotated out);
+    /// new tokens are signed with the current one only.
+    pub fn with_previous(self, previous: Option<&SecretString>) -> Self {
+        Self {
+            previous: previous.map(|p| DecodingKey::from_secret(p.expose_secret().as_bytes())),
+            ..self
         }
     }
 
@@ -165,15 +177,21 @@ impl JwtKeys {
     /// not valid yet (`nbf`) or issued in the future (`iat`), beyond [`CLOCK_SKEW_SECS`], is
     /// refused.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| {
-                AuthError::new(match err.kind() {
-                    ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
-                    ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
-                    ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
-                    _ => "TokenInvalid",
-                })
-            })?;
+        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        let decoded = match (&decoded, &self.previous) {
+            (Err(err), Some(previous)) if *err.kind() == ErrorKind::InvalidSignature => {
+                jsonwebtoken::decode::<Claims>(token, previous, &self.validation)
+            }
+            _ => decoded,
+        };
+        let data = decoded.map_err(|err| {
+            AuthError::new(match err.kind() {
+                ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
+                ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
+                ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
+                _ => "TokenInvalid",
+            })
+        })?;
         let claims = data.claims;
         let now = self.clock.unix_seconds();
         let invalid = AuthError::new;
@@ -304,6 +322,28 @@ mod tests {
             URL_SAFE_NO_PAD.encode(claims)
         );
         assert!(matches!(keys().verify(&unsigned), Err(AuthError(_))));
+    }
+
+    #[test]
+    fn a_previous_secret_verifies_during_a_rotation_and_signs_nothing() {
+        let old = SecretString::from("short-original".to_string());
+        let new = SecretString::from("n".repeat(32));
+        let before = JwtKeys::new(&old, "tms").mint("u1", vec![], 60).unwrap();
+        let rotating = JwtKeys::new(&new, "tms").with_previous(Some(&old));
+        assert_eq!(rotating.verify(&before).unwrap().id, "u1");
+        let after = rotating.mint("u2", vec![], 60).unwrap();
+        assert!(
+            JwtKeys::new(&old, "tms").verify(&after).is_err(),
+            "signed with the new"
+        );
+        assert!(JwtKeys::new(&new, "tms").verify(&after).is_ok());
+        assert!(
+            JwtKeys::new(&new, "tms").verify(&before).is_err(),
+            "once it is dropped"
+        );
+        // The previous secret does not widen anything else: another issuer is still refused.
+        let other = JwtKeys::new(&old, "x").mint("u1", vec![], 60).unwrap();
+        assert!(rotating.verify(&other).is_err());
     }
 
     #[test]

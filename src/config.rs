@@ -76,6 +76,12 @@ pub struct Config {
     pub redis_entry_format: crate::kv::original::EntryFormat,
     /// `None` means "not configured": in dev/test one is generated (and kept in the data dir).
     pub jwt_secret: Option<SecretString>,
+    /// A secret being rotated out (`JWT_PREVIOUS_SECRET`): tokens signed with it are still
+    /// accepted, none is signed with it.
+    pub jwt_previous_secret: Option<SecretString>,
+    /// A `JWT_SECRET` under 32 characters is accepted in production (`JWT_SECRET_ALLOW_SHORT`),
+    /// with a warning at every start: one shared with the original's other services.
+    pub jwt_short_secret_allowed: bool,
     pub jwt_issuer: String,
     pub system_user_id: String,
     pub from_email: String,
@@ -287,14 +293,19 @@ impl Config {
         };
 
         let jwt_secret = v.secret("JWT_SECRET");
+        let jwt_short_secret_allowed = v.boolean("JWT_SECRET_ALLOW_SHORT", false)?;
         match (&jwt_secret, env) {
             (None, Environment::Prod) => {
                 return Err(problem("JWT_SECRET", "must be set when TMS_ENV=prod"));
             }
-            (Some(secret), Environment::Prod) if secret.expose_secret().len() < 32 => {
+            (Some(secret), Environment::Prod)
+                if secret.expose_secret().len() < 32 && !jwt_short_secret_allowed =>
+            {
                 return Err(problem(
                     "JWT_SECRET",
-                    "must be at least 32 characters when TMS_ENV=prod",
+                    "must be at least 32 characters when TMS_ENV=prod (to keep a shorter one \
+                     shared with other services for now, set JWT_SECRET_ALLOW_SHORT=true and \
+                     rotate it: docs/switch-over.md)",
                 ));
             }
             _ => {}
@@ -381,6 +392,8 @@ impl Config {
             redis_key_prefix: redis_key_prefix(&v)?,
             redis_entry_format,
             jwt_secret,
+            jwt_previous_secret: v.secret("JWT_PREVIOUS_SECRET"),
+            jwt_short_secret_allowed,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
             system_user_id: v.string("SYSTEM_USER_ID", DEFAULT_SYSTEM_USER_ID),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
@@ -556,6 +569,11 @@ impl Config {
                 self.redis_entry_format.as_str().to_string(),
             ),
             ("JWT_SECRET", secret(&self.jwt_secret)),
+            ("JWT_PREVIOUS_SECRET", secret(&self.jwt_previous_secret)),
+            (
+                "JWT_SECRET_ALLOW_SHORT",
+                self.jwt_short_secret_allowed.to_string(),
+            ),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
             ("SYSTEM_USER_ID", self.system_user_id.clone()),
             ("FROM_EMAIL", self.from_email.clone()),

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::FromRef;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,9 @@ impl App {
         let kv = Kv::connect(&config, &db, clock.clone()).await?;
         let state = AppState {
             db,
-            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer).with_clock(clock.clone()),
+            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer)
+                .with_previous(config.jwt_previous_secret.as_ref())
+                .with_clock(clock.clone()),
             config: Arc::new(config),
             kv,
             mailer,
@@ -312,6 +314,12 @@ pub struct ResolvedSecret {
 /// runs stay valid.
 pub fn resolve_jwt_secret(config: &Config) -> anyhow::Result<ResolvedSecret> {
     if let Some(secret) = &config.jwt_secret {
+        if config.env == Environment::Prod && secret.expose_secret().len() < 32 {
+            tracing::warn!(
+                "JWT_SECRET is shorter than 32 characters (JWT_SECRET_ALLOW_SHORT): rotate it \
+                 to a longer one with JWT_PREVIOUS_SECRET (docs/switch-over.md)"
+            );
+        }
         return Ok(ResolvedSecret {
             secret: secret.clone(),
             generated_for_dev: false,

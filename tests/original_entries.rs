@@ -36,6 +36,11 @@ async fn redis(test: &str) -> Option<redis::aio::MultiplexedConnection> {
 
 /// An app on SQLite with Redis as its key store under a prefix of its own, and `overrides`.
 async fn app_with_redis(overrides: &[(&str, &str)]) -> TestApp {
+    app_with_redis_on(Db::Sqlite, overrides).await
+}
+
+/// An app on `db` with Redis as its key store under a prefix of its own, and `overrides`.
+async fn app_with_redis_on(db: Db, overrides: &[(&str, &str)]) -> TestApp {
     let url = redis_url();
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
     let mut vars = vec![
@@ -44,7 +49,7 @@ async fn app_with_redis(overrides: &[(&str, &str)]) -> TestApp {
         ("LEAD_KEY_IN_RESPONSE", "true"),
     ];
     vars.extend_from_slice(overrides);
-    TestApp::spawn_with(Db::Sqlite, &vars).await
+    TestApp::spawn_with(db, &vars).await
 }
 
 fn msgpack<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -155,6 +160,89 @@ async fn a_result_signed_with_a_secret_the_original_stored_is_accepted() {
     assert_eq!(status_of(&app, &tenant).await, 0, "ACTIVE");
     let left: Option<Vec<u8>> = redis.get(&theirs).await.unwrap();
     assert_eq!(left, None, "the secret is spent with the result");
+}
+
+/// A tenant the original put into PROVISIONING before the switch, as it leaves one: the status
+/// set, its secret and context in Redis in its own format, and nothing of tms's.
+async fn provisioning_by_the_original(
+    app: &TestApp,
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> (String, Value) {
+    let tenant = rest_support::a_tenant(app, key).await;
+    let (status, body) = app
+        .patch(
+            &format!("/tenants/{tenant}"),
+            Some(&app.admin_token()),
+            &json!({"status": 2}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let secret = json!({"secret": hex::encode(uuid::Uuid::new_v4().as_bytes()),
+                        "context": uuid::Uuid::new_v4().to_string()});
+    let entry = format!("_kvModel:{tenant}");
+    let _: () = redis.set_ex(&entry, msgpack(&secret), 3600).await.unwrap();
+    let event = json!({"tenant": {"id": tenant}, "secret": secret["secret"],
+                       "context": secret["context"]});
+    (tenant, event)
+}
+
+/// Work in flight at the switch: a tenant the original was provisioning gets its pipeline's
+/// result (signed with the secret the original stored) accepted by tms, resources and all; one
+/// whose pipeline never answers gets tms's deadline, counted from the switch, then fails as
+/// timed out and can be provisioned again. On SQLite and PostgreSQL.
+#[tokio::test]
+async fn provisionings_the_original_started_finish_on_tms() {
+    let test = "provisionings_the_original_started_finish_on_tms";
+    let Some(mut redis) = redis(test).await else {
+        return;
+    };
+    for db in [Db::Sqlite, Db::Postgres] {
+        if !db_available(db, test) {
+            continue;
+        }
+        let app = app_with_redis_on(db, &[("REDIS_ENTRY_FORMAT", "original")]).await;
+        let (answered, event) = provisioning_by_the_original(&app, &mut redis, "answered").await;
+        let (silent, _) = provisioning_by_the_original(&app, &mut redis, "silent").await;
+
+        let result = report(
+            &event,
+            json!({"status": 1, "appPlaneUrl": "https://answered.app",
+                   "resources": [{"type": "db", "externalIdentifier": "db-answered",
+                                  "metadata": {"host": "h"}}]}),
+        );
+        let response = send(&app, &result).await;
+        assert_eq!(response.status, 204, "{db:?}: {}", response.text);
+        assert_eq!(status_of(&app, &answered).await, 0, "ACTIVE");
+        let (_, tenant) = app
+            .get(
+                &format!("/tenants/{answered}?filter[include][0]=resources"),
+                Some(&app.admin_token()),
+            )
+            .await;
+        assert_eq!(tenant["resources"][0]["externalIdentifier"], "db-answered");
+        assert_eq!(send(&app, &result).await.status, 401, "accepted once");
+
+        // The pipeline of the other never answers: the sweeper adopts it now, and fails it once
+        // tms's own deadline has passed since.
+        let timeout = app.config.provisioning_timeout.as_secs() as i64;
+        let sweeper = Sweeper::at(&app, &[], 0).await;
+        assert_eq!(
+            sweeper.fail_overdue().await,
+            0,
+            "{db:?}: not before its deadline"
+        );
+        assert_eq!(status_of(&app, &silent).await, 2);
+        sweeper
+            .clock
+            .advance(std::time::Duration::from_secs(timeout as u64 + 1));
+        assert_eq!(sweeper.fail_overdue().await, 1, "{db:?}");
+        let state = state_of(&app, &silent).await;
+        assert_eq!(state["status"], 3, "{db:?}: PROVISIONFAILED {state}");
+        let (status, body) = provision(&app, &silent, &subscription("BASIC")).await;
+        assert_eq!(status, 204, "{db:?}: provisioned again: {body}");
+        sweeper.close().await;
+    }
 }
 
 #[tokio::test]

@@ -68,6 +68,19 @@ fn node_env_is_accepted_and_prod_needs_a_strong_secret() {
     assert_eq!(err.var, "JWT_SECRET");
     let c = config(&[("TMS_ENV", "prod"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
     assert_eq!(c.env, Environment::Prod);
+    // The original's .env: NODE_ENV=production and a short secret the other services share,
+    // kept on purpose during a switch-over.
+    let c = config(&[
+        ("NODE_ENV", "production"),
+        ("JWT_SECRET", "short"),
+        ("JWT_SECRET_ALLOW_SHORT", "true"),
+        ("JWT_PREVIOUS_SECRET", "older"),
+    ])
+    .unwrap();
+    assert!(c.jwt_short_secret_allowed);
+    let printed = c.masked_lines().join("\n");
+    assert!(printed.contains("JWT_PREVIOUS_SECRET=***"), "{printed}");
+    assert!(!printed.contains("older"));
 }
 
 #[test]

@@ -493,9 +493,7 @@ impl Provisioning<'_> {
 
     /// When an operation starting now in `tx` times out (`PROVISIONING_TIMEOUT`).
     pub(super) fn deadline(&self, tx: &mut Tx) -> chrono::DateTime<chrono::Utc> {
-        tx.conn().now()
-            + chrono::Duration::from_std(self.config.provisioning_timeout)
-                .unwrap_or(chrono::Duration::MAX)
+        deadline_of(self.config, tx)
     }
 
     /// Records the start of an operation in `tx` and stores a fresh webhook secret and context
@@ -519,10 +517,28 @@ impl Provisioning<'_> {
         Ok(secret)
     }
 
+    /// Gives every tenant the original left in PROVISIONING (it has no record of tms's) the
+    /// deadline of tms's own provisionings, counted from now: its pipeline's result is taken
+    /// until then (`domain::webhook`), and then it fails as "timed out" and can be retried.
+    /// Returns how many were adopted.
+    pub async fn adopt_unrecorded(&self) -> Result<usize, ProvisioningError> {
+        let orphans = record::unrecorded_provisioning(&mut self.db.conn(), 100).await?;
+        for tenant in &orphans {
+            let mut tx = self.db.begin().await?;
+            let deadline_at = self.deadline(&mut tx);
+            record::adopt(&mut tx.conn(), *tenant, deadline_at).await?;
+            tx.commit().await?;
+            tracing::info!(%tenant, "a provisioning the original started is followed, with a deadline");
+        }
+        Ok(orphans.len())
+    }
+
     /// Fails every operation (provisioning or offboarding) that passed its deadline by `now`:
     /// the tenant moves to PROVISIONFAILED (or back from DEPROVISIONING) with the reason "timed
-    /// out". Returns how many were failed.
+    /// out". Returns how many were failed. Provisionings the original started are adopted first
+    /// ([`Self::adopt_unrecorded`]).
     pub async fn fail_overdue(&self) -> Result<usize, ProvisioningError> {
+        self.adopt_unrecorded().await?;
         let now = self.db.clock().now();
         let overdue = record::overdue(&mut self.db.conn(), now, 100).await?;
         let mut failed = 0;
@@ -548,6 +564,12 @@ impl Provisioning<'_> {
         }
         Ok(failed)
     }
+}
+
+/// When an operation starting now in `tx` times out (`PROVISIONING_TIMEOUT`).
+pub fn deadline_of(config: &Config, tx: &mut Tx) -> chrono::DateTime<chrono::Utc> {
+    tx.conn().now()
+        + chrono::Duration::from_std(config.provisioning_timeout).unwrap_or(chrono::Duration::MAX)
 }
 
 /// How an operation ended.

@@ -14,8 +14,8 @@ use super::validation::{ValidationDetail, missing_property, not_an_object, unkno
 use crate::config::Config;
 use crate::kv::{Kv, KvError};
 use crate::mail::Mailer;
-use crate::store::Db;
 use crate::store::provisioning::{self as record, Operation};
+use crate::store::{Db, Tx};
 
 /// How far a signed timestamp may be from now.
 pub const TIMESTAMP_TOLERANCE_MS: i64 = 20_000;
@@ -257,9 +257,10 @@ impl Webhook<'_> {
         let (body, tenant) = verify(self.kv, now_ms, signed, &["initiatorId"], true).await?;
         let report = report(&body, tenant)?;
         let mut tx = self.db.begin().await?;
-        let rec = record::get(&mut tx.conn(), tenant)
-            .await?
-            .ok_or(WebhookError::Unauthorized("no operation recorded"))?;
+        let rec = match record::get(&mut tx.conn(), tenant).await? {
+            Some(rec) => rec,
+            None => self.adopt(&mut tx, tenant).await?,
+        };
         let running = match rec.operation {
             Operation::Provision => TenantStatus::Provisioning,
             Operation::Deprovision => TenantStatus::Deprovisioning,
@@ -316,6 +317,20 @@ impl Webhook<'_> {
         tracing::info!(%tenant, operation = rec.operation.as_str(), succeeded = report.succeeded,
             "pipeline result accepted");
         Ok(())
+    }
+
+    /// The record of a provisioning tms did not start: a tenant the original put into
+    /// PROVISIONING before the take-over, whose pipeline signs its result with the secret the
+    /// original stored (verified before this). Any other tenant without a record is 401.
+    async fn adopt(&self, tx: &mut Tx, tenant: Uuid) -> Result<record::Record, WebhookError> {
+        if tenant::status_of(&mut tx.conn(), tenant).await? != Some(TenantStatus::Provisioning) {
+            return Err(WebhookError::Unauthorized("no operation recorded"));
+        }
+        let deadline_at = provisioning::deadline_of(self.config, tx);
+        record::adopt(&mut tx.conn(), tenant, deadline_at).await?;
+        record::get(&mut tx.conn(), tenant)
+            .await?
+            .ok_or(WebhookError::Unauthorized("no operation recorded"))
     }
 }
 

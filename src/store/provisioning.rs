@@ -152,6 +152,48 @@ pub async fn overdue(
     .collect()
 }
 
+/// Live tenants in PROVISIONING without a record (at most `limit`): put there by the original
+/// before tms took its database over.
+pub async fn unrecorded_provisioning(
+    conn: &mut Conn<'_>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    conn.raw_fetch(
+        "SELECT t.id AS tenant_id FROM tenants t \
+         WHERE t.status = 2 AND NOT t.deleted \
+           AND NOT EXISTS (SELECT 1 FROM tenant_provisioning p WHERE p.tenant_id = t.id) \
+         LIMIT $1",
+        &[Param::Int(limit)],
+        false,
+    )
+    .await?
+    .iter()
+    .map(|row| row.uuid("tenant_id"))
+    .collect()
+}
+
+/// Records a provisioning of `tenant_id` that tms did not start (the original did), running
+/// from now until `deadline_at`. Nothing happens when the tenant has a record already.
+pub async fn adopt(
+    conn: &mut Conn<'_>,
+    tenant_id: Uuid,
+    deadline_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let now = conn.now();
+    conn.raw_execute(
+        "INSERT INTO tenant_provisioning (tenant_id, operation, attempts, started_at, \
+         deadline_at, modified_on) VALUES ($1, 'provision', 1, $2, $3, $2) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+        &[
+            Param::Uuid(tenant_id),
+            Param::Instant(now),
+            Param::Instant(deadline_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 fn record(row: &RawRow) -> Result<Record, sqlx::Error> {
     let operation = row.text("operation")?.unwrap_or_default();
     Ok(Record {
