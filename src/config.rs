@@ -221,6 +221,16 @@ impl Vars<'_> {
     }
 }
 
+/// The listen address when `HOST` is not set: loopback in development, so a developer's
+/// `cargo run` (and its generated secret) is not reachable from the network; every interface
+/// in test and prod, where the service runs in a container or behind a load balancer.
+fn default_host(env: Environment) -> &'static str {
+    match env {
+        Environment::Dev => "127.0.0.1",
+        Environment::Test | Environment::Prod => "0.0.0.0",
+    }
+}
+
 /// Who tms's own writes are by, unless `SYSTEM_USER_ID` says otherwise (the original's value).
 pub const DEFAULT_SYSTEM_USER_ID: &str = "00000000-0000-0000-0000-000000000001";
 
@@ -362,7 +372,7 @@ impl Config {
         Ok(Self {
             env,
             log_level,
-            host: v.string("HOST", "0.0.0.0"),
+            host: v.string("HOST", default_host(env)),
             port,
             data_dir,
             database,
