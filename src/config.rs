@@ -396,7 +396,9 @@ impl Config {
                 "APP_VALIDATE_URL",
                 &format!("http://localhost:{port}/verify"),
             )?,
-            app_login_url: v.url("APP_LOGIN_URL", &format!("http://localhost:{port}/login"))?,
+            // The welcome mail's link when the pipeline names no app plane: tms's own home
+            // page, which exists, until the operator names the application's sign-in page.
+            app_login_url: v.url("APP_LOGIN_URL", &format!("http://localhost:{port}/"))?,
             validation_token_expiry: Duration::from_millis(v.number(
                 "VALIDATION_TOKEN_EXPIRY",
                 3_600_000u64,

@@ -25,6 +25,11 @@ fn defaults_are_the_embedded_mode() {
     );
     assert!(c.jwt_secret.is_none());
     assert!(!c.lead_key_in_response);
+    // The mail links open pages the service has: /verify and the home page.
+    assert_eq!(c.app_validate_url, "http://localhost:3005/verify");
+    assert_eq!(c.app_login_url, "http://localhost:3005/");
+    let c = config(&[("PORT", "8080")]).unwrap();
+    assert_eq!(c.app_login_url, "http://localhost:8080/");
 }
 
 #[test]
