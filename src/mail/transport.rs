@@ -170,6 +170,12 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Whether messages may carry non-ASCII text unencoded: a file may; an SMTP server may not
+    /// announce 8BITMIME, and lettre refuses to send such a message to it.
+    pub fn carries_eight_bit(&self) -> bool {
+        matches!(self, Self::Files { .. })
+    }
+
     /// Hands `message` (outbox row `id`, built from `mail`) over for delivery.
     pub async fn send(&self, id: Uuid, message: Message, mail: &MailPayload) -> anyhow::Result<()> {
         match self {
