@@ -539,6 +539,14 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     let raw = std::fs::read(&files[0]).unwrap();
     assert_validate_lead_message(&raw, id, &link);
     assert_link_on_a_line_of_its_own(&raw, &link);
+    // The mail carries the lead's key: the owner's alone, like the development secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&files[0]), 0o600, "{}", files[0].display());
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
 
     // Outside development the log names the message but never shows the link: its key is a
     // secret.
