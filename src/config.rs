@@ -231,6 +231,16 @@ impl Vars<'_> {
     }
 }
 
+/// The listen address when `HOST` is not set: loopback in development, so a developer's
+/// `cargo run` (and its generated secret) is not reachable from the network; every interface
+/// in test and prod, where the service runs in a container or behind a load balancer.
+fn default_host(env: Environment) -> &'static str {
+    match env {
+        Environment::Dev => "127.0.0.1",
+        Environment::Test | Environment::Prod => "0.0.0.0",
+    }
+}
+
 /// Who tms's own writes are by, unless `SYSTEM_USER_ID` says otherwise (the original's value).
 pub const DEFAULT_SYSTEM_USER_ID: &str = "00000000-0000-0000-0000-000000000001";
 
@@ -377,7 +387,7 @@ impl Config {
         Ok(Self {
             env,
             log_level,
-            host: v.string("HOST", "0.0.0.0"),
+            host: v.string("HOST", default_host(env)),
             port,
             data_dir,
             database,
@@ -403,7 +413,9 @@ impl Config {
                 "APP_VALIDATE_URL",
                 &format!("http://localhost:{port}/verify"),
             )?,
-            app_login_url: v.url("APP_LOGIN_URL", &format!("http://localhost:{port}/login"))?,
+            // The welcome mail's link when the pipeline names no app plane: tms's own home
+            // page, which exists, until the operator names the application's sign-in page.
+            app_login_url: v.url("APP_LOGIN_URL", &format!("http://localhost:{port}/"))?,
             validation_token_expiry: Duration::from_millis(v.number(
                 "VALIDATION_TOKEN_EXPIRY",
                 3_600_000u64,

@@ -65,6 +65,8 @@ pub struct App {
     state: AppState,
     /// Where lifecycle events go (`EVENT_SINK`).
     sink: events::sinks::Sink,
+    /// No `JWT_SECRET` was configured: the development secret of the data directory is in force.
+    dev_secret: bool,
 }
 
 impl App {
@@ -97,20 +99,6 @@ impl App {
             idp: idp::IdentityProviders::new(clock.clone())?,
             clock,
         };
-        if jwt_secret.generated_for_dev {
-            let token = state.jwt.mint(
-                &state.config.system_user_id,
-                auth::ALL_PERMISSIONS
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect(),
-                24 * 3600,
-            )?;
-            tracing::warn!(
-                secret_file = %jwt_secret_path(&state.config.data_dir).display(),
-                "no JWT_SECRET set: using a generated development secret; admin token (24 h): {token}"
-            );
-        }
         let router = http::router(state.clone());
         let sink = events::sinks::Sink::from_config(
             &state.config,
@@ -122,6 +110,7 @@ impl App {
             router,
             state,
             sink,
+            dev_secret: jwt_secret.generated_for_dev,
         })
     }
 
@@ -137,6 +126,47 @@ impl App {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// What `tms serve` prints on the terminal when it starts in development (`None` in test
+    /// and prod): the URL, the API explorer, where mail and events go, and — when the generated
+    /// development secret is in force and `terminal` says the message goes to a terminal — a
+    /// ready admin token valid 24 h. The token is never logged: logs are collected and shipped,
+    /// a developer's terminal is not.
+    pub fn start_up_message(&self, terminal: bool) -> anyhow::Result<Option<String>> {
+        if self.state.config.env != Environment::Dev {
+            return Ok(None);
+        }
+        let url = browser_url(self.local_addr());
+        let token = if !self.dev_secret {
+            "mint one with `tms token --permissions all` (signed with JWT_SECRET)".to_string()
+        } else if !terminal {
+            "not printed (the output is not a terminal); mint one with \
+             `tms token --permissions all`"
+                .to_string()
+        } else {
+            let token = self.state.jwt.mint(
+                &self.state.config.system_user_id,
+                auth::ALL_PERMISSIONS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                24 * 3600,
+            )?;
+            format!("(all permissions, valid 24 h; `tms token` mints another)\n    {token}")
+        };
+        Ok(Some(format!(
+            "\ntms is running (development) on {url}\n  \
+             API explorer: {url}/explorer\n  \
+             data:         {data} ({database})\n  \
+             mail:         {mail}\n  \
+             events:       {events}\n  \
+             admin token:  {token}\n",
+            data = self.state.config.data_dir.display(),
+            database = self.state.db.backend().name(),
+            mail = self.state.mailer.describe_transport(),
+            events = self.sink.describe(),
+        )))
     }
 
     /// Serves, with the background workers (mail relay, expired-key janitor), until `shutdown`
@@ -290,6 +320,16 @@ pub async fn run_billing_once(config: Config) -> anyhow::Result<domain::billing:
     .await;
     db.close().await;
     Ok(report?)
+}
+
+/// The URL a browser on this machine opens: `localhost` for a loopback or wildcard address.
+fn browser_url(addr: SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 /// The URL this service answers on from its own machine (the command sink posts the pipeline's

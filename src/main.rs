@@ -1,6 +1,7 @@
 //! The `tms` command line: `serve` (default), `migrate`, `config`, `token`, `openapi`,
 //! `billing run`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -133,6 +134,11 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => runtime()?.block_on(async {
             tms::telemetry::init(&config);
             let app = tms::App::build(config).await?;
+            // In development only: the URL and a ready admin token, on the terminal, not in
+            // the log.
+            if let Some(message) = app.start_up_message(std::io::stdout().is_terminal())? {
+                println!("{message}");
+            }
             app.run_until_stopped(tms::shutdown_signal()).await
         }),
     }

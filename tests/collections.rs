@@ -1,4 +1,4 @@
-//! The generic REST surface (SPEC §7, docs/API.md) over real HTTP, on SQLite and PostgreSQL:
+//! The generic REST surface (docs/API.md) over real HTTP, on SQLite and PostgreSQL:
 //! every collection's create/list/count/get/patch/put/delete/bulk patch with the shapes of its
 //! answers; authentication and permissions on every route; unknown, malformed and deleted ids;
 //! validation (422 with `details`), malformed JSON (400), conflicts (409) and missing references

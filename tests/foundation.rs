@@ -877,6 +877,67 @@ fn dev_secret_is_generated_once_and_kept_private() {
 }
 
 #[tokio::test]
+async fn development_start_up_message_gives_the_urls_and_a_token_on_the_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (logs, _log_guard) = capture_logs();
+    let app = tms::App::build(config_of(&[("TMS_DATA_DIR", data_dir), ("PORT", "0")]))
+        .await
+        .unwrap();
+    // Development listens on loopback only.
+    assert!(app.local_addr().ip().is_loopback(), "{}", app.local_addr());
+    let url = format!("http://localhost:{}", app.port());
+
+    let message = app
+        .start_up_message(true)
+        .unwrap()
+        .expect("a start-up message in development");
+    assert!(message.contains(&format!("on {url}\n")), "{message}");
+    assert!(message.contains(&format!("{url}/explorer\n")), "{message}");
+    let token = message
+        .split_whitespace()
+        .find(|word| word.starts_with("eyJ"))
+        .unwrap_or_else(|| panic!("no token in {message}"));
+    let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
+    let caller = JwtKeys::new(&SecretString::from(secret.trim().to_string()), "tms")
+        .verify(token)
+        .expect("the token is signed with the development secret");
+    assert!(
+        ALL_PERMISSIONS.iter().all(|code| caller.has(code)),
+        "an admin token"
+    );
+
+    // Output that is not a terminal (a file, a pipe to a log collector) gets no token.
+    let redirected = app.start_up_message(false).unwrap().unwrap();
+    assert!(
+        redirected.contains(&format!("{url}/explorer")),
+        "{redirected}"
+    );
+    assert!(!redirected.contains("eyJ"), "{redirected}");
+    assert!(redirected.contains("tms token"), "{redirected}");
+    // Nor does the log.
+    let logged = logs.text();
+    assert!(
+        !logged.contains("eyJ") && !logged.contains(token),
+        "{logged}"
+    );
+    drop(app);
+
+    // Test and prod print nothing: their output goes to logs.
+    let dir = tempfile::tempdir().unwrap();
+    let app = tms::App::build(config_of(&[
+        ("TMS_ENV", "test"),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("TMS_DATA_DIR", dir.path().to_str().unwrap()),
+    ]))
+    .await
+    .unwrap();
+    assert!(app.start_up_message(true).unwrap().is_none());
+    assert!(!logs.text().contains("eyJ"), "{}", logs.text());
+}
+
+#[tokio::test]
 async fn dev_server_accepts_tokens_signed_with_its_generated_secret() {
     let app = TestApp::spawn_with(Db::Sqlite, &[("TMS_ENV", "dev"), ("JWT_SECRET", "")]).await;
     let secret = std::fs::read_to_string(app.data_dir.join("jwt-secret"))

@@ -1,4 +1,4 @@
-//! The lead funnel end to end over real HTTP (SPEC §4, §5): sign-up, the verification mail (really
+//! The lead funnel end to end over real HTTP (docs/funnel.md): sign-up, the verification mail (really
 //! delivered to a local SMTP server, or written to the `.eml` outbox) and the link in it,
 //! verification, onboarding and the tenant it creates; every refusal with its status and nothing
 //! written; the lead token's scope; the public rate limit.
@@ -1739,8 +1739,8 @@ funnel_test!(
 );
 
 /// `TenantOnboardDto` requires only `key` and `domains`: every address part is optional, and for
-/// a lead with an address the parts given are compared with it (SPEC §5.3), whether or not
-/// `country` is among them.
+/// a lead with an address the parts given are compared with it (a difference is 400, "Address
+/// mismatch with Lead"), whether or not `country` is among them.
 async fn partial_address_parts_are_compared_with_the_leads_body(env: Env) {
     let f = env.start(&[UNLIMITED, KEY_IN_RESPONSE]).await;
     let (lead, token) = f

@@ -465,10 +465,25 @@ fn assert_validate_lead_message(raw: &[u8], id: Uuid, link: &str) {
     let html = part(&mail, "text/html");
     assert!(text.contains(link), "{text}");
     assert!(text.contains("Hello <b>Ada</b> Lovelace"), "{text}");
-    assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
+    let href = format!("href=\"{}\"", link.replace('&', "&amp;"));
+    assert!(html.contains(&href), "{html}");
     assert!(
         html.contains("Hello &lt;b&gt;Ada&lt;/b&gt; Lovelace"),
         "{html}"
+    );
+}
+
+/// The raw message — an `.eml` file read as text — has `link` whole on a line of its own, as
+/// a developer copies it from the file: not quoted-printable (`=3D`, lines broken at 76).
+fn assert_link_on_a_line_of_its_own(raw: &[u8], link: &str) {
+    let raw = String::from_utf8_lossy(raw);
+    assert!(
+        link.len() > 76,
+        "the link is longer than a quoted-printable line"
+    );
+    assert!(
+        raw.lines().any(|line| line == link),
+        "no line is exactly {link} in\n{raw}"
     );
 }
 
@@ -477,9 +492,11 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     let (logs, _log_guard) = capture_logs();
 
     let mailer = Mailer::from_config(&mail_config(&t.data_dir, None)).unwrap();
+    // As long as the service's own links: longer than a quoted-printable line.
+    let key = Uuid::new_v4().simple().to_string();
     let link = format!(
-        "https://app.acme.test/verify?code={}",
-        Uuid::new_v4().simple()
+        "https://app.acme.test/verify?code={key}&leadId={}",
+        Uuid::new_v4()
     );
 
     // Queued in a transaction that rolls back: nothing is ever sent.
@@ -521,6 +538,15 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ").is_ok());
     let raw = std::fs::read(&files[0]).unwrap();
     assert_validate_lead_message(&raw, id, &link);
+    assert_link_on_a_line_of_its_own(&raw, &link);
+    // The mail carries the lead's key: the owner's alone, like the development secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&files[0]), 0o600, "{}", files[0].display());
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
 
     // Outside development the log names the message but never shows the link: its key is a
     // secret.
@@ -535,8 +561,7 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
         line.contains("Confirm your email address for Acme Cloud"),
         "{line}"
     );
-    let key = link.rsplit('=').next().unwrap();
-    assert!(!logged.contains(key), "the key is in the log: {logged}");
+    assert!(!logged.contains(&key), "the key is in the log: {logged}");
     drop(_log_guard);
 
     // In development (TMS_ENV=dev) the link is logged, for a newcomer without a mail server.
@@ -590,7 +615,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
         mailer.describe_transport(),
         format!("smtp 127.0.0.1:{port} (no TLS)")
     );
-    // A long link: quoted-printable soft line breaks must not break it.
+    // A long link: it arrives whole, on a line of its own, and decodes whole.
     let link = format!(
         "https://app.acme.test/verify?code={}{}",
         Uuid::new_v4().simple(),
@@ -605,6 +630,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
     let received = server.messages();
     assert_eq!(received.len(), 1);
     assert_validate_lead_message(&received[0], id, &link);
+    assert_link_on_a_line_of_its_own(&received[0], &link);
     assert!(
         !t.data_dir.join("outbox").exists(),
         "no .eml files with SMTP"

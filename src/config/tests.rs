@@ -25,6 +25,46 @@ fn defaults_are_the_embedded_mode() {
     );
     assert!(c.jwt_secret.is_none());
     assert!(!c.lead_key_in_response);
+    // The mail links open pages the service has: /verify and the home page.
+    assert_eq!(c.app_validate_url, "http://localhost:3005/verify");
+    assert_eq!(c.app_login_url, "http://localhost:3005/");
+    let c = config(&[("PORT", "8080")]).unwrap();
+    assert_eq!(c.app_login_url, "http://localhost:8080/");
+}
+
+#[test]
+fn development_listens_on_loopback_unless_host_says_otherwise() {
+    assert_eq!(config(&[]).unwrap().host, "127.0.0.1");
+    for (var, dev) in [
+        ("TMS_ENV", "dev"),
+        ("APP_ENV", "development"),
+        ("NODE_ENV", "local"),
+    ] {
+        assert_eq!(
+            config(&[(var, dev)]).unwrap().host,
+            "127.0.0.1",
+            "{var}={dev}"
+        );
+    }
+    assert_eq!(
+        config(&[("HOST", "0.0.0.0")]).unwrap().host,
+        "0.0.0.0",
+        "HOST wins in development"
+    );
+    // Test and prod keep listening on every interface (containers, load balancers).
+    assert_eq!(config(&[("TMS_ENV", "test")]).unwrap().host, "0.0.0.0");
+    let prod = config(&[("NODE_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))]).unwrap();
+    assert_eq!(prod.host, "0.0.0.0");
+    assert_eq!(
+        config(&[
+            ("TMS_ENV", "prod"),
+            ("JWT_SECRET", &"s".repeat(32)),
+            ("HOST", "10.1.2.3")
+        ])
+        .unwrap()
+        .host,
+        "10.1.2.3"
+    );
 }
 
 #[test]

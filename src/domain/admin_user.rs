@@ -1,4 +1,4 @@
-//! The tenant's first admin user (SPEC §6, `docs/identity.md`): `POST /manage/users`, signed by
+//! The tenant's first admin user (`docs/identity.md`): `POST /manage/users`, signed by
 //! the provisioning pipeline with the tenant's secret (raw body ‖ timestamp, no context), creates
 //! the user in the tenant's identity provider and returns its id. The request names the tenant,
 //! the provider and the tier; who the admin is, and the tenant's key, name and domains, come from

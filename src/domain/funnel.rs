@@ -1,4 +1,4 @@
-//! The lead funnel (SPEC §5): sign-up, verification of the mailed key, a fresh link for a lead
+//! The lead funnel (`docs/funnel.md`): sign-up, verification of the mailed key, a fresh link for a lead
 //! that lost or never used its link, and the onboarding of a verified lead's tenant. Each step is
 //! a function over the database, the key store and the mailer with a typed error; the HTTP edge
 //! (`http/funnel.rs`) maps the errors to LoopBack answers.

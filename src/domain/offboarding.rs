@@ -1,4 +1,4 @@
-//! Offboarding and suspension (SPEC §3, `docs/provisioning.md`): `deprovision` hands an ACTIVE,
+//! Offboarding and suspension (`docs/provisioning.md`): `deprovision` hands an ACTIVE,
 //! SUSPENDED or PROVISIONFAILED tenant to its pipeline to be torn down (DEPROVISIONING, then
 //! INACTIVE on the pipeline's signed success, or back where it was with the reason on failure);
 //! `suspend` and `reactivate` move it between ACTIVE and SUSPENDED. Each is one transaction with

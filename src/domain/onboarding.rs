@@ -1,4 +1,4 @@
-//! Tenant onboarding (SPEC §5.4): address, tenant (PENDINGPROVISION) and primary contact in one
+//! Tenant onboarding (`docs/funnel.md`): address, tenant (PENDINGPROVISION) and primary contact in one
 //! transaction, for an administrator's `POST /tenants` and for a verified lead's
 //! `POST /leads/{id}/tenants`. The answer is the tenant with its contacts, resources, lead and
 //! address.

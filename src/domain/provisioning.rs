@@ -1,4 +1,4 @@
-//! Provisioning (SPEC §6, `docs/provisioning.md`): starting it (`POST /tenants/{id}/provision`),
+//! Provisioning (`docs/provisioning.md`): starting it (`POST /tenants/{id}/provision`),
 //! accepting its signed result (`POST /webhook`), and failing operations that pass their
 //! deadline. Starting is one transaction: the tenant moves to PROVISIONING, a fresh webhook
 //! secret is stored, the subscription is kept, and the `TENANT_PROVISIONING` event is written to

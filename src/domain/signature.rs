@@ -1,4 +1,4 @@
-//! HMAC-SHA256 signatures (SPEC §6): the provisioning webhook, the IdP callback and the HTTP
+//! HMAC-SHA256 signatures (`docs/provisioning.md`): the provisioning webhook, the IdP callback and the HTTP
 //! event sink sign `hex(HMAC-SHA256(secret, part₁ ‖ part₂ ‖ …))` — for the webhook the raw body,
 //! the context and the timestamp. Verification is constant-time.
 

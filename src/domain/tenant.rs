@@ -1,4 +1,4 @@
-//! The tenant lifecycle (SPEC §3): its states, the moves allowed between them, and the one way a
+//! The tenant lifecycle (`docs/lifecycle.md`): its states, the moves allowed between them, and the one way a
 //! lifecycle operation (provision, the webhook's result, deprovision, suspend, reactivate) moves
 //! a tenant — a conditional update on the state it was read in, so that of two racing requests
 //! only one moves it and the other learns the state it is in now. An administrator's direct

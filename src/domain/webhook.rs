@@ -1,8 +1,9 @@
-//! The provisioning webhook (SPEC §6, `POST /webhook`): a pipeline reports the result of a
-//! provisioning or offboarding, signed with the secret and context stored for the tenant when
-//! the operation started — `hex(HMAC-SHA256(secret, raw body ‖ context ‖ timestamp))` in
-//! `x-signature`, the timestamp (ms since the epoch) in `x-timestamp`. The raw bytes are signed,
-//! not a re-serialisation of them. A result is accepted once: the secret is deleted with it.
+//! The provisioning webhook, `POST /webhook` (`docs/provisioning.md`): a pipeline reports the
+//! result of a provisioning or offboarding, signed with the secret and context stored for the
+//! tenant when the operation started —
+//! `hex(HMAC-SHA256(secret, raw body ‖ context ‖ timestamp))` in `x-signature`, the timestamp
+//! (ms since the epoch) in `x-timestamp`. The raw bytes are signed, not a re-serialisation of
+//! them. A result is accepted once: the secret is deleted with it.
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;

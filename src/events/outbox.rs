@@ -1,4 +1,4 @@
-//! The outbox table (SPEC §6, `docs/events.md`): [`enqueue`] writes a message in the caller's
+//! The outbox table (`docs/events.md`): [`enqueue`] writes a message in the caller's
 //! transaction, so it commits or rolls back with the business change it announces; the relay
 //! (`events::relay`) claims due rows with [`claim_due`], delivers them outside any transaction
 //! and records the outcome with [`mark_delivered`] or [`record_failure`]. Each row belongs to a

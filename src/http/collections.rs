@@ -1,4 +1,4 @@
-//! The generic REST surface of SPEC §7, written once and instantiated per collection: create,
+//! The generic REST surface (`docs/API.md`), written once and instantiated per collection: create,
 //! list with `filter`, count with `where`, get/patch/put/delete by id, bulk patch with `where`.
 //! Each route requires its collection's permission; leads are read-only here (405).
 

@@ -1,4 +1,4 @@
-//! The lead funnel (SPEC §5) over HTTP: `POST /leads` (public), `POST /leads/{id}/verify` (lead
+//! The lead funnel (`docs/funnel.md`) over HTTP: `POST /leads` (public), `POST /leads/{id}/verify` (lead
 //! key), `POST /leads/resend-verification` (public) and `POST /leads/{id}/tenants` (lead token).
 //! The rules live in `domain::funnel`; here requests are read and answers written.
 

@@ -1,4 +1,4 @@
-//! `POST /manage/users` (SPEC §6, `docs/identity.md`): the provisioning pipeline's signed request
+//! `POST /manage/users` (`docs/identity.md`): the provisioning pipeline's signed request
 //! to create the tenant's first admin user in its identity provider. Public, rate limited with
 //! the webhook; the rules live in `domain::admin_user`, the vendor clients in `idp`.
 

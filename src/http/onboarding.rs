@@ -1,4 +1,4 @@
-//! The administrator's onboarding, `POST /tenants` with a `contact` (SPEC §5.4).
+//! The administrator's onboarding, `POST /tenants` with a `contact` (`docs/funnel.md`).
 
 use axum::Router;
 use axum::extract::State;

@@ -1,4 +1,4 @@
-//! Provisioning over HTTP (SPEC §6): `POST /tenants/{id}/provision` (ProvisionTenant),
+//! Provisioning over HTTP (`docs/provisioning.md`): `POST /tenants/{id}/provision` (ProvisionTenant),
 //! `POST /tenants/{id}/deprovision`, `/suspend` and `/reactivate` (UpdateTenant),
 //! `GET /tenants/{id}/provisioning` (ViewTenant or ProvisionTenant: where it is and why it
 //! failed) and the

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use lettre::Message;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentTransferEncoding;
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -166,7 +167,9 @@ impl Mailer {
 
 /// The message of outbox row `id`: From, To, Subject, a `Message-ID` made of the row id (so a
 /// redelivery is recognisable as the same message), and text + HTML as multipart/alternative.
-pub fn build_message(id: Uuid, mail: &MailPayload) -> anyhow::Result<Message> {
+/// `eight_bit`: the message may carry non-ASCII text unencoded (a file may; an SMTP server
+/// without 8BITMIME may not), see [`text_part`].
+pub fn build_message(id: Uuid, mail: &MailPayload, eight_bit: bool) -> anyhow::Result<Message> {
     let from: Mailbox = mail
         .from
         .parse()
@@ -181,17 +184,42 @@ pub fn build_message(id: Uuid, mail: &MailPayload) -> anyhow::Result<Message> {
         .to(to)
         .subject(mail.subject.clone())
         .message_id(Some(message_id))
-        .multipart(MultiPart::alternative_plain_html(
-            mail.text.clone(),
-            mail.html.clone(),
-        ))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(text_part(&mail.text, eight_bit))
+                .singlepart(SinglePart::html(mail.html.clone())),
+        )
         .context("cannot build the message")
+}
+
+/// The longest line a message may carry, CRLF excluded (RFC 5322, 2.1.1).
+const MAX_LINE: usize = 998;
+
+/// The plain-text part with its lines as written — 7bit when ASCII, 8bit for other text when
+/// `eight_bit` — whenever every line fits [`MAX_LINE`], so a link reads and copies whole from
+/// the raw message (an `.eml` file opened as text). Quoted-printable would break a link longer
+/// than 76 characters over lines and write its `=` as `=3D`. Otherwise lettre chooses
+/// (quoted-printable or base64), which every mail client decodes.
+fn text_part(text: &str, eight_bit: bool) -> SinglePart {
+    // Line breaks as lettre makes them: CRLF, LF and a bare CR all end a line.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let literal = text.lines().all(|line| line.len() <= MAX_LINE) && (eight_bit || text.is_ascii());
+    if !literal {
+        return SinglePart::plain(text);
+    }
+    let encoding = if text.is_ascii() {
+        ContentTransferEncoding::SevenBit
+    } else {
+        ContentTransferEncoding::EightBit
+    };
+    let body = Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), encoding);
+    SinglePart::plain(body)
 }
 
 impl Deliver for Mailer {
     async fn deliver(&self, id: Uuid, payload: &Value) -> anyhow::Result<()> {
         let mail = MailPayload::deserialize(payload).context("malformed mail payload")?;
-        let message = build_message(id, &mail)?;
+        let message = build_message(id, &mail, self.inner.transport.carries_eight_bit())?;
         self.inner.transport.send(id, message, &mail).await
     }
 }
@@ -305,7 +333,8 @@ mod tests {
             html: "<p>Hi</p>".into(),
             text: "Hi".into(),
         };
-        let formatted = String::from_utf8(build_message(id, &mail).unwrap().formatted()).unwrap();
+        let formatted =
+            String::from_utf8(build_message(id, &mail, false).unwrap().formatted()).unwrap();
         assert!(
             formatted.contains(&format!("Message-ID: <{id}@acme.test>")),
             "{formatted}"
@@ -314,5 +343,55 @@ mod tests {
         assert!(formatted.contains("text/plain"), "{formatted}");
         assert!(formatted.contains("text/html"), "{formatted}");
         assert!(formatted.contains("\r\nDate: "), "{formatted}");
+    }
+
+    /// The headers and the raw (encoded) body of the text part of `text`.
+    fn raw_text_part(text: &str, eight_bit: bool) -> (String, String) {
+        let part = String::from_utf8(text_part(text, eight_bit).formatted()).unwrap();
+        let (head, body) = part.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), body.to_string())
+    }
+
+    #[test]
+    fn the_text_part_carries_a_long_link_on_one_line() {
+        let link = "http://localhost:3005/verify?code=0123456789abcdef0123456789abcdef0123\
+                    &leadId=5b0e3c1d-6f0a-4a57-9a39-3c3f1f0e2b77";
+        assert!(link.len() > 76, "longer than a quoted-printable line");
+        let text = format!(
+            "Hello Ada,\n\nplease confirm by opening this link, which works once and expires \
+             in 60 minutes:\n\n{link}\n\ntms\n"
+        );
+        for eight_bit in [false, true] {
+            let (head, body) = raw_text_part(&text, eight_bit);
+            assert!(head.contains("Content-Transfer-Encoding: 7bit"), "{head}");
+            assert!(body.split("\r\n").any(|line| line == link), "{body}");
+            assert!(!body.contains("=3D"), "{body}");
+            assert!(
+                !body.replace("\r\n", "").contains('\n'),
+                "CRLF only: {body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_text_is_literal_only_where_it_may_be() {
+        let link = "https://app.example.com/verify?code=abc&leadId=def";
+        let text = format!("Hallo Zoë,\n{link}\n");
+        // A file carries 8-bit text as it is.
+        let (head, body) = raw_text_part(&text, true);
+        assert!(head.contains("Content-Transfer-Encoding: 8bit"), "{head}");
+        assert!(body.split("\r\n").any(|line| line == link), "{body}");
+        // SMTP may lack 8BITMIME: lettre's encoding.
+        let (head, _) = raw_text_part(&text, false);
+        assert!(
+            head.contains("quoted-printable") || head.contains("base64"),
+            "{head}"
+        );
+        // A line longer than a message may carry is encoded too.
+        let (head, _) = raw_text_part(&"x".repeat(MAX_LINE + 1), true);
+        assert!(head.contains("quoted-printable"), "{head}");
+        // Every line break is CRLF.
+        let (_, body) = raw_text_part("a\rb\nc\r\nd", true);
+        assert_eq!(body, "a\r\nb\r\nc\r\nd\r\n");
     }
 }

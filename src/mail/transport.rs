@@ -170,6 +170,12 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Whether messages may carry non-ASCII text unencoded: a file may; an SMTP server may not
+    /// announce 8BITMIME, and lettre refuses to send such a message to it.
+    pub fn carries_eight_bit(&self) -> bool {
+        matches!(self, Self::Files { .. })
+    }
+
     /// Hands `message` (outbox row `id`, built from `mail`) over for delivery.
     pub async fn send(&self, id: Uuid, message: Message, mail: &MailPayload) -> anyhow::Result<()> {
         match self {
@@ -213,12 +219,28 @@ impl Transport {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
-/// partial message.
+/// partial message. The directory (created 0700) and the file (0600) are the owner's alone: a
+/// verification mail carries the lead's single-use key.
 fn write_new_file(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
+    use std::io::Write;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        builder.mode(0o700);
+        options.mode(0o600);
+    }
+    builder
+        .create(dir)
         .with_context(|| format!("cannot create the mail directory {}", dir.display()))?;
     let tmp = path.with_extension("eml.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    options
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(bytes))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
