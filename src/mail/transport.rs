@@ -213,12 +213,23 @@ impl Transport {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
-/// partial message.
+/// partial message. The message holds links with keys: the file is owner-only (0600), and so is
+/// the directory (0700) when it is created here.
 fn write_new_file(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
+    use std::io::Write;
+    crate::files::create_dir(dir)
         .with_context(|| format!("cannot create the mail directory {}", dir.display()))?;
     let tmp = path.with_extension("eml.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file = crate::files::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    crate::files::tighten(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(file);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
