@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod idp;
 pub mod kv;
@@ -83,6 +84,7 @@ impl App {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
+        files::secure_data(&config);
         let jwt_secret = resolve_jwt_secret(&config)?;
         let mailer = Mailer::from_config(&config)?;
         let db = Db::connect(&config).await?.with_clock(clock.clone());
@@ -306,6 +308,7 @@ fn spawn_billing(state: AppState, shutdown: CancellationToken) -> tokio::task::J
 /// store, runs billing once and closes.
 pub async fn run_billing_once(config: Config) -> anyhow::Result<domain::billing::RunReport> {
     let clock = Clock::system();
+    files::secure_data(&config);
     let mailer = Mailer::from_config(&config)?;
     let db = Db::connect(&config).await?.with_clock(clock.clone());
     db.migrate().await?;
@@ -369,11 +372,14 @@ pub fn resolve_jwt_secret(config: &Config) -> anyhow::Result<ResolvedSecret> {
         config.env != Environment::Prod,
         "JWT_SECRET must be set when TMS_ENV=prod"
     );
-    let path = jwt_secret_path(&config.data_dir);
+    let path = files::jwt_secret_path(&config.data_dir);
     let secret = match std::fs::read_to_string(&path) {
-        Ok(existing) if existing.trim().len() >= 32 => existing.trim().to_string(),
+        Ok(existing) if existing.trim().len() >= 32 => {
+            files::tighten_or_warn(&path);
+            existing.trim().to_string()
+        }
         _ => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            files::create_dir(&config.data_dir).with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
             let fresh = hex::encode(rand::random::<[u8; 32]>());
@@ -387,22 +393,16 @@ pub fn resolve_jwt_secret(config: &Config) -> anyhow::Result<ResolvedSecret> {
     })
 }
 
-fn jwt_secret_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("jwt-secret")
-}
-
+/// Writes `contents` to `path`, owner-only (0600) also when the file was there before.
 fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
+    let mut file = files::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    files::tighten(path).with_context(|| format!("cannot make {} owner-only", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

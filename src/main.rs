@@ -114,6 +114,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => runtime()?.block_on(async {
             tms::telemetry::init(&config);
+            tms::files::secure_data(&config);
             let db = tms::store::Db::connect(&config).await?;
             db.migrate().await?;
             db.close().await;

@@ -292,6 +292,33 @@ both_dbs!(
                 .collect();
             assert_eq!(paths, [path], "{billing}");
         }
+        // A price is judged on the value written, whatever its spelling.
+        for price in ["12.3450000000000000000000001", "1e-400", "1e400"] {
+            let body = paid_subscription("BASIC", json!({"price": 0}))
+                .to_string()
+                .replace(r#""price":0"#, &format!(r#""price":{price}"#));
+            assert!(body.contains(price), "{body}");
+            let response = app
+                .raw(
+                    Method::POST,
+                    &format!("/tenants/{tenant}/provision"),
+                    Some(&app.admin_token()),
+                    &body,
+                    Some("application/json"),
+                )
+                .await;
+            let body = response.json();
+            assert_eq!(response.status, 422, "{price}: {body}");
+            assert_eq!(
+                body["error"]["details"][0]["path"], "/plan/price",
+                "{price}"
+            );
+            assert_eq!(
+                body["error"]["details"].as_array().unwrap().len(),
+                1,
+                "{body}"
+            );
+        }
         assert_eq!(status_of(&app, &tenant).await, 1, "still PENDINGPROVISION");
         assert!(settled(&app).await.is_empty(), "no event written");
     }

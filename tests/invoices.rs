@@ -355,6 +355,122 @@ both_dbs!(
     }
 );
 
+/// `body` (whose `amount` is 0) sent verbatim with its amount spelled `amount`: spellings a
+/// `Value` cannot keep. The status and the answer.
+async fn send_spelled(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: &Value,
+    amount: &str,
+) -> (StatusCode, Value) {
+    let text = body.to_string();
+    assert!(text.contains(r#""amount":0"#), "{text}");
+    let text = text.replace(r#""amount":0"#, &format!(r#""amount":{amount}"#));
+    let response = app
+        .raw(
+            method,
+            path,
+            Some(&app.admin_token()),
+            &text,
+            Some("application/json"),
+        )
+        .await;
+    (response.status, response.json())
+}
+
+/// Amounts whose value, as written, has more than four decimal places or is too large, spelled
+/// so that a binary float would round them to an amount that passes.
+const HOSTILE_AMOUNTS: [&str; 9] = [
+    "12.3450000000000000000000001",
+    "1e-400",
+    "-1e-400",
+    "1.00000000000000000001",
+    "0.1000000000000000000000000000001",
+    "99999999999.99990000000000000001",
+    "1.00001e0",
+    "1e400",
+    "-1e400",
+];
+
+both_dbs!(
+    amounts_are_judged_on_the_value_written_whatever_its_spelling,
+    |app| async move {
+        let tenant = a_tenant(&app, "initech").await;
+        let admin = app.admin_token();
+        for amount in HOSTILE_AMOUNTS {
+            let before = count(&app).await;
+            let body = invoice(&tenant, json!(0), "CLF");
+            let (status, answer) =
+                send_spelled(&app, Method::POST, "/invoices", &body, amount).await;
+            assert_eq!(refused_paths(status, &answer, amount), ["/amount"]);
+            let message = answer["error"]["details"][0]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("amount ")
+                    && (message.contains("at most 4 decimal places")
+                        || message.contains("too large")),
+                "{amount}: {message}"
+            );
+            assert_eq!(count(&app).await, before, "{amount} wrote nothing");
+        }
+        assert!(
+            events(&app).iter().all(|e| e["type"] != "INVOICE_ISSUED"),
+            "no invoice was announced"
+        );
+
+        // The same values spelled otherwise, and other spellings of amounts that pass.
+        for (amount, currency, stored) in [
+            ("12.3400", "USD", json!(12.34)),
+            ("12.3400000000000000000000000", "USD", json!(12.34)),
+            ("1.5e2", "USD", json!(150)),
+            ("1E2", "USD", json!(100)),
+            ("0.00010", "CLF", json!(0.0001)),
+            ("1e-4", "CLF", json!(0.0001)),
+            ("-0", "USD", json!(0)),
+            ("99999999999.99990", "CLF", json!(99999999999.9999)),
+        ] {
+            let body = invoice(&tenant, json!(0), currency);
+            let (status, row) = send_spelled(&app, Method::POST, "/invoices", &body, amount).await;
+            assert_eq!(status, 200, "{amount}: {row}");
+            assert_eq!(row["amount"], stored, "{amount} {currency}");
+            assert_eq!(
+                read(&app, &id_of(&row)).await["amount"],
+                stored,
+                "{amount} read back"
+            );
+        }
+        let first = invoices_of(&app, &tenant).await[0].clone();
+        assert_eq!(
+            first["invoiceNumber"], "INV-000001",
+            "refusals took no number"
+        );
+
+        // PATCH, PUT and the bulk PATCH refuse them the same way, and change nothing.
+        let id = id_of(&first);
+        let item = format!("/invoices/{id}");
+        let whole = invoice(&tenant, json!(0), "USD");
+        let all = with_where("/invoices", &json!({"tenantId": tenant}));
+        let stored = invoices_of(&app, &tenant).await;
+        for amount in HOSTILE_AMOUNTS {
+            for (method, path, body) in [
+                (Method::PATCH, &item, json!({"amount": 0})),
+                (Method::PUT, &item, whole.clone()),
+                (Method::PATCH, &all, json!({"amount": 0})),
+            ] {
+                let (status, answer) =
+                    send_spelled(&app, method.clone(), path, &body, amount).await;
+                let what = format!("{method} {path} {amount}");
+                assert_eq!(refused_paths(status, &answer, &what), ["/amount"]);
+            }
+        }
+        assert_eq!(invoices_of(&app, &tenant).await, stored, "nothing changed");
+        let (status, _) = app
+            .patch(&item, Some(&admin), &json!({"amount": 12.5}))
+            .await;
+        assert_eq!(status, 204, "a plain amount still passes");
+    }
+);
+
 both_dbs!(
     currency_codes_are_three_upper_case_letters_of_iso_4217,
     |app| async move {

@@ -119,11 +119,12 @@ impl JsonlSink {
         line.push(b'\n');
         let _one_at_a_time = self.lock.lock().await;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
+            crate::files::create_dir_async(dir)
                 .await
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let mut file = tokio::fs::OpenOptions::new()
+        // Events carry webhook secrets: the log is owner-only (0600) from its first line.
+        let mut file = crate::files::open_options_async()
             .create(true)
             .append(true)
             .open(&self.path)

@@ -6,11 +6,12 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::Require;
-use super::{Json, Path};
+use super::{Json, Path, money_text};
 use crate::AppState;
 use crate::auth::{self, Permission, Principal};
 use crate::domain::contacts::{self, ContactError};
@@ -360,8 +361,9 @@ fn valid(resource: &'static Resource, body: &Value, mode: Mode) -> AppResult<cra
 async fn create<C: Collection>(
     State(state): State<AppState>,
     auth: Require<C::Create>,
-    Json(body): Json<Value>,
+    Json(raw): Json<Box<RawValue>>,
 ) -> AppResult<Json<Value>> {
+    let body = money_text::resource_body(C::RESOURCE, &raw)?;
     let values = valid(C::RESOURCE, &body, Mode::Create)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;
     check_rules::<C>(&state, &auth.principal, &values, None).await?;
@@ -429,8 +431,9 @@ async fn update_by_id<C: Collection>(
     State(state): State<AppState>,
     auth: Require<C::Update>,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    Json(raw): Json<Box<RawValue>>,
 ) -> AppResult<StatusCode> {
+    let body = money_text::resource_body(C::RESOURCE, &raw)?;
     write_by_id::<C>(&state, &auth.principal, &id, &body, Change::Patch).await
 }
 
@@ -438,8 +441,9 @@ async fn replace_by_id<C: Collection>(
     State(state): State<AppState>,
     auth: Require<C::Update>,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    Json(raw): Json<Box<RawValue>>,
 ) -> AppResult<StatusCode> {
+    let body = money_text::resource_body(C::RESOURCE, &raw)?;
     write_by_id::<C>(&state, &auth.principal, &id, &body, Change::Replace).await
 }
 
@@ -499,8 +503,9 @@ async fn update_all<C: Collection>(
     State(state): State<AppState>,
     auth: Require<C::Update>,
     RawQuery(query): RawQuery,
-    Json(body): Json<Value>,
+    Json(raw): Json<Box<RawValue>>,
 ) -> AppResult<Json<Value>> {
+    let body = money_text::resource_body(C::RESOURCE, &raw)?;
     let where_ = parse_where(C::RESOURCE, query.as_deref())?;
     let values = valid(C::RESOURCE, &body, Mode::Patch)?;
     check_tenant_in_scope(&state, &auth.principal, &values).await?;

@@ -7,6 +7,7 @@ mod docs;
 mod funnel;
 mod identity;
 mod invoices;
+mod money_text;
 mod onboarding;
 pub mod openapi;
 mod ping;

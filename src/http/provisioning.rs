@@ -10,12 +10,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::Path;
 use super::auth::Require;
 use super::collections::{actor, parse_id, scope_of};
-use super::{Json, OptionalJson};
+use super::{Json, OptionalJson, money_text};
 use crate::AppState;
 use crate::auth::{Permission, Principal, ProvisionTenant, UpdateTenant, ViewTenant};
 use crate::domain::offboarding;
@@ -114,9 +115,10 @@ async fn provision(
     State(state): State<AppState>,
     auth: Require<ProvisionTenant>,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    Json(raw): Json<Box<RawValue>>,
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
+    let body = money_text::body(&raw, &[&["plan", "price"]])?;
     let subscription = provisioning::parse_subscription(&body)?;
     provisioning_of(&state)
         .provision(id, &subscription, &actor(&auth.principal))

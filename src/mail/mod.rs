@@ -74,7 +74,7 @@ impl Mailer {
                 }
             }
             None => Transport::Files {
-                dir: config.data_dir.join("outbox"),
+                dir: crate::files::outbox_dir(&config.data_dir),
                 // The verification link carries the lead's key: only a developer's own log
                 // may show it.
                 log_links: config.env == crate::config::Environment::Dev,

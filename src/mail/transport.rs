@@ -219,28 +219,23 @@ impl Transport {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
-/// partial message. The directory (created 0700) and the file (0600) are the owner's alone: a
-/// verification mail carries the lead's single-use key.
+/// partial message. The message holds links with keys: the file is owner-only (0600), and so is
+/// the directory (0700) when it is created here.
 fn write_new_file(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        builder.mode(0o700);
-        options.mode(0o600);
-    }
-    builder
-        .create(dir)
+    crate::files::create_dir(dir)
         .with_context(|| format!("cannot create the mail directory {}", dir.display()))?;
     let tmp = path.with_extension("eml.tmp");
-    options
+    let mut file = crate::files::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes))
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    crate::files::tighten(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(file);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

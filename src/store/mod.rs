@@ -32,6 +32,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseConfig};
+use crate::files;
 use crate::model::Field;
 pub use raw::{Param, RawRow};
 pub use values::Backend;
@@ -124,8 +125,15 @@ impl Db {
         let pool = match &config.database {
             DatabaseConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    files::create_dir(dir)
                         .with_context(|| format!("cannot create directory {}", dir.display()))?;
+                }
+                // Owner-only before SQLite opens it: SQLite would create it 0644 (less the
+                // umask), and gives the `-wal` and `-shm` it creates the database's mode.
+                if path.as_os_str() != ":memory:" {
+                    files::create_file(path).with_context(|| {
+                        format!("cannot create SQLite database {}", path.display())
+                    })?;
                 }
                 let options = SqliteConnectOptions::new()
                     .filename(path)
@@ -144,6 +152,9 @@ impl Db {
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+                for companion in files::sqlite_companions(path) {
+                    files::tighten_or_warn(&companion);
+                }
                 Pool::Sqlite(pool)
             }
             DatabaseConfig::Postgres { url, schema } => {

@@ -66,26 +66,85 @@ pub fn check_timestamp(s: &str) -> Result<DateTime<Utc>, &'static str> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).ok_or("is not an ISO 8601 date-time")
 }
 
-/// Parses money from a JSON number or string: at most four decimal places and an absolute value
-/// of at most 99 999 999 999.9999 (`MONEY_MAX` ten-thousandths).
+/// Parses money from a JSON number or string, by [`parse_money_text`]. A JSON number is read
+/// from the value it holds: a request body gives money its text as written
+/// (`http::money_text`).
 pub fn parse_money(v: &Value) -> Result<Decimal, String> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
-        _ => return Err("must be a decimal number".into()),
+    match v {
+        Value::Number(n) => parse_money_text(&n.to_string()),
+        Value::String(s) => parse_money_text(s.trim()),
+        _ => Err("must be a decimal number".into()),
+    }
+}
+
+/// Exponents beyond this are all the same to money: far too small or far too large.
+const EXPONENT_CAP: i64 = 1_000_000_000_000_000;
+
+/// Money written as text — a JSON number's spelling, or a decimal string:
+/// `[+-]digits[.digits][(e|E)[+-]digits]` — read exactly, never through a float: the value
+/// written decides, whatever its spelling. It has at most four decimal places once its trailing
+/// zeros are gone (`12.3400`, `1.5e2` = 150 and `1e-4` are fine; `1.23456`,
+/// `12.3450000000000000000000001` and `1e-400` are not) and an absolute value of at most
+/// 99 999 999 999.9999 (`MONEY_MAX` ten-thousandths; `1e400` is too large). Negative zero is zero.
+pub fn parse_money_text(text: &str) -> Result<Decimal, String> {
+    let malformed = || format!("{text:?} is not a decimal number");
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
     };
-    let d: Decimal = text
-        .parse()
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| format!("{text:?} is not a decimal number"))?;
-    let d = d.normalize();
-    if d.scale() > MONEY_SCALE {
-        return Err("must have at most 4 decimal places".into());
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits_only(whole) || !digits_only(fraction) {
+        return Err(malformed());
     }
-    if d.abs() > Decimal::from(MONEY_MAX) / Decimal::from(10_000) {
-        return Err("is too large".into());
+    let exponent = match exponent {
+        None => 0,
+        Some(e) => {
+            let (sign, digits) = match e.as_bytes().first() {
+                Some(b'-') => (-1, &e[1..]),
+                Some(b'+') => (1, &e[1..]),
+                _ => (1, e),
+            };
+            if digits.is_empty() || !digits_only(digits) {
+                return Err(malformed());
+            }
+            sign * digits.bytes().fold(0i64, |n, b| {
+                (n * 10 + i64::from(b - b'0')).min(EXPONENT_CAP)
+            })
+        }
+    };
+    // The value is `significant × 10^power`, `significant` without leading or trailing zeros.
+    let digits = [whole, fraction].concat();
+    let leading_trimmed = digits.trim_start_matches('0');
+    let significant = leading_trimmed.trim_end_matches('0');
+    if significant.is_empty() {
+        return Ok(Decimal::ZERO);
     }
-    Ok(d)
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let power = exponent - count(fraction.len()) + count(leading_trimmed.len() - significant.len());
+    let scale = i64::from(MONEY_SCALE);
+    if power < -scale {
+        return Err(format!("must have at most {MONEY_SCALE} decimal places"));
+    }
+    // In ten-thousandths: `significant × 10^(power + 4)`, at most `MONEY_MAX`.
+    let shift = power + scale;
+    let too_large = || "is too large".to_string();
+    if count(significant.len()) + shift > 18 {
+        return Err(too_large());
+    }
+    let units = significant
+        .parse::<i64>()
+        .ok()
+        .zip(u32::try_from(shift).ok())
+        .and_then(|(n, shift)| n.checked_mul(10i64.checked_pow(shift)?))
+        .filter(|units| *units <= MONEY_MAX)
+        .ok_or_else(too_large)?;
+    Ok(Decimal::new(if negative { -units } else { units }, MONEY_SCALE).normalize())
 }
 
 /// Money on the wire: a JSON number (exact for every amount `parse_money` accepts).
@@ -291,6 +350,78 @@ mod tests {
         assert!(parse_timestamp("9999-12-31T23:30:00-01:00").is_none());
         assert!(parse_timestamp("0000-01-01T00:30:00+01:00").is_none());
         assert!(parse_timestamp("9999-12-31T23:59:59.999Z").is_some());
+    }
+
+    #[test]
+    fn money_is_decided_on_the_value_written_whatever_its_spelling() {
+        let places = "must have at most 4 decimal places";
+        let large = "is too large";
+        for (text, expected) in [
+            ("0", Ok("0")),
+            ("-0", Ok("0")),
+            ("-0.0", Ok("0")),
+            ("-0e-400", Ok("0")),
+            ("0e999999999999999999999999", Ok("0")),
+            ("0.000000000000000000000000000000000", Ok("0")),
+            ("12.34", Ok("12.34")),
+            ("12.3400", Ok("12.34")),
+            ("12.340000000000000000000000000000000", Ok("12.34")),
+            ("0.00010", Ok("0.0001")),
+            ("0.0001", Ok("0.0001")),
+            ("1e-4", Ok("0.0001")),
+            ("1E-4", Ok("0.0001")),
+            ("1.5e2", Ok("150")),
+            ("1.5E+2", Ok("150")),
+            ("1E2", Ok("100")),
+            ("1e0", Ok("1")),
+            ("123456e-4", Ok("12.3456")),
+            ("0.000012345e5", Ok("1.2345")),
+            ("00099.5", Ok("99.5")),
+            ("+7", Ok("7")),
+            ("7.", Ok("7")),
+            (".5", Ok("0.5")),
+            ("-12.5", Ok("-12.5")),
+            ("99999999999.9999", Ok("99999999999.9999")),
+            ("-99999999999.9999", Ok("-99999999999.9999")),
+            ("999999999999999e-4", Ok("99999999999.9999")),
+            ("9999999999999990000000e-11", Ok("99999999999.9999")),
+            ("1.23456", Err(places)),
+            ("0.00001", Err(places)),
+            ("1e-5", Err(places)),
+            ("12.3450000000000000000000001", Err(places)),
+            ("0.1000000000000000000000000000001", Err(places)),
+            ("1e-400", Err(places)),
+            ("-1e-400", Err(places)),
+            ("1e-999999999999999999999999", Err(places)),
+            ("100000000000", Err(large)),
+            ("99999999999.99991", Err(places)),
+            ("100000000000.0000", Err(large)),
+            ("1e11", Err(large)),
+            ("1e20", Err(large)),
+            ("1e400", Err(large)),
+            ("-1e400", Err(large)),
+            ("1e999999999999999999999999", Err(large)),
+            ("123456789012345678901234567890", Err(large)),
+        ] {
+            let parsed = parse_money_text(text).map(|d| d.to_string());
+            assert_eq!(
+                parsed,
+                expected.map(str::to_string).map_err(str::to_string),
+                "{text}"
+            );
+            let as_string = parse_money(&Value::String(text.to_string())).map(|d| d.to_string());
+            assert_eq!(as_string, parsed, "{text} as a JSON string");
+        }
+        for malformed in [
+            "", "-", "+", ".", "-.", "e5", "1e", "1e+", "1.2.3", "--1", "+-1", "1 000", "1_000",
+            "0x10", "Infinity", "NaN", "1e2.5", "١٢", "1,5",
+        ] {
+            assert_eq!(
+                parse_money_text(malformed),
+                Err(format!("{malformed:?} is not a decimal number")),
+                "{malformed}"
+            );
+        }
     }
 
     #[test]
