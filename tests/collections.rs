@@ -797,7 +797,10 @@ both_dbs!(invoices_create_read_update_delete, |app| async move {
 
 both_dbs!(tenant_configs_create_read_update_delete, |app| async move {
     let t = a_tenant(&app, "acme", "acme.com").await;
-    let value = json!({"realm": "acme", "nested": {"list": [1, 2.5, "x", null, true]}});
+    // Values tms does not read itself (branding kept for other services), in the configs of
+    // its providers' keys: any JSON is kept as it is.
+    let value = json!({"logo_url": "https://acme.com/logo.png",
+                       "nested": {"list": [1, 2.5, "x", null, true]}});
     crud_cycle(
         &app,
         Cycle {
@@ -806,14 +809,14 @@ both_dbs!(tenant_configs_create_read_update_delete, |app| async move {
             managed: &[],
             first: json!({"configKey": "keycloak", "configValue": value, "tenantId": t}),
             expect_first: json!({"configKey": "keycloak", "configValue": value, "tenantId": t}),
-            second: json!({"configKey": "auth0", "configValue": {"domain": "acme.auth0.com"},
+            second: json!({"configKey": "auth0", "configValue": {"connection": "acme-db"},
                            "tenantId": t}),
-            patch: json!({"configValue": {"realm": "other"}}),
-            expect_patched: json!({"configValue": {"realm": "other"}, "configKey": "keycloak"}),
+            patch: json!({"configValue": {"primary_color": "#fff"}}),
+            expect_patched: json!({"configValue": {"primary_color": "#fff"}, "configKey": "keycloak"}),
             put: json!({"configKey": "k2", "configValue": {}, "tenantId": t}),
             expect_put: json!({"configKey": "k2", "configValue": {}, "tenantId": t}),
             bulk: json!({"configKey": "renamed"}),
-            expect_bulk: json!({"configKey": "renamed", "configValue": {"domain": "acme.auth0.com"}}),
+            expect_bulk: json!({"configKey": "renamed", "configValue": {"connection": "acme-db"}}),
         },
     )
     .await;
@@ -1037,7 +1040,7 @@ fn invoice_body(tenant: &str) -> Value {
 }
 
 fn config_body(tenant: &str) -> Value {
-    json!({"configKey": "keycloak", "configValue": {"realm": "r"}, "tenantId": tenant})
+    json!({"configKey": "keycloak", "configValue": {"logo_url": "r"}, "tenantId": tenant})
 }
 
 fn tenant_put_body(key: &str) -> Value {
@@ -2431,7 +2434,7 @@ both_dbs!(
             (
                 format!("/tenant-configs/{config}"),
                 "configValue",
-                json!({"realm": "other"}),
+                json!({"logo_url": "other"}),
             ),
         ];
         for (method, (path, field, value)) in [Method::PUT, Method::PATCH]

@@ -1994,7 +1994,7 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
 
     // Tenant configs: for its own tenant only.
     let before = f.snapshot().await;
-    let config = |tenant: &str| json!({"configKey": "keycloak", "configValue": {"realm": "alpha"}, "tenantId": tenant});
+    let config = |tenant: &str| json!({"configKey": "keycloak", "configValue": {"logo_url": "alpha.png"}, "tenantId": tenant});
     let (status, created) = f
         .post("/tenant-configs", Some(&token_a), &config(&tenant_a))
         .await;
@@ -2007,7 +2007,7 @@ async fn lead_tokens_reach_only_their_lead_body(env: Env) {
         let (status, body) = f
             .post("/tenant-configs", Some(&token_a), &config(&tenant))
             .await;
-        expect_error(status, &body, 403, "ForbiddenError", &tenant);
+        expect_error(status, &body, 404, "NotFoundError", &tenant);
         assert_eq!(
             f.snapshot().await,
             after,

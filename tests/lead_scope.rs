@@ -36,6 +36,12 @@ fn scoped_token_with(lead: &str, permissions: &[&str]) -> String {
 
 /// A verified lead of `own.com` and the tenant `own` it onboarded: (lead id, tenant).
 async fn lead_and_tenant(app: &TestApp) -> (String, Value) {
+    let (lead, tenant, _) = lead_tenant_and_token(app).await;
+    (lead, tenant)
+}
+
+/// A verified lead of `own.com`, the tenant `own` it onboarded, and its lead token.
+async fn lead_tenant_and_token(app: &TestApp) -> (String, Value, String) {
     let (status, lead) = app
         .post(
             "/leads",
@@ -65,7 +71,7 @@ async fn lead_and_tenant(app: &TestApp) -> (String, Value) {
         )
         .await;
     assert_eq!(status, 200, "{own}");
-    (lead_id, own)
+    (lead_id, own, lead_token)
 }
 
 both_dbs!(
@@ -84,13 +90,14 @@ both_dbs!(
         let other_contact = id_of(&other["contacts"][0]);
         let token = scoped_token(&lead_id);
 
-        // Moving an own row to another tenant is refused, by PATCH, PUT and bulk PATCH.
+        // Moving an own row to another tenant is refused, by PATCH, PUT and bulk PATCH: to the
+        // lead's token, the other tenant does not exist.
         let to_other = json!({"tenantId": id_of(&other)});
         let (status, body) = app
             .patch(&format!("/contacts/{own_contact}"), Some(&token), &to_other)
             .await;
-        assert_loopback_error(&body, 403, "ForbiddenError");
-        assert_eq!(status, 403);
+        assert_loopback_error(&body, 404, "NotFoundError");
+        assert_eq!(status, 404);
         let mut replaced = own["contacts"][0].clone();
         for server_only in AUDIT_FIELDS {
             replaced.as_object_mut().unwrap().remove(server_only);
@@ -99,9 +106,9 @@ both_dbs!(
         let (status, _) = app
             .put(&format!("/contacts/{own_contact}"), Some(&token), &replaced)
             .await;
-        assert_eq!(status, 403);
+        assert_eq!(status, 404);
         let (status, _) = app.patch("/contacts", Some(&token), &to_other).await;
-        assert_eq!(status, 403);
+        assert_eq!(status, 404);
         let mine = get_ok(&app, &admin, &format!("/contacts/{own_contact}")).await;
         assert_eq!(mine["tenantId"], json!(id_of(&own)));
 
@@ -192,5 +199,138 @@ both_dbs!(
         }
         let stored = get_ok(&app, &app.admin_token(), &path).await;
         assert_eq!(stored["configValue"], json!({}));
+    }
+);
+
+// One answer for "not yours": every route a lead's token may call answers an id of another
+// tenant's row exactly as an id of no row at all — 404, with the same body — whether the id is
+// in the path or names the tenant in the body. The lead's own token (its permission codes), and
+// one confined to it carrying every code.
+both_dbs!(
+    another_tenants_rows_do_not_exist_for_a_lead,
+    [("LEAD_KEY_IN_RESPONSE", "true")],
+    |app| async move {
+        let admin = app.admin_token();
+        let other = onboard(
+            &app,
+            &admin,
+            onboarding("other", "Other", &["other.com"], "o"),
+        )
+        .await;
+        let other_id = id_of(&other);
+        let other_contact = id_of(&other["contacts"][0]);
+        let (status, other_lead) = app
+            .post(
+                "/leads",
+                None,
+                &json!({"firstName": "B", "lastName": "B", "email": "b@else.com",
+                        "companyName": "Else"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{other_lead}");
+        let other_invoice = create(
+            &app,
+            &admin,
+            "/invoices",
+            &json!({"startDate": "2026-12-01", "endDate": "2026-12-31", "amount": 10,
+                    "currencyCode": "USD", "dueDate": "2027-01-30", "status": 0,
+                    "tenantId": other_id}),
+        )
+        .await;
+        let other_config = create(
+            &app,
+            &admin,
+            "/tenant-configs",
+            &json!({"configKey": "theme", "configValue": {}, "tenantId": other_id}),
+        )
+        .await;
+        let (lead_id, own, lead_token) = lead_tenant_and_token(&app).await;
+        let every_code: Vec<&str> = tms::auth::ALL_PERMISSIONS.to_vec();
+        let wide = scoped_token_with(&lead_id, &every_code);
+
+        // (method, path with {id}, body with {id}, the other tenant's id, token)
+        let invoice = |tenant: &str| {
+            json!({"startDate": "2026-12-01", "endDate": "2026-12-31", "amount": 5,
+                   "currencyCode": "USD", "dueDate": "2027-01-30", "status": 0,
+                   "tenantId": tenant})
+        };
+        let config =
+            |tenant: &str| json!({"configKey": "theme", "configValue": {}, "tenantId": tenant});
+        let invoice_id = id_of(&other_invoice);
+        let config_id = id_of(&other_config);
+        let provision = json!({"id": "s", "plan": {"tier": "BASIC"}});
+        // (method, path with {id}, body with {id}, the other tenant's id): what the lead's own
+        // token may call, then the rest with the wide one.
+        let mut cases: Vec<(Method, &str, Option<Value>, &str)> = vec![
+            (
+                Method::GET,
+                "/leads/{id}",
+                None,
+                other_lead["id"].as_str().unwrap(),
+            ),
+            (
+                Method::POST,
+                "/tenants/{id}/provision",
+                Some(provision),
+                &other_id,
+            ),
+            (Method::GET, "/tenants/{id}/provisioning", None, &other_id),
+            (Method::GET, "/invoices/{id}/download", None, &invoice_id),
+            (Method::POST, "/invoices", Some(invoice("{id}")), &other_id),
+            (
+                Method::POST,
+                "/tenant-configs",
+                Some(config("{id}")),
+                &other_id,
+            ),
+        ];
+        let lead_cases = cases.len();
+        for (path, id) in [
+            ("/tenants/{id}", &other_id),
+            ("/contacts/{id}", &other_contact),
+            ("/invoices/{id}", &invoice_id),
+            ("/tenant-configs/{id}", &config_id),
+        ] {
+            cases.push((Method::GET, path, None, id));
+            cases.push((Method::PATCH, path, Some(json!({})), id));
+            cases.push((Method::DELETE, path, None, id));
+        }
+        cases.push((Method::GET, "/tenant-configs/{id}/tenant", None, &config_id));
+        let move_there = json!({"tenantId": "{id}"});
+        cases.push((
+            Method::PATCH,
+            "/contacts/{own}",
+            Some(move_there),
+            &other_id,
+        ));
+
+        let before = snapshot(&app).await;
+        for (i, (method, path, body, theirs)) in cases.into_iter().enumerate() {
+            let token = if i < lead_cases { &lead_token } else { &wide };
+            let own_contact = id_of(&own["contacts"][0]);
+            let nobody = uuid::Uuid::new_v4().to_string();
+            let mut answers = Vec::new();
+            for id in [theirs, nobody.as_str()] {
+                let path = path.replace("{id}", id).replace("{own}", &own_contact);
+                let body = body.as_ref().map(|b| b.to_string().replace("{id}", id));
+                let response = app
+                    .raw(
+                        method.clone(),
+                        &path,
+                        Some(token),
+                        body.as_deref().unwrap_or(""),
+                        body.as_ref().map(|_| "application/json"),
+                    )
+                    .await;
+                let said = response.text.replace(id, "<id>");
+                answers.push((response.status, said));
+            }
+            assert_eq!(answers[0].0, 404, "{method} {path}: {}", answers[0].1);
+            assert_eq!(
+                answers[0], answers[1],
+                "{method} {path}: theirs and nobody's alike"
+            );
+        }
+        assert_unchanged(&before, &snapshot(&app).await, "refused calls");
     }
 );

@@ -268,7 +268,9 @@ pub(super) fn actor(principal: &Principal) -> Actor {
     }
 }
 
-/// For a scoped caller, a `tenantId` written (on create or update) must be its own tenant.
+/// For a scoped caller, a `tenantId` written (on create or update) must be its own tenant:
+/// another tenant is answered as one that does not exist (404), as every id outside a lead
+/// token's reach is, so the answer tells nothing of what others have.
 pub(super) async fn check_tenant_in_scope(
     state: &AppState,
     principal: &Principal,
@@ -303,7 +305,11 @@ pub(super) async fn check_tenant_in_scope(
     if allowed {
         Ok(())
     } else {
-        Err(AppError::Forbidden("NotAllowedAccess".into()))
+        Err(WriteError::MissingReference {
+            field: "tenantId",
+            id: tenant.as_str().unwrap_or_default().to_string(),
+        }
+        .into())
     }
 }
 
