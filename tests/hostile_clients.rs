@@ -1,9 +1,12 @@
 //! Clients that hold connections: a head that never completes (sent in part, or dribbled byte by
 //! byte), a keep-alive connection that stays idle, a connection that says nothing at all — each
-//! is closed by its deadline — and a shutdown that does not wait for them beyond its own.
+//! is closed by its deadline — and a shutdown that does not wait for them beyond its own. And
+//! clients answered before their request body was read: their connection is kept, or closed
+//! only after an answer that says so and that they can read whole.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -204,6 +207,331 @@ async fn a_client_that_stops_reading_is_cut_off() {
         received.len(),
         requests * length
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers given before the request body was read
+// ---------------------------------------------------------------------------------------------
+
+/// A small tenant, the body of the requests answered before it is read.
+const SMALL_BODY: &str = r#"{"name":"Acme","key":"acme"}"#;
+
+/// A JSON body of about 300 KB: more than the server drains of a body it did not read, less than
+/// the body limit.
+fn large_body() -> String {
+    format!(r#"{{"name":"{}"}}"#, "x".repeat(300 * 1024))
+}
+
+/// A client with at most one pooled HTTP/1.1 connection, so every request reuses the one before.
+fn pooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One whole response read from a raw connection.
+struct RawResponse {
+    status: String,
+    /// The header lines, lower-cased.
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn closes(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|h| h.starts_with("connection:") && h.contains("close"))
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Parses one `Content-Length`-framed response at the start of `received`, if it is all there.
+fn parse_response(received: &[u8]) -> Option<RawResponse> {
+    let end = received.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&received[..end]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers: Vec<String> = lines.map(str::to_ascii_lowercase).collect();
+    let length: usize = headers
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let body = received.get(end + 4..end + 4 + length)?.to_vec();
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Reads one whole response from `stream` (nothing after it).
+async fn read_raw_response(stream: &mut TcpStream) -> RawResponse {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(response) = parse_response(&received) {
+            return response;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .expect("a response, not an error");
+        assert!(n > 0, "closed before a whole response");
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A proxy to `target` that passes each request head and what follows it on in two writes, a
+/// moment apart, as clients do that send a head and its body with two calls (Python's
+/// `http.client`, for one). Answers pass through as they come; the server's end of the
+/// connection reaches the client a moment after the last answer, as it can over a network,
+/// where a client may send its next request in between. Returns its address.
+async fn split_proxy(target: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(upstream) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = upstream.into_split();
+                let requests = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let data = &buf[..n];
+                        let split = data
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(n, |end| end + 4);
+                        if to_server.write_all(&data[..split]).await.is_err() {
+                            break;
+                        }
+                        if split < n {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            if to_server.write_all(&data[split..]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let answers = async move {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(requests, answers);
+            });
+        }
+    });
+    addr
+}
+
+/// A pooled client alternates a request answered before its body is read (401: the token is
+/// checked first) and `GET /ping`, on one kept-alive connection, with each body sent apart from
+/// its head: no request finds that connection closed under it.
+#[tokio::test]
+async fn a_pooled_connection_outlives_answers_given_before_the_body() {
+    let app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
+    let base = format!("http://{}", split_proxy(app.addr).await);
+    let client = pooled_client();
+    let started = Instant::now();
+    let (mut requests, mut failures) = (0, Vec::new());
+    while requests < 4000 && started.elapsed() < Duration::from_secs(4) {
+        let refused = client
+            .post(format!("{base}/tenants"))
+            .bearer_auth("not-a-token")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(SMALL_BODY);
+        let ping = client.get(format!("{base}/ping"));
+        for (request, expected) in [(refused, 401), (ping, 200)] {
+            requests += 1;
+            match request.send().await {
+                Ok(response) => {
+                    let response = TestResponse::read(response).await;
+                    assert_eq!(response.status, expected, "{}", response.text);
+                }
+                Err(err) => failures.push(format!("{err:?}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+/// A request answered before its body has arrived (the body follows the head after a pause)
+/// keeps its connection: the answer does not say `Connection: close`, and the connection serves
+/// the next request, even after a pause longer than the head deadline.
+#[tokio::test]
+async fn an_answer_before_a_late_body_keeps_the_connection() {
+    let app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
+    let head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer not-a-token\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        SMALL_BODY.len()
+    );
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    for round in 0..3 {
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(SMALL_BODY.as_bytes()).await.unwrap();
+        let response = read_raw_response(&mut stream).await;
+        assert!(
+            response.status.starts_with("HTTP/1.1 401"),
+            "round {round}: {}",
+            response.status
+        );
+        assert!(!response.closes(), "round {round}: {:?}", response.headers);
+        assert_loopback_error(&response.json(), 401, "UnauthorizedError");
+        // Idle for longer than the head deadline (0.5 s), less than the idle deadline (1.5 s).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stream
+            .write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let response = read_raw_response(&mut stream).await;
+        assert_eq!(response.status, "HTTP/1.1 200 OK", "round {round}");
+    }
+}
+
+/// The server of the large-body tests: [`LIMITS`], and a body limit (100 KB) below the large
+/// body.
+async fn spawn_with_a_small_body_limit() -> TestApp {
+    let mut overrides = LIMITS.to_vec();
+    overrides.push(("REQUEST_BODY_LIMIT", "102400"));
+    TestApp::spawn_with(Db::Sqlite, &overrides).await
+}
+
+/// The requests of the large-body tests, to `/tenants`, each with its status and error name: a
+/// 401 (no valid token) and a 405 (a method the guarded route does not have, asked with a valid
+/// token), both answered before the body is read, and a 413 (over the body limit), answered
+/// with most of the body unread.
+fn answered_before_the_body(app: &TestApp) -> [(Method, String, u16, &'static str); 3] {
+    let bad_token = "not-a-token".to_string();
+    [
+        (Method::POST, bad_token, 401, "UnauthorizedError"),
+        (Method::PUT, app.admin_token(), 405, "MethodNotAllowedError"),
+        (Method::POST, app.admin_token(), 413, "PayloadTooLargeError"),
+    ]
+}
+
+/// A body that does not come (its head promises more than is sent) holds the answer back for
+/// a short while only: the answer then says `Connection: close`, and the connection is closed.
+#[tokio::test]
+async fn a_body_that_does_not_come_gets_the_answer_and_a_close() {
+    let app = TestApp::spawn_with(Db::Sqlite, &LIMITS).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /tenants HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer not-a-token\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let response = read_raw_response(&mut stream).await;
+    assert!(
+        response.status.starts_with("HTTP/1.1 401"),
+        "{}",
+        response.status
+    );
+    assert!(response.closes(), "{:?}", response.headers);
+    assert_loopback_error(&response.json(), 401, "UnauthorizedError");
+    closed_after(&mut stream, sent).await;
+}
+
+/// A large body answered before it is read: the client gets the answer (not a broken pipe), and
+/// its next request works.
+#[tokio::test]
+async fn a_large_body_answered_early_gets_its_answer() {
+    let app = spawn_with_a_small_body_limit().await;
+    let base = format!("http://{}", split_proxy(app.addr).await);
+    let client = pooled_client();
+    let body = large_body();
+    for (method, token, status, name) in answered_before_the_body(&app) {
+        for round in 0..3 {
+            let response = client
+                .request(method.clone(), format!("{base}/tenants"))
+                .bearer_auth(&token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|err| panic!("{method} round {round}: {err:?}"));
+            TestResponse::read(response)
+                .await
+                .assert_error(status, name);
+            let ping = client
+                .get(format!("{base}/ping"))
+                .send()
+                .await
+                .unwrap_or_else(|err| panic!("ping after {method} round {round}: {err:?}"));
+            assert_eq!(ping.status(), 200);
+        }
+    }
+}
+
+/// A client still sending a large body when the answer comes reads the whole answer, which says
+/// `Connection: close`; the server reads (and discards) the rest of the body before closing, so
+/// the client's writes do not fail and its connection ends cleanly rather than with a reset.
+#[tokio::test]
+async fn a_client_still_sending_a_large_body_reads_the_answer() {
+    let app = spawn_with_a_small_body_limit().await;
+    let body = large_body();
+    for (method, token, status, name) in answered_before_the_body(&app) {
+        let stream = TcpStream::connect(app.addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let request = format!(
+            "{method} /tenants HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let sent = tokio::spawn(async move {
+            // In parts, with pauses, as over a slower link: the answer comes while it sends.
+            for part in request.as_bytes().chunks(32 * 1024) {
+                writer.write_all(part).await?;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            writer.shutdown().await
+        });
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut received))
+            .await
+            .expect("the server ends the connection");
+        let sent = sent.await.unwrap();
+        assert!(
+            read.is_ok(),
+            "{method}: reading the answer failed: {read:?}"
+        );
+        assert!(sent.is_ok(), "{method}: sending the body failed: {sent:?}");
+        let response = parse_response(&received).expect("a whole answer");
+        assert!(
+            response.status.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}",
+            response.status
+        );
+        assert!(response.closes(), "{method}: {:?}", response.headers);
+        assert_loopback_error(&response.json(), status, name);
+    }
+    let (status, _) = app.get("/ping", None).await;
+    assert_eq!(status, 200);
 }
 
 /// Signals a shutdown and requires the server to stop well within a few seconds
