@@ -18,37 +18,9 @@ use idp_support::*;
 use lifecycle_support::*;
 use rest_support::{a_tenant, create, expect_error};
 
-/// A verified lead of `acme.io` with its tenant `key` onboarded: (tenant id, lead token).
+/// A verified lead with its tenant `key` (domain `<key>.io`) onboarded: (tenant id, lead token).
 async fn lead_with_tenant(app: &TestApp, key: &str) -> (String, String) {
-    let (status, lead) = app
-        .post(
-            "/leads",
-            None,
-            &json!({"firstName": "Mallory", "lastName": "M", "email": format!("m@{key}.io"),
-                    "companyName": "Mallory Inc"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{lead}");
-    let lead_id = lead["id"].as_str().unwrap().to_string();
-    let verify = app
-        .raw(
-            Method::POST,
-            &format!("/leads/{lead_id}/verify"),
-            lead["key"].as_str(),
-            "",
-            None,
-        )
-        .await;
-    assert_eq!(verify.status, 200, "{}", verify.text);
-    let token = verify.json()["token"].as_str().unwrap().to_string();
-    let (status, tenant) = app
-        .post(
-            &format!("/leads/{lead_id}/tenants"),
-            Some(&token),
-            &json!({"key": key, "domains": [format!("{key}.io")]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{tenant}");
+    let (_, tenant, token) = rest_support::lead_with_tenant(app, key, &format!("{key}.io")).await;
     (tenant["id"].as_str().unwrap().to_string(), token)
 }
 

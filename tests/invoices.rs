@@ -1140,15 +1140,16 @@ both_dbs!(
             let answer = download(&app, &path, Some(&token)).await;
             expect_error(answer.status, &answer.json(), 404, "NotFoundError", &path);
         }
-        // It cannot write an invoice for another tenant, and that refusal takes no number.
+        // It cannot write an invoice for another tenant (to it, there is none), and that
+        // refusal takes no number.
         let (status, answer) = app
             .post("/invoices", Some(&token), &invoice(&other, json!(3), "USD"))
             .await;
         expect_error(
             status,
             &answer,
-            403,
-            "ForbiddenError",
+            404,
+            "NotFoundError",
             "a lead bills another tenant",
         );
         let next = issue(&app, &invoice(&other, json!(4), "USD")).await;

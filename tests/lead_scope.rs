@@ -36,42 +36,8 @@ fn scoped_token_with(lead: &str, permissions: &[&str]) -> String {
 
 /// A verified lead of `own.com` and the tenant `own` it onboarded: (lead id, tenant).
 async fn lead_and_tenant(app: &TestApp) -> (String, Value) {
-    let (lead, tenant, _) = lead_tenant_and_token(app).await;
+    let (lead, tenant, _) = lead_with_tenant(app, "own", "own.com").await;
     (lead, tenant)
-}
-
-/// A verified lead of `own.com`, the tenant `own` it onboarded, and its lead token.
-async fn lead_tenant_and_token(app: &TestApp) -> (String, Value, String) {
-    let (status, lead) = app
-        .post(
-            "/leads",
-            None,
-            &json!({"firstName": "Ada", "lastName": "L", "email": "ada@own.com", "companyName": "Own"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{lead}");
-    let lead_id = id_of(&lead);
-    let key = lead["key"].as_str().unwrap();
-    let verify = app
-        .raw(
-            Method::POST,
-            &format!("/leads/{lead_id}/verify"),
-            Some(key),
-            "",
-            None,
-        )
-        .await;
-    assert_eq!(verify.status, 200, "{}", verify.text);
-    let lead_token = verify.json()["token"].as_str().unwrap().to_string();
-    let (status, own) = app
-        .post(
-            &format!("/leads/{lead_id}/tenants"),
-            Some(&lead_token),
-            &json!({"key": "own", "domains": ["own.com"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{own}");
-    (lead_id, own, lead_token)
 }
 
 both_dbs!(
@@ -244,7 +210,7 @@ both_dbs!(
             &json!({"configKey": "theme", "configValue": {}, "tenantId": other_id}),
         )
         .await;
-        let (lead_id, own, lead_token) = lead_tenant_and_token(&app).await;
+        let (lead_id, own, lead_token) = lead_with_tenant(&app, "own", "own.com").await;
         let every_code: Vec<&str> = tms::auth::ALL_PERMISSIONS.to_vec();
         let wide = scoped_token_with(&lead_id, &every_code);
 

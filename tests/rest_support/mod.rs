@@ -266,6 +266,41 @@ pub async fn create_lead(app: &TestApp, body: &Value) -> String {
         .to_string()
 }
 
+/// A lead of `domain` that signs up (the app answers its key: `LEAD_KEY_IN_RESPONSE=true`),
+/// verifies and onboards its tenant `key` with its lead token: (lead id, tenant, lead token).
+pub async fn lead_with_tenant(app: &TestApp, key: &str, domain: &str) -> (String, Value, String) {
+    let (status, lead) = app
+        .post(
+            "/leads",
+            None,
+            &json!({"firstName": "Ada", "lastName": "L", "email": format!("ada@{domain}"),
+                    "companyName": format!("Company {key}")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{lead}");
+    let lead_id = id_of(&lead);
+    let verify = app
+        .raw(
+            Method::POST,
+            &format!("/leads/{lead_id}/verify"),
+            lead["key"].as_str(),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(verify.status, 200, "{}", verify.text);
+    let token = verify.json()["token"].as_str().unwrap().to_string();
+    let (status, tenant) = app
+        .post(
+            &format!("/leads/{lead_id}/tenants"),
+            Some(&token),
+            &json!({"key": key, "domains": [domain]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{tenant}");
+    (lead_id, tenant, token)
+}
+
 /// Everything the API shows, read with an admin token: every collection in full, tenants with
 /// every relation (so addresses and resources are covered) and leads with their address.
 pub async fn snapshot(app: &TestApp) -> Value {
