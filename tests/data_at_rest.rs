@@ -28,6 +28,11 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// [`Server::start`] with `extra` variables (a PostgreSQL database, say).
+    async fn start_with(data_dir: &Path, extra: &[(&str, &str)]) -> Server {
         let port = common::SmtpSink::free_port().to_string();
         let data = data_dir.display().to_string();
         let child = Command::new("/bin/sh")
@@ -44,6 +49,7 @@ impl Server {
                 ("LOG_LEVEL", "warn"),
                 ("BILLING_INTERVAL", "0"),
             ])
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -150,19 +156,28 @@ fn provisioning_events(data_dir: &Path) -> usize {
 /// with the mode it has.
 fn modes(data_dir: &Path) -> Vec<(String, u32)> {
     let mut paths = vec![
-        data_dir.to_path_buf(),
         data_dir.join("tms.sqlite3"),
         data_dir.join("tms.sqlite3-wal"),
         data_dir.join("tms.sqlite3-shm"),
+    ];
+    paths.extend(common_paths(data_dir));
+    paths
+        .into_iter()
+        .map(|p| (p.display().to_string(), mode(&p)))
+        .collect()
+}
+
+/// The files and directories of the data directory that hold secrets whatever the database:
+/// the directory, the development JWT secret, the event log, the outbox and its mails.
+fn common_paths(data_dir: &Path) -> Vec<PathBuf> {
+    let mut paths = vec![
+        data_dir.to_path_buf(),
         data_dir.join("jwt-secret"),
         data_dir.join("events.jsonl"),
         data_dir.join("outbox"),
     ];
     paths.extend(outbox_files(data_dir));
     paths
-        .into_iter()
-        .map(|p| (p.display().to_string(), mode(&p)))
-        .collect()
 }
 
 /// What every path of [`modes`] must have: 0700 for directories, 0600 for files.
@@ -233,6 +248,40 @@ async fn files_are_owner_only_whatever_the_umask() {
     let server = Server::start(&data_dir).await;
     sign_up_and_provision(&server, "acme").await;
     assert_eq!(modes(&data_dir), owner_only(&data_dir));
+    server.kill();
+}
+
+/// With PostgreSQL the data directory still holds the outbox, the event log and the development
+/// secret: owner-only too.
+#[tokio::test]
+async fn files_are_owner_only_whatever_the_umask_on_postgres() {
+    let test = "data_at_rest::files_are_owner_only_whatever_the_umask_on_postgres";
+    if !common::db_available(common::Db::Postgres, test) {
+        return;
+    }
+    let storage = common::Storage::new(common::Db::Postgres);
+    let (url, schema) = (
+        storage.postgres_app_url().unwrap(),
+        storage.postgres_schema().unwrap(),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let server =
+        Server::start_with(&data_dir, &[("DATABASE_URL", url), ("DB_SCHEMA", schema)]).await;
+    sign_up_and_provision(&server, "acme").await;
+    assert!(
+        !data_dir.join("tms.sqlite3").exists(),
+        "the database is PostgreSQL"
+    );
+    let seen: Vec<(String, u32)> = common_paths(&data_dir)
+        .into_iter()
+        .map(|p| (p.display().to_string(), mode(&p)))
+        .collect();
+    let wanted: Vec<(String, u32)> = seen
+        .iter()
+        .map(|(p, _)| (p.clone(), if Path::new(p).is_dir() { 0o700 } else { 0o600 }))
+        .collect();
+    assert_eq!(seen, wanted);
     server.kill();
 }
 

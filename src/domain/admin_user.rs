@@ -339,12 +339,9 @@ async fn check_shared_realm(
     tenant_id: Uuid,
     realm: &str,
 ) -> Result<(), AdminUserError> {
-    let by_key = Where::cmp(
-        TENANTS.field("key").expect("tenants have a key"),
-        Op::Eq,
-        &json!(realm),
-    )
-    .map_err(|_| AdminUserError::Settings(format!("{realm:?} cannot be a realm")))?;
+    let cannot = || AdminUserError::Settings(format!("{realm:?} cannot be a realm"));
+    let key = TENANTS.field("key").ok_or_else(cannot)?;
+    let by_key = Where::cmp(key, Op::Eq, &json!(realm)).map_err(|_| cannot())?;
     let filter = Filter {
         where_: Some(by_key),
         ..Filter::default()

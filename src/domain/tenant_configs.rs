@@ -18,9 +18,11 @@ pub async fn affected(
     scope: Scope,
 ) -> Result<Vec<Object>, sqlx::Error> {
     let fields = ["configKey", "configValue"]
-        .map(|name| TENANT_CONFIGS.field(name).expect("tenant config fields"));
+        .into_iter()
+        .filter_map(|name| TENANT_CONFIGS.field(name))
+        .collect();
     let filter = Filter {
-        fields: Some(fields.to_vec()),
+        fields: Some(fields),
         ..Filter::default()
     };
     match target {
