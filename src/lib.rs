@@ -7,7 +7,6 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod events;
 pub mod files;
 pub mod http;
@@ -26,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::FromRef;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,36 +32,16 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::JwtKeys;
 use crate::clock::Clock;
 use crate::config::{Config, Environment};
+use crate::domain::Services;
 use crate::kv::Kv;
 use crate::mail::Mailer;
 use crate::store::Db;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub config: Arc<Config>,
-    pub jwt: JwtKeys,
-    /// Expiring keys (lead verification keys) and rate-limit counters.
-    pub kv: Kv,
-    pub mailer: Mailer,
-    /// The admin APIs of Keycloak and Auth0 (tenant admin users).
-    pub idp: idp::IdentityProviders,
-    /// The one clock of the service (a manual one in tests).
-    pub clock: Clock,
-}
-
-impl FromRef<AppState> for JwtKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
-    }
-}
 
 /// A built application: migrated database, bound listener, assembled router.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
-    state: AppState,
+    state: Services,
     /// Where lifecycle events go (`EVENT_SINK`).
     sink: events::sinks::Sink,
     /// No `JWT_SECRET` was configured: the development secret of the data directory is in force.
@@ -85,22 +63,7 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
         files::secure_data(&config);
-        let jwt_secret = resolve_jwt_secret(&config)?;
-        let mailer = Mailer::from_config(&config)?;
-        let db = Db::connect(&config).await?.with_clock(clock.clone());
-        db.migrate().await?;
-        let kv = Kv::connect(&config, &db, clock.clone()).await?;
-        let state = AppState {
-            db,
-            jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer)
-                .with_previous(config.jwt_previous_secret.as_ref())
-                .with_clock(clock.clone()),
-            config: Arc::new(config),
-            kv,
-            mailer,
-            idp: idp::IdentityProviders::new(clock.clone())?,
-            clock,
-        };
+        let (state, dev_secret) = connect_services(config, clock).await?;
         let router = http::router(state.clone());
         let sink = events::sinks::Sink::from_config(
             &state.config,
@@ -112,7 +75,7 @@ impl App {
             router,
             state,
             sink,
-            dev_secret: jwt_secret.generated_for_dev,
+            dev_secret,
         })
     }
 
@@ -126,7 +89,7 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    pub fn state(&self) -> &AppState {
+    pub fn state(&self) -> &Services {
         &self.state
     }
 
@@ -199,7 +162,7 @@ impl App {
                 .spawn_janitor(Duration::from_secs(60), workers.clone()),
             events::spawn_relay(
                 self.state.db.clone(),
-                domain::provisioning::TOPIC,
+                domain::events::TOPIC,
                 self.sink.clone(),
                 workers.clone(),
             ),
@@ -251,16 +214,11 @@ const DEADLINE_SWEEP: Duration = Duration::from_secs(30);
 /// Fails provisioning and offboarding operations that passed their deadline
 /// (`PROVISIONING_TIMEOUT`), every [`DEADLINE_SWEEP`], until `shutdown`.
 fn spawn_deadline_sweeper(
-    state: AppState,
+    services: Services,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let provisioning = domain::provisioning::Provisioning {
-            db: &state.db,
-            kv: &state.kv,
-            mailer: &state.mailer,
-            config: &state.config,
-        };
+        let provisioning = services.provisioning();
         loop {
             if let Err(err) = provisioning.fail_overdue().await {
                 tracing::warn!(error = %err, "failing overdue operations did not work");
@@ -279,49 +237,55 @@ const FIRST_BILLING_RUN: Duration = Duration::from_secs(30);
 
 /// Runs billing (`domain::billing`) shortly after start and then every `BILLING_INTERVAL`, until
 /// `shutdown`; does nothing when the interval is 0.
-fn spawn_billing(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_billing(services: Services, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(interval) = state.config.billing.interval else {
+        let Some(interval) = services.config.billing.interval else {
             return;
         };
         let mut wait = interval.min(FIRST_BILLING_RUN);
-        let lifecycle = domain::provisioning::Provisioning {
-            db: &state.db,
-            kv: &state.kv,
-            mailer: &state.mailer,
-            config: &state.config,
-        };
+        let billing = services.billing_run();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = interval;
-            if let Err(err) = lifecycle.run_billing().await {
+            if let Err(err) = billing.run().await {
                 tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
             }
         }
     })
 }
 
-/// One billing run (`tms billing run`): opens and migrates the database, connects the key
-/// store, runs billing once and closes.
-pub async fn run_billing_once(config: Config) -> anyhow::Result<domain::billing::RunReport> {
-    let clock = Clock::system();
-    files::secure_data(&config);
+/// Opens and migrates the database, connects the key store and builds the rest of the
+/// services on `clock`; also whether the generated development JWT secret is in force.
+async fn connect_services(config: Config, clock: Clock) -> anyhow::Result<(Services, bool)> {
+    let jwt_secret = resolve_jwt_secret(&config)?;
     let mailer = Mailer::from_config(&config)?;
     let db = Db::connect(&config).await?.with_clock(clock.clone());
     db.migrate().await?;
-    let kv = Kv::connect(&config, &db, clock).await?;
-    let report = domain::provisioning::Provisioning {
-        db: &db,
-        kv: &kv,
-        mailer: &mailer,
-        config: &config,
-    }
-    .run_billing()
-    .await;
-    db.close().await;
+    let kv = Kv::connect(&config, &db, clock.clone()).await?;
+    let services = Services {
+        db,
+        jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer)
+            .with_previous(config.jwt_previous_secret.as_ref())
+            .with_clock(clock.clone()),
+        config: Arc::new(config),
+        kv,
+        mailer,
+        idp: idp::IdentityProviders::new(clock.clone())?,
+        clock,
+    };
+    Ok((services, jwt_secret.generated_for_dev))
+}
+
+/// One billing run (`tms billing run`): opens and migrates the database, connects the key
+/// store, runs billing once and closes.
+pub async fn run_billing_once(config: Config) -> anyhow::Result<domain::billing_run::RunReport> {
+    files::secure_data(&config);
+    let (services, _) = connect_services(config, Clock::system()).await?;
+    let report = services.billing_run().run().await;
+    services.db.close().await;
     Ok(report?)
 }
 

@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 pub use super::idp_settings::ProviderKind;
 use super::idp_settings::{self, Author, SettingsError, TenantFacts, TenantSettings};
-use super::provisioning::tenant_with_relations;
-use super::tenant::TenantStatus;
+use super::tenant::{TenantStatus, tenant_with_relations};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use super::webhook::{self, Signed, WebhookError};
 use crate::config::{Config, Isolation};
@@ -188,7 +187,7 @@ impl AdminUsers<'_> {
             last_name: &last_name,
         };
         let auth_id = self.idp.create_admin(&provider, &info, &admin).await?;
-        let system = super::provisioning::system_actor(self.config);
+        let system = super::system_actor(self.config);
         record_spoc(&mut self.db.conn(), &system, tenant_id, &auth_id).await?;
         tracing::info!(tenant = %tenant_id, provider = request.provider.key(),
             "tenant admin user created");

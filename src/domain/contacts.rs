@@ -1,13 +1,13 @@
 //! Rules of a tenant's contacts: a contact's email address is at one of its tenant's domains, on
 //! every write (onboarding, `POST /contacts`, `PUT`, `PATCH`, bulk `PATCH`), as the original
-//! checks it at onboarding.
+//! checks it at onboarding; and the primary contact that mail about a tenant goes to.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::model::{CONTACTS, TENANTS};
 use crate::store::crud::{self, Scope};
-use crate::store::filter::Filter;
+use crate::store::filter::{Filter, Op, Where};
 use crate::store::{Conn, Object};
 
 /// Why a contact write was refused.
@@ -114,6 +114,40 @@ pub async fn affected(
             crud::find(conn, &CONTACTS, &filter, scope).await
         }
     }
+}
+
+/// The primary contact of `tenant` that mail goes to: the oldest primary one, if any.
+pub async fn primary_contact(
+    conn: &mut Conn<'_>,
+    tenant: Uuid,
+) -> Result<Option<Object>, sqlx::Error> {
+    let primary = Filter {
+        where_: Some(Where::And(vec![
+            Where::cmp(
+                CONTACTS.field("tenantId").expect("contacts have a tenant"),
+                Op::Eq,
+                &json!(tenant.to_string()),
+            )
+            .expect("a UUID is a valid tenantId"),
+            Where::cmp(
+                CONTACTS
+                    .field("isPrimary")
+                    .expect("contacts have isPrimary"),
+                Op::Eq,
+                &json!(true),
+            )
+            .expect("true is a boolean"),
+        ])),
+        order: crate::store::filter::parse_filter(&CONTACTS, &json!({"order": "createdOn ASC"}))
+            .map(|f| f.order)
+            .unwrap_or_default(),
+        limit: Some(1),
+        ..Filter::default()
+    };
+    Ok(crud::find(conn, &CONTACTS, &primary, Scope::All)
+        .await?
+        .into_iter()
+        .next())
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::events::{EventType, write_event};
 use super::money::{Currency, MoneyError};
-use super::provisioning::{EventType, tenant_with_relations, write_event};
+use super::tenant::tenant_with_relations;
 use super::validation::{ValidationDetail, missing_property};
 use crate::config::BillingConfig;
 use crate::model::{INVOICE_STATUS, INVOICES};

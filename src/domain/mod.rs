@@ -1,10 +1,14 @@
 //! The rules of the service, free of HTTP and SQL (the store runs the statements): request
 //! validation, the lead funnel, onboarding, contacts, the tenant lifecycle, provisioning and
-//! offboarding; billing as it arrives. Each returns a typed error that the HTTP edge maps to an answer.
+//! offboarding, the event contract, billing and its run, identity providers. Each returns a
+//! typed error that the HTTP edge maps to an answer; [`Services`] is the context they share,
+//! built once.
 
 pub mod admin_user;
 pub mod billing;
+pub mod billing_run;
 pub mod contacts;
+pub mod events;
 pub mod funnel;
 pub mod idp_settings;
 pub mod invoices;
@@ -12,8 +16,24 @@ pub mod money;
 pub mod offboarding;
 pub mod onboarding;
 pub mod provisioning;
+pub mod secrets;
+pub mod services;
 pub mod signature;
 pub mod tenant;
 pub mod tenant_configs;
 pub mod validation;
 pub mod webhook;
+
+pub use services::Services;
+
+use crate::config::Config;
+use crate::store::crud::{Actor, Scope};
+
+/// The actor of tms's own moves (a pipeline's result, a deadline, a billing run):
+/// `SYSTEM_USER_ID`, a UUID as the original's audit columns need.
+pub fn system_actor(config: &Config) -> Actor {
+    Actor {
+        id: config.system_user_id.clone(),
+        scope: Scope::All,
+    }
+}

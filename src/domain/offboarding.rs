@@ -8,15 +8,17 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::events::{EventType, WorkOrder, write_event};
 use super::provisioning::{
-    EventType, Provisioning, ProvisioningError, WorkOrder, isolation_of, tenant_with_relations,
-    write_event,
+    ProvisioningError, deadline_of, default_pipeline, isolation_of, open_operation,
 };
-use super::tenant::{self, LifecycleError, Move, TenantStatus};
+use super::tenant::{self, LifecycleError, Move, TenantStatus, tenant_with_relations};
 use super::validation::{ValidationDetail, not_an_object, unknown_property};
+use crate::config::Config;
+use crate::kv::Kv;
 use crate::store::crud::{Actor, Scope};
 use crate::store::provisioning::{self as record, Operation};
-use crate::store::{Object, Tx};
+use crate::store::{Db, Object, Tx};
 
 /// What a lifecycle call came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,15 @@ pub fn parse_suspension(body: Option<&Value>) -> Result<Option<String>, Provisio
     }
 }
 
-impl Provisioning<'_> {
+/// What offboarding, suspension and reactivation work with.
+#[derive(Clone, Copy)]
+pub struct Offboarding<'a> {
+    pub db: &'a Db,
+    pub kv: &'a Kv,
+    pub config: &'a Config,
+}
+
+impl Offboarding<'_> {
     /// Starts offboarding `tenant_id` (seen through `actor`'s scope): one transaction moves it
     /// from ACTIVE, SUSPENDED or PROVISIONFAILED to DEPROVISIONING, records where it came from
     /// (a failed offboarding goes back there), stores a fresh webhook secret and context, and
@@ -92,24 +102,20 @@ impl Provisioning<'_> {
         };
         let pipeline = match last.as_ref().and_then(|r| r.pipeline.clone()) {
             Some(pipeline) => pipeline,
-            None => self.default_pipeline(&isolation).to_string(),
+            None => default_pipeline(self.config, &isolation).to_string(),
         };
-        let deadline_at = self.deadline(&mut tx);
-        let secret = self
-            .open_operation(
-                &mut tx,
-                record::Start {
-                    tenant_id,
-                    operation: Operation::Deprovision,
-                    subscription: None,
-                    tier: tier.as_deref(),
-                    isolation: Some(&isolation),
-                    pipeline: Some(&pipeline),
-                    resume_status: Some(from.code()),
-                    deadline_at,
-                },
-            )
-            .await?;
+        let deadline_at = deadline_of(self.config, &mut tx);
+        let start = record::Start {
+            tenant_id,
+            operation: Operation::Deprovision,
+            subscription: None,
+            tier: tier.as_deref(),
+            isolation: Some(&isolation),
+            pipeline: Some(&pipeline),
+            resume_status: Some(from.code()),
+            deadline_at,
+        };
+        let secret = open_operation(self.kv, self.config, &mut tx, start).await?;
         let order = WorkOrder {
             subscription: last.and_then(|r| r.subscription).unwrap_or(Value::Null),
             secret: &secret,

@@ -4,114 +4,23 @@
 //! secret is stored, the subscription is kept, and the `TENANT_PROVISIONING` event is written to
 //! the outbox — all of it or none.
 
-use rand::Rng;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::tenant::{self, LifecycleError, Move, TenantStatus};
+use super::contacts::primary_contact;
+use super::events::{EventType, WorkOrder, write_event};
+use super::secrets::{WebhookSecret, forget_secret, store_secret};
+use super::system_actor;
+use super::tenant::{self, LifecycleError, Move, TenantStatus, tenant_with_relations};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use crate::config::{Config, Isolation};
-use crate::events;
-use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
-use crate::model::{CONTACTS, RESOURCES, TENANTS};
+use crate::model::{RESOURCES, TENANTS};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
-use crate::store::filter::{Filter, Include, Op, Where};
+use crate::store::filter::{Filter, Op, Where};
 use crate::store::provisioning::{self as record, Operation};
-use crate::store::values::format_timestamp;
 use crate::store::{Conn, Db, Object, Tx};
-
-/// The outbox topic of the tenant lifecycle events.
-pub const TOPIC: &str = "event";
-
-/// The lifecycle and billing events (`docs/events.md` has their schemas).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    TenantProvisioning,
-    TenantDeprovisioning,
-    TenantSuspended,
-    TenantReactivated,
-    InvoiceIssued,
-    InvoicePaid,
-    InvoiceOverdue,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TenantProvisioning => "TENANT_PROVISIONING",
-            Self::TenantDeprovisioning => "TENANT_DEPROVISIONING",
-            Self::TenantSuspended => "TENANT_SUSPENDED",
-            Self::TenantReactivated => "TENANT_REACTIVATED",
-            Self::InvoiceIssued => "INVOICE_ISSUED",
-            Self::InvoicePaid => "INVOICE_PAID",
-            Self::InvoiceOverdue => "INVOICE_OVERDUE",
-        }
-    }
-}
-
-/// Where the key-value store keeps a tenant's webhook secret and context.
-pub fn secret_key(tenant: Uuid) -> String {
-    format!("webhook-secret:{tenant}")
-}
-
-/// Stores the webhook secret of `tenant` for `ttl`: under tms's key with the work of `tx`, or
-/// (`REDIS_ENTRY_FORMAT=original`) as the original's entry `_kvModel:<tenant>`.
-pub async fn store_secret(
-    kv: &Kv,
-    tx: &mut Tx,
-    format: EntryFormat,
-    tenant: Uuid,
-    secret: &WebhookSecret,
-    ttl: std::time::Duration,
-) -> Result<(), KvError> {
-    match format {
-        EntryFormat::Tms => {
-            let stored = serde_json::to_string(secret).unwrap_or_default();
-            kv.put_in(tx, &secret_key(tenant), &stored, ttl).await
-        }
-        EntryFormat::Original => {
-            kv.original_put(&tenant.to_string(), &original::encode(secret), ttl)
-                .await
-        }
-    }
-}
-
-/// The webhook secret of `tenant`, in either format.
-pub async fn stored_secret(kv: &Kv, tenant: Uuid) -> Result<Option<WebhookSecret>, KvError> {
-    if let Some(text) = kv.get(&secret_key(tenant)).await? {
-        return Ok(serde_json::from_str(&text).ok());
-    }
-    Ok(kv
-        .original_get(&tenant.to_string())
-        .await?
-        .and_then(|bytes| original::decode(&bytes)))
-}
-
-/// Deletes the webhook secret of `tenant` in both formats (tms's with the work of `tx`).
-pub async fn forget_secret(kv: &Kv, tx: &mut Tx, tenant: Uuid) -> Result<(), KvError> {
-    kv.delete_in(tx, &secret_key(tenant)).await?;
-    kv.original_delete(&tenant.to_string()).await
-}
-
-/// The secret and context a provisioning pipeline signs its result with.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WebhookSecret {
-    pub secret: String,
-    pub context: String,
-}
-
-impl WebhookSecret {
-    /// A fresh one: 32 hex characters of secret, a random UUID as context (as the original).
-    pub fn generate() -> Self {
-        let bytes: [u8; 16] = rand::rng().random();
-        Self {
-            secret: hex::encode(bytes),
-            context: Uuid::new_v4().to_string(),
-        }
-    }
-}
 
 /// A validated `SubscriptionDTO`.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +59,6 @@ impl From<super::billing::BillingError> for ProvisioningError {
     fn from(err: super::billing::BillingError) -> Self {
         match err {
             super::billing::BillingError::Database(err) => Self::Database(err),
-            super::billing::BillingError::Provisioning(err) => err,
             other => Self::Billing(Box::new(other)),
         }
     }
@@ -232,7 +140,7 @@ pub fn parse_subscription(body: &Value) -> Result<Subscription, ProvisioningErro
             let pipeline_name = match pipeline {
                 None | Some(Value::Null) => None,
                 Some(name) => match text(Some(name)) {
-                    Some(name) if is_pipeline_name(&name) => Some(name),
+                    Some(name) if crate::events::sinks::is_pipeline_name(&name) => Some(name),
                     _ => {
                         problems.push(ValidationDetail::new(
                             "/plan/metaData/pipelineName",
@@ -269,14 +177,6 @@ fn type_problem(path: &str, expected: &str) -> ValidationDetail {
         format!("must be {expected}"),
         json!({"type": expected}),
     )
-}
-
-/// A pipeline name: what the command sink looks up as `PIPELINE_COMMAND_<NAME>` or a file.
-pub fn is_pipeline_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Silo or pooled, from the plan tier (any case). Provisioning refuses a tier outside the
@@ -330,80 +230,6 @@ pub struct Provisioning<'a> {
     pub config: &'a Config,
 }
 
-/// The tenant `id` as `scope` sees it, with its contacts and address (for events).
-pub async fn tenant_with_relations(
-    conn: &mut Conn<'_>,
-    id: Uuid,
-    scope: Scope,
-) -> Result<Option<Object>, sqlx::Error> {
-    let with = Filter {
-        include: ["contacts", "address"]
-            .iter()
-            .map(|name| Include {
-                relation: TENANTS
-                    .relation(name)
-                    .expect("tenants have these relations"),
-                scope: Filter::default(),
-            })
-            .collect(),
-        ..Filter::default()
-    };
-    crud::find_by_id(conn, &TENANTS, id, &with, scope).await
-}
-
-/// Writes lifecycle event `kind` of `tenant` (its row with relations) with `extra` fields to the
-/// outbox in `tx`, in the tenant's partition. Returns the event id.
-pub async fn write_event(
-    tx: &mut Tx,
-    kind: EventType,
-    tenant: &Object,
-    extra: Map<String, Value>,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::new_v4();
-    let tenant_id = tenant.get("id").and_then(Value::as_str).unwrap_or_default();
-    let mut event = Map::new();
-    event.insert("id".into(), json!(id.to_string()));
-    event.insert("type".into(), json!(kind.as_str()));
-    event.insert(
-        "occurredAt".into(),
-        json!(format_timestamp(&tx.conn().now())),
-    );
-    event.insert("tenant".into(), Value::Object(tenant.clone()));
-    event.extend(extra);
-    events::enqueue_with_id(
-        &mut tx.conn(),
-        id,
-        TOPIC,
-        Some(tenant_id),
-        &Value::Object(event),
-    )
-    .await?;
-    Ok(id)
-}
-
-/// What an event that asks a pipeline for work carries besides the tenant: the subscription,
-/// where the work goes, and the secret and context to sign the result with.
-pub(super) struct WorkOrder<'a> {
-    pub subscription: Value,
-    pub secret: &'a WebhookSecret,
-    pub pipeline: &'a str,
-    pub tier: Option<&'a str>,
-    pub isolation: &'a str,
-}
-
-impl WorkOrder<'_> {
-    pub fn fields(self) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("subscription".into(), self.subscription);
-        fields.insert("secret".into(), json!(self.secret.secret));
-        fields.insert("context".into(), json!(self.secret.context));
-        fields.insert("pipeline".into(), json!(self.pipeline));
-        fields.insert("tier".into(), json!(self.tier));
-        fields.insert("isolation".into(), json!(self.isolation));
-        fields
-    }
-}
-
 impl Provisioning<'_> {
     /// Starts provisioning `tenant` (seen through `actor`'s scope) with `subscription`: one
     /// transaction moves it to PROVISIONING (from PENDINGPROVISION, or PROVISIONFAILED for a
@@ -423,7 +249,7 @@ impl Provisioning<'_> {
         let pipeline = subscription
             .pipeline_name
             .clone()
-            .unwrap_or_else(|| self.default_pipeline(isolation.as_str()).to_string());
+            .unwrap_or_else(|| default_pipeline(self.config, isolation.as_str()).to_string());
         let mut tx = self.db.begin().await?;
         let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, actor.scope)
             .await?
@@ -443,22 +269,18 @@ impl Provisioning<'_> {
             actor,
         )
         .await?;
-        let deadline_at = self.deadline(&mut tx);
-        let secret = self
-            .open_operation(
-                &mut tx,
-                record::Start {
-                    tenant_id,
-                    operation: Operation::Provision,
-                    subscription: Some(&subscription.value),
-                    tier: Some(&subscription.tier),
-                    isolation: Some(isolation.as_str()),
-                    pipeline: Some(&pipeline),
-                    resume_status: None,
-                    deadline_at,
-                },
-            )
-            .await?;
+        let deadline_at = deadline_of(self.config, &mut tx);
+        let start = record::Start {
+            tenant_id,
+            operation: Operation::Provision,
+            subscription: Some(&subscription.value),
+            tier: Some(&subscription.tier),
+            isolation: Some(isolation.as_str()),
+            pipeline: Some(&pipeline),
+            resume_status: None,
+            deadline_at,
+        };
+        let secret = open_operation(self.kv, self.config, &mut tx, start).await?;
         let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, Scope::All)
             .await?
             .ok_or(ProvisioningError::NotFound)?;
@@ -482,41 +304,6 @@ impl Provisioning<'_> {
         Ok(())
     }
 
-    /// `SILOED_PIPELINE` or `POOLED_PIPELINE`.
-    pub(super) fn default_pipeline(&self, isolation: &str) -> &str {
-        if isolation == "silo" {
-            &self.config.siloed_pipeline
-        } else {
-            &self.config.pooled_pipeline
-        }
-    }
-
-    /// When an operation starting now in `tx` times out (`PROVISIONING_TIMEOUT`).
-    pub(super) fn deadline(&self, tx: &mut Tx) -> chrono::DateTime<chrono::Utc> {
-        deadline_of(self.config, tx)
-    }
-
-    /// Records the start of an operation in `tx` and stores a fresh webhook secret and context
-    /// for the pipeline's result, expiring after `WEBHOOK_SECRET_EXPIRY`. Returns the secret.
-    pub(super) async fn open_operation(
-        &self,
-        tx: &mut Tx,
-        start: record::Start<'_>,
-    ) -> Result<WebhookSecret, ProvisioningError> {
-        record::start(&mut tx.conn(), &start).await?;
-        let secret = WebhookSecret::generate();
-        store_secret(
-            self.kv,
-            tx,
-            self.config.redis_entry_format,
-            start.tenant_id,
-            &secret,
-            self.config.webhook_secret_expiry,
-        )
-        .await?;
-        Ok(secret)
-    }
-
     /// Gives every tenant the original left in PROVISIONING (it has no record of tms's) the
     /// deadline of tms's own provisionings, counted from now: its pipeline's result is taken
     /// until then (`domain::webhook`), and then it fails as "timed out" and can be retried.
@@ -525,7 +312,7 @@ impl Provisioning<'_> {
         let orphans = record::unrecorded_provisioning(&mut self.db.conn(), 100).await?;
         for tenant in &orphans {
             let mut tx = self.db.begin().await?;
-            let deadline_at = self.deadline(&mut tx);
+            let deadline_at = deadline_of(self.config, &mut tx);
             record::adopt(&mut tx.conn(), *tenant, deadline_at).await?;
             tx.commit().await?;
             tracing::info!(%tenant, "a provisioning the original started is followed, with a deadline");
@@ -566,6 +353,37 @@ impl Provisioning<'_> {
     }
 }
 
+/// `SILOED_PIPELINE` or `POOLED_PIPELINE`.
+pub(super) fn default_pipeline<'a>(config: &'a Config, isolation: &str) -> &'a str {
+    if isolation == Isolation::Silo.as_str() {
+        &config.siloed_pipeline
+    } else {
+        &config.pooled_pipeline
+    }
+}
+
+/// Records the start of an operation in `tx` and stores a fresh webhook secret and context for
+/// the pipeline's result, expiring after `WEBHOOK_SECRET_EXPIRY`. Returns the secret.
+pub(super) async fn open_operation(
+    kv: &Kv,
+    config: &Config,
+    tx: &mut Tx,
+    start: record::Start<'_>,
+) -> Result<WebhookSecret, ProvisioningError> {
+    record::start(&mut tx.conn(), &start).await?;
+    let secret = WebhookSecret::generate();
+    store_secret(
+        kv,
+        tx,
+        config.redis_entry_format,
+        start.tenant_id,
+        &secret,
+        config.webhook_secret_expiry,
+    )
+    .await?;
+    Ok(secret)
+}
+
 /// When an operation starting now in `tx` times out (`PROVISIONING_TIMEOUT`).
 pub fn deadline_of(config: &Config, tx: &mut Tx) -> chrono::DateTime<chrono::Utc> {
     tx.conn().now()
@@ -577,15 +395,6 @@ pub fn deadline_of(config: &Config, tx: &mut Tx) -> chrono::DateTime<chrono::Utc
 pub enum Outcome<'a> {
     Succeeded,
     Failed(&'a str),
-}
-
-/// The actor of tms's own moves (a pipeline's result, a deadline, a billing run):
-/// `SYSTEM_USER_ID`, a UUID as the original's audit columns need.
-pub fn system_actor(config: &Config) -> Actor {
-    Actor {
-        id: config.system_user_id.clone(),
-        scope: Scope::All,
-    }
 }
 
 /// Ends the running operation of `rec` in `tx`: provisioning moves the tenant to ACTIVE or
@@ -706,40 +515,6 @@ pub async fn retire_resources(
     )
     .await
     .map_err(Into::into)
-}
-
-/// The primary contact of `tenant` that mail goes to: the oldest primary one, if any.
-pub async fn primary_contact(
-    conn: &mut Conn<'_>,
-    tenant: Uuid,
-) -> Result<Option<Object>, sqlx::Error> {
-    let primary = Filter {
-        where_: Some(Where::And(vec![
-            Where::cmp(
-                CONTACTS.field("tenantId").expect("contacts have a tenant"),
-                Op::Eq,
-                &json!(tenant.to_string()),
-            )
-            .expect("a UUID is a valid tenantId"),
-            Where::cmp(
-                CONTACTS
-                    .field("isPrimary")
-                    .expect("contacts have isPrimary"),
-                Op::Eq,
-                &json!(true),
-            )
-            .expect("true is a boolean"),
-        ])),
-        order: crate::store::filter::parse_filter(&CONTACTS, &json!({"order": "createdOn ASC"}))
-            .map(|f| f.order)
-            .unwrap_or_default(),
-        limit: Some(1),
-        ..Filter::default()
-    };
-    Ok(crud::find(conn, &CONTACTS, &primary, Scope::All)
-        .await?
-        .into_iter()
-        .next())
 }
 
 /// Queues the `tenant_welcome` mail to the primary contact of `tenant` (the oldest primary one),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::model::TENANTS;
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
-use crate::store::filter::{Filter, Op, Where};
+use crate::store::filter::{Filter, Include, Op, Where};
 use crate::store::{Conn, Object};
 
 /// A tenant's state; the number is its wire value (`status`).
@@ -157,6 +157,27 @@ fn by_id(id: Uuid) -> Where {
 
 fn status_field() -> &'static crate::model::Field {
     TENANTS.field("status").expect("tenants have a status")
+}
+
+/// The tenant `id` as `scope` sees it, with its contacts and address (for events).
+pub async fn tenant_with_relations(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    scope: Scope,
+) -> Result<Option<Object>, sqlx::Error> {
+    let with = Filter {
+        include: ["contacts", "address"]
+            .iter()
+            .map(|name| Include {
+                relation: TENANTS
+                    .relation(name)
+                    .expect("tenants have these relations"),
+                scope: Filter::default(),
+            })
+            .collect(),
+        ..Filter::default()
+    };
+    crud::find_by_id(conn, &TENANTS, id, &with, scope).await
 }
 
 /// The state of the live tenant `id` (`None` when there is none).

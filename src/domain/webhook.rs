@@ -8,8 +8,10 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::provisioning::{self, Outcome, ProvisionedResource, ProvisioningError, stored_secret};
+use super::provisioning::{self, Outcome, ProvisionedResource, ProvisioningError};
+use super::secrets::{forget_secret, stored_secret};
 use super::signature;
+use super::system_actor;
 use super::tenant::{self, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use crate::config::Config;
@@ -291,7 +293,7 @@ impl Webhook<'_> {
         if report.succeeded && rec.operation == Operation::Provision {
             provisioning::store_resources(
                 &mut tx.conn(),
-                &provisioning::system_actor(self.config),
+                &system_actor(self.config),
                 tenant,
                 &report.resources,
             )
@@ -306,14 +308,10 @@ impl Webhook<'_> {
             .await?;
         }
         if report.succeeded && rec.operation == Operation::Deprovision {
-            provisioning::retire_resources(
-                &mut tx.conn(),
-                &provisioning::system_actor(self.config),
-                tenant,
-            )
-            .await?;
+            provisioning::retire_resources(&mut tx.conn(), &system_actor(self.config), tenant)
+                .await?;
         }
-        provisioning::forget_secret(self.kv, &mut tx, tenant).await?;
+        forget_secret(self.kv, &mut tx, tenant).await?;
         tx.commit().await?;
         tracing::info!(%tenant, operation = rec.operation.as_str(), succeeded = report.succeeded,
             "pipeline result accepted");

@@ -267,7 +267,7 @@ impl CommandSink {
             command.arg("-c").arg(line);
             return Ok(command);
         }
-        if !crate::domain::provisioning::is_pipeline_name(name) {
+        if !is_pipeline_name(name) {
             bail!("{name:?} is not a pipeline name");
         }
         let path = self.dir.join(name);
@@ -429,4 +429,11 @@ impl CommandSink {
         }
         Ok(())
     }
+}
+/// A pipeline name: what the command sink looks up as `PIPELINE_COMMAND_<NAME>` or a file.
+pub fn is_pipeline_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

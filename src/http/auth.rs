@@ -8,7 +8,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{header, request::Parts};
 
 use crate::auth::{JwtKeys, Permission, Principal};
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 /// The bearer token of a request, verified.
 impl<S> FromRequestParts<S> for Principal

@@ -10,16 +10,16 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::AppState;
 use super::auth::Require;
 use super::{Json, Path, money_text};
-use crate::AppState;
 use crate::auth::{self, Permission, Principal};
 use crate::domain::contacts::{self, ContactError};
 use crate::domain::idp_settings::{Author, SettingsError};
 use crate::domain::invoices::Change;
 use crate::domain::tenant_configs;
 use crate::domain::validation::{self, Mode};
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 use crate::http::openapi::{DocumentedRoute, id_parameter, operation, schema_ref};
 use crate::model::{self, Resource};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};

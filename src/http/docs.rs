@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 
-use crate::AppState;
+use super::AppState;
 
 const EXPLORER_JS: &[u8] = include_bytes!("../../assets/explorer/swagger-ui-bundle.js");
 const EXPLORER_CSS: &[u8] = include_bytes!("../../assets/explorer/swagger-ui.css");

@@ -8,13 +8,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::auth::bearer_token;
 use super::{Json, Path};
-use crate::AppState;
 use crate::auth::Principal;
-use crate::domain::funnel::{self, Funnel, FunnelError};
+use crate::domain::funnel::{self, FunnelError};
 use crate::domain::validation;
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 
 /// The public funnel routes (rate limited by the caller).
 pub fn public_router() -> Router<AppState> {
@@ -26,16 +26,6 @@ pub fn public_router() -> Router<AppState> {
             "/leads/{id}/tenants",
             post(tenant_from_lead).fallback(super::authenticated_method_not_allowed),
         )
-}
-
-fn funnel_of(state: &AppState) -> Funnel<'_> {
-    Funnel {
-        db: &state.db,
-        kv: &state.kv,
-        mailer: &state.mailer,
-        jwt: &state.jwt,
-        config: &state.config,
-    }
 }
 
 impl From<FunnelError> for AppError {
@@ -60,7 +50,7 @@ async fn create_lead(
     State(state): State<AppState>,
     Json(body): Json<Value>,
 ) -> AppResult<Json<Value>> {
-    let signed_up = funnel_of(&state).sign_up(&body).await?;
+    let signed_up = state.funnel().sign_up(&body).await?;
     let mut answer = json!({ "id": signed_up.id.to_string() });
     if state.config.lead_key_in_response {
         answer["key"] = json!(signed_up.key);
@@ -76,7 +66,7 @@ async fn verify_lead(
     headers: HeaderMap,
 ) -> AppResult<Json<Value>> {
     let key = bearer_token(&headers)?;
-    let verified = funnel_of(&state).verify(&id, key).await?;
+    let verified = state.funnel().verify(&id, key).await?;
     Ok(Json(
         json!({ "id": verified.id.to_string(), "token": verified.token }),
     ))
@@ -93,7 +83,7 @@ async fn resend_verification(
     Json(body): Json<Value>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let email = validation::email_only(&body).map_err(AppError::Validation)?;
-    funnel_of(&state).resend_link(&email).await?;
+    state.funnel().resend_link(&email).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "message": RESEND_ANSWER })),
@@ -111,7 +101,8 @@ async fn tenant_from_lead(
     // Only the lead's own token gets as far as its body (401 before 415/422, as the original).
     funnel::lead_token_for(&id, principal.lead, &principal.id)?;
     let Json(body) = Json::<Value>::from_request(request, &state).await?;
-    let tenant = funnel_of(&state)
+    let tenant = state
+        .funnel()
         .onboard(&id, principal.lead, &principal.id, &body)
         .await?;
     Ok(Json(Value::Object(tenant)))

@@ -9,11 +9,11 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::Json;
-use crate::AppState;
-use crate::domain::admin_user::{AdminUserError, AdminUsers};
+use crate::domain::admin_user::AdminUserError;
 use crate::domain::webhook::Signed;
-use crate::error::{AppError, AppResult, RETRY_AFTER_SECS};
+use crate::http::error::{AppError, AppResult, RETRY_AFTER_SECS};
 use crate::idp::IdpError;
 
 /// The route (rate limited by the caller).
@@ -58,14 +58,7 @@ async fn create_admin_user(
         signature: header("x-signature"),
         timestamp: header("x-timestamp"),
     };
-    let auth_id = AdminUsers {
-        db: &state.db,
-        kv: &state.kv,
-        idp: &state.idp,
-        config: &state.config,
-    }
-    .create(&signed)
-    .await?;
+    let auth_id = state.admin_users().create(&signed).await?;
     Ok(Json(json!({"authId": auth_id})))
 }
 

@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use uuid::Uuid;
 
+use super::AppState;
 use super::Path;
 use super::auth::Require;
 use super::collections::{actor, parse_id, scope_of};
-use crate::AppState;
 use crate::auth::{CreateInvoice, Permission, Principal, UpdateInvoice, ViewInvoice};
 use crate::domain::billing::BillingError;
 use crate::domain::invoices::{self, Change, InvoiceError, InvoiceStatus};
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 use crate::store::Object;
 use crate::store::crud::Target;
 
@@ -59,7 +59,6 @@ impl From<BillingError> for AppError {
     fn from(err: BillingError) -> Self {
         match err {
             BillingError::Invoice(err) => err.into(),
-            BillingError::Provisioning(err) => err.into(),
             BillingError::Database(err) => err.into(),
         }
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 mod collections;
 mod docs;
+pub mod error;
 mod funnel;
 mod identity;
 mod invoices;
@@ -14,6 +15,9 @@ mod ping;
 mod provisioning;
 pub mod rate_limit;
 pub mod server;
+mod state;
+
+pub use state::AppState;
 
 use std::any::Any;
 use std::time::Duration;
@@ -31,8 +35,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::AppState;
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -256,7 +259,7 @@ fn json_rejection(rejection: JsonRejection) -> AppError {
                 .unwrap_or_else(|| err.body_text())
         )),
         JsonRejection::JsonDataError(err) => {
-            AppError::validation(crate::error::ValidationDetail::new(
+            AppError::validation(crate::http::error::ValidationDetail::new(
                 "",
                 "type",
                 std::error::Error::source(&err)

@@ -13,7 +13,7 @@ use std::ops::Range;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::error::AppResult;
+use crate::http::error::AppResult;
 use crate::model::{FieldType, Resource};
 use crate::store::values::parse_money;
 
@@ -84,7 +84,7 @@ fn number_at(text: &str, path: &[&str]) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::AppError;
+    use crate::http::error::AppError;
     use serde_json::json;
 
     fn read(text: &str, paths: &[&[&str]]) -> AppResult<Value> {

@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::Value;
 
+use super::AppState;
 use super::Json;
 use super::auth::Require;
 use super::collections::scope_of;
-use crate::AppState;
 use crate::auth::CreateTenant;
 use crate::domain::onboarding::{self, OnboardingError};
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 use crate::store::crud::Scope;
 
 pub fn router() -> Router<AppState> {

@@ -6,9 +6,9 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::Json;
-use crate::AppState;
-use crate::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 
 /// Request headers never echoed back by `/ping`.
 const HIDDEN_HEADERS: [&str; 4] = [

@@ -13,17 +13,17 @@ use axum::routing::{get, post};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::Path;
 use super::auth::Require;
 use super::collections::{actor, parse_id, scope_of};
 use super::{Json, OptionalJson, money_text};
-use crate::AppState;
 use crate::auth::{Permission, Principal, ProvisionTenant, UpdateTenant, ViewTenant};
 use crate::domain::offboarding;
-use crate::domain::provisioning::{self, Provisioning, ProvisioningError};
+use crate::domain::provisioning::{self, ProvisioningError};
 use crate::domain::tenant::{self, LifecycleError};
-use crate::domain::webhook::{Signed, Webhook, WebhookError};
-use crate::error::{AppError, AppResult};
+use crate::domain::webhook::{Signed, WebhookError};
+use crate::http::error::{AppError, AppResult};
 use crate::store::provisioning as record;
 use crate::store::values::format_timestamp;
 
@@ -55,15 +55,6 @@ pub fn router() -> Router<AppState> {
 /// The signed callbacks of pipelines (rate limited by the caller).
 pub fn webhook_router() -> Router<AppState> {
     Router::new().route("/webhook", post(webhook))
-}
-
-pub(super) fn provisioning_of(state: &AppState) -> Provisioning<'_> {
-    Provisioning {
-        db: &state.db,
-        kv: &state.kv,
-        mailer: &state.mailer,
-        config: &state.config,
-    }
 }
 
 impl From<LifecycleError> for AppError {
@@ -120,7 +111,8 @@ async fn provision(
     let id = parse_id(&id)?;
     let body = money_text::body(&raw, &[&["plan", "price"]])?;
     let subscription = provisioning::parse_subscription(&body)?;
-    provisioning_of(&state)
+    state
+        .provisioning()
         .provision(id, &subscription, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -134,7 +126,8 @@ async fn deprovision(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
-    provisioning_of(&state)
+    state
+        .offboarding()
         .deprovision(id, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -149,7 +142,8 @@ async fn suspend(
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
     let reason = offboarding::parse_suspension(body.as_ref())?;
-    provisioning_of(&state)
+    state
+        .offboarding()
         .suspend(id, reason.as_deref(), &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -162,7 +156,8 @@ async fn reactivate(
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
     let id = parse_id(&id)?;
-    provisioning_of(&state)
+    state
+        .offboarding()
         .reactivate(id, &actor(&auth.principal))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -181,7 +176,7 @@ async fn provisioning_state(
     }
     let id = parse_id(&id)?;
     let mut conn = state.db.conn();
-    if provisioning::tenant_with_relations(&mut conn, id, scope_of(&principal))
+    if tenant::tenant_with_relations(&mut conn, id, scope_of(&principal))
         .await?
         .is_none()
     {
@@ -221,14 +216,7 @@ async fn webhook(
         signature: header("x-signature"),
         timestamp: header("x-timestamp"),
     };
-    Webhook {
-        db: &state.db,
-        kv: &state.kv,
-        mailer: &state.mailer,
-        config: &state.config,
-    }
-    .accept(&signed)
-    .await?;
+    state.webhook().accept(&signed).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::client_ip::TrustedProxies;
 use crate::clock::Clock;
-use crate::error::AppError;
+use crate::http::error::AppError;
 use crate::kv::Kv;
 
 const WINDOW: Duration = Duration::from_secs(60);

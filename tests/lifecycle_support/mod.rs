@@ -197,10 +197,8 @@ pub async fn provision(app: &TestApp, tenant: &str, body: &Value) -> (StatusCode
 /// A second instance's view of the app's database and key store, on a clock `ahead` seconds
 /// past now, to run the deadline sweeper, billing runs and lifecycle moves at another time.
 pub struct Sweeper {
+    pub services: tms::domain::Services,
     pub db: tms::store::Db,
-    kv: tms::kv::Kv,
-    mailer: tms::mail::Mailer,
-    config: tms::config::Config,
     pub clock: tms::clock::Clock,
 }
 
@@ -225,33 +223,35 @@ impl Sweeper {
         let kv = tms::kv::Kv::connect(&config, &db, clock.clone())
             .await
             .unwrap();
-        let mailer = tms::mail::Mailer::from_config(&config).unwrap();
-        Sweeper {
-            db,
+        let services = tms::domain::Services {
+            db: db.clone(),
             kv,
-            mailer,
-            config,
+            mailer: tms::mail::Mailer::from_config(&config).unwrap(),
+            idp: tms::idp::IdentityProviders::new(clock.clone()).unwrap(),
+            jwt: app.jwt_keys().with_clock(clock.clone()),
+            config: std::sync::Arc::new(config),
+            clock: clock.clone(),
+        };
+        Sweeper {
+            services,
+            db,
             clock,
         }
     }
 
-    pub fn lifecycle(&self) -> tms::domain::provisioning::Provisioning<'_> {
-        tms::domain::provisioning::Provisioning {
-            db: &self.db,
-            kv: &self.kv,
-            mailer: &self.mailer,
-            config: &self.config,
-        }
+    /// Provisioning, offboarding and suspension on this instance.
+    pub fn lifecycle(&self) -> tms::domain::offboarding::Offboarding<'_> {
+        self.services.offboarding()
     }
 
     /// Fails the operations past their deadline; how many.
     pub async fn fail_overdue(&self) -> usize {
-        self.lifecycle().fail_overdue().await.unwrap()
+        self.services.provisioning().fail_overdue().await.unwrap()
     }
 
     /// One billing run at this instance's now.
-    pub async fn run_billing(&self) -> tms::domain::billing::RunReport {
-        self.lifecycle().run_billing().await.unwrap()
+    pub async fn run_billing(&self) -> tms::domain::billing_run::RunReport {
+        self.services.billing_run().run().await.unwrap()
     }
 
     pub async fn close(self) {
