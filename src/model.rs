@@ -120,9 +120,51 @@ impl Resource {
         self.relations.iter().find(|r| r.name == name)
     }
 
-    pub fn id_field(&self) -> &'static Field {
-        self.field("id").expect("every resource has an id")
+    pub fn id_field(&'static self) -> &'static Field {
+        // Every resource's fields begin with the audit fields and `id` (`audited!`).
+        &self.fields[const { ADDRESSES.field_index("id") }]
     }
+
+    /// The position of field `name`, found when the crate compiles (in a `const` block): a name
+    /// the model lacks stops the build. The functions of [`fields`] use it.
+    pub const fn field_index(&'static self, name: &str) -> usize {
+        let mut i = 0;
+        while i < self.fields.len() {
+            if same(self.fields[i].name, name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("the model has no field of that name")
+    }
+
+    /// The position of relation `name`, found when the crate compiles (see
+    /// [`Resource::field_index`]).
+    pub const fn relation_index(&'static self, name: &str) -> usize {
+        let mut i = 0;
+        while i < self.relations.len() {
+            if same(self.relations[i].name, name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("the model has no relation of that name")
+    }
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 macro_rules! audited {
@@ -372,9 +414,71 @@ pub static ALL: [&Resource; 7] = [
     &TENANT_CONFIGS,
 ];
 
+/// The fields and relations the rules name, resolved when the crate compiles: the rules read a
+/// row's field through these, never by a string that could only fail at run time. Each is the
+/// model's own (the same reference a lookup by name gives), so filters built from them compare
+/// equal to parsed ones.
+pub mod fields {
+    use super::*;
+
+    macro_rules! named {
+        ($($(#[$doc:meta])* $fn:ident: $kind:ident $resource:ident . $name:literal;)*) => {$(
+            $(#[$doc])*
+            pub fn $fn() -> &'static named!(@type $kind) {
+                named!(@get $kind $resource $name)
+            }
+        )*};
+        (@type field) => { Field };
+        (@type relation) => { Relation };
+        (@get field $resource:ident $name:literal) => {
+            &$resource.fields[const { $resource.field_index($name) }]
+        };
+        (@get relation $resource:ident $name:literal) => {
+            &$resource.relations[const { $resource.relation_index($name) }]
+        };
+    }
+
+    named! {
+        tenant_status: field TENANTS."status";
+        tenant_key: field TENANTS."key";
+        tenant_lead_id: field TENANTS."leadId";
+        tenant_domains: field TENANTS."domains";
+        tenant_spoc_user_id: field TENANTS."spocUserId";
+        contact_tenant_id: field CONTACTS."tenantId";
+        contact_email: field CONTACTS."email";
+        contact_is_primary: field CONTACTS."isPrimary";
+        contact_created_on: field CONTACTS."createdOn";
+        resource_tenant_id: field RESOURCES."tenantId";
+        resource_external_id: field RESOURCES."externalIdentifier";
+        config_tenant_id: field TENANT_CONFIGS."tenantId";
+        config_key: field TENANT_CONFIGS."configKey";
+        config_value: field TENANT_CONFIGS."configValue";
+        config_modified_on: field TENANT_CONFIGS."modifiedOn";
+        tenant_contacts: relation TENANTS."contacts";
+        tenant_address: relation TENANTS."address";
+        tenant_lead: relation TENANTS."lead";
+        tenant_resources: relation TENANTS."resources";
+        lead_address: relation LEADS."address";
+        config_tenant: relation TENANT_CONFIGS."tenant";
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_fields_are_the_models_own() {
+        assert!(std::ptr::eq(
+            fields::tenant_status(),
+            TENANTS.field("status").unwrap()
+        ));
+        assert!(std::ptr::eq(
+            fields::config_tenant(),
+            TENANT_CONFIGS.relation("tenant").unwrap()
+        ));
+        assert_eq!(INVOICES.id_field().column, "id");
+    }
 
     #[test]
     fn relations_point_at_real_columns() {

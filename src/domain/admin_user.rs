@@ -16,7 +16,7 @@ use super::webhook::{self, Signed, WebhookError};
 use crate::config::{Config, Isolation};
 use crate::idp::{Admin, IdentityProviders, IdpError, Provider, TenantInfo};
 use crate::kv::Kv;
-use crate::model::{TENANT_CONFIGS, TENANTS};
+use crate::model::{TENANT_CONFIGS, TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Filter, Op, Order, Where};
 use crate::store::provisioning as record;
@@ -300,17 +300,20 @@ async fn tenant_settings(
     tenant_id: Uuid,
     provider: ProviderKind,
 ) -> Result<TenantSettings, AdminUserError> {
-    let field = |name: &str| TENANT_CONFIGS.field(name).expect("tenant configs have it");
     let this = Where::And(vec![
-        Where::cmp(field("tenantId"), Op::Eq, &json!(tenant_id.to_string()))
-            .expect("a UUID is a valid tenantId"),
-        Where::cmp(field("configKey"), Op::Eq, &json!(provider.key()))
+        Where::cmp(
+            fields::config_tenant_id(),
+            Op::Eq,
+            &json!(tenant_id.to_string()),
+        )
+        .expect("a UUID is a valid tenantId"),
+        Where::cmp(fields::config_key(), Op::Eq, &json!(provider.key()))
             .expect("a key is a valid configKey"),
     ]);
     let filter = Filter {
         where_: Some(this),
         order: vec![Order {
-            field: field("modifiedOn"),
+            field: fields::config_modified_on(),
             descending: true,
         }],
         limit: Some(1),
@@ -338,9 +341,8 @@ async fn check_shared_realm(
     tenant_id: Uuid,
     realm: &str,
 ) -> Result<(), AdminUserError> {
-    let cannot = || AdminUserError::Settings(format!("{realm:?} cannot be a realm"));
-    let key = TENANTS.field("key").ok_or_else(cannot)?;
-    let by_key = Where::cmp(key, Op::Eq, &json!(realm)).map_err(|_| cannot())?;
+    let by_key = Where::cmp(fields::tenant_key(), Op::Eq, &json!(realm))
+        .map_err(|_| AdminUserError::Settings(format!("{realm:?} cannot be a realm")))?;
     let filter = Filter {
         where_: Some(by_key),
         ..Filter::default()
@@ -374,9 +376,8 @@ async fn record_spoc(
     tenant_id: Uuid,
     auth_id: &str,
 ) -> Result<(), AdminUserError> {
-    let fits = TENANTS
-        .field("spocUserId")
-        .and_then(|f| f.max_len)
+    let fits = fields::tenant_spoc_user_id()
+        .max_len
         .is_none_or(|max| auth_id.chars().count() <= max);
     if !fits {
         return Ok(());

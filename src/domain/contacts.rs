@@ -5,9 +5,9 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::model::{CONTACTS, TENANTS};
+use crate::model::{CONTACTS, TENANTS, fields};
 use crate::store::crud::{self, Scope};
-use crate::store::filter::{Filter, Op, Where};
+use crate::store::filter::{Filter, Op, Order, Where};
 use crate::store::{Conn, Object};
 
 /// Why a contact write was refused.
@@ -96,9 +96,8 @@ pub async fn affected(
     target: crud::Target<'_>,
     scope: Scope,
 ) -> Result<Vec<Object>, sqlx::Error> {
-    let fields = ["email", "tenantId"].map(|name| CONTACTS.field(name).expect("contact fields"));
     let filter = Filter {
-        fields: Some(fields.to_vec()),
+        fields: Some(vec![fields::contact_email(), fields::contact_tenant_id()]),
         ..Filter::default()
     };
     match target {
@@ -124,23 +123,18 @@ pub async fn primary_contact(
     let primary = Filter {
         where_: Some(Where::And(vec![
             Where::cmp(
-                CONTACTS.field("tenantId").expect("contacts have a tenant"),
+                fields::contact_tenant_id(),
                 Op::Eq,
                 &json!(tenant.to_string()),
             )
             .expect("a UUID is a valid tenantId"),
-            Where::cmp(
-                CONTACTS
-                    .field("isPrimary")
-                    .expect("contacts have isPrimary"),
-                Op::Eq,
-                &json!(true),
-            )
-            .expect("true is a boolean"),
+            Where::cmp(fields::contact_is_primary(), Op::Eq, &json!(true))
+                .expect("true is a boolean"),
         ])),
-        order: crate::store::filter::parse_filter(&CONTACTS, &json!({"order": "createdOn ASC"}))
-            .map(|f| f.order)
-            .unwrap_or_default(),
+        order: vec![Order {
+            field: fields::contact_created_on(),
+            descending: false,
+        }],
         limit: Some(1),
         ..Filter::default()
     };

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::kv::original::{self, EntryFormat};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
-use crate::model::{ADDRESSES, LEADS};
+use crate::model::{ADDRESSES, LEADS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Filter, Include};
 use crate::store::{Conn, Db, Object, leads};
@@ -365,7 +365,7 @@ impl Funnel<'_> {
         let mut conn = self.db.conn();
         let with_address = Filter {
             include: vec![Include {
-                relation: LEADS.relation("address").expect("leads have an address"),
+                relation: fields::lead_address(),
                 scope: Filter::default(),
             }],
             ..Filter::default()

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::validation::ValidationDetail;
 use super::validation::{self, check_fields, not_an_object};
-use crate::model::{ADDRESSES, CONTACTS, TENANTS};
+use crate::model::{ADDRESSES, CONTACTS, TENANTS, fields};
 use crate::store::crud::{self, Scope, WriteError};
 use crate::store::filter::{Filter, Include};
 use crate::store::{Db, Object};
@@ -222,30 +222,31 @@ pub async fn onboard(
         json!(onboarding.lead_id.map(|l| l.to_string())),
     );
     tenant.insert("addressId".into(), json!(address_id));
-    let created = crud::create(&mut tx.conn(), &TENANTS, &tenant, actor)
+    let tenant_id = Uuid::new_v4();
+    crud::create_with_id(&mut tx.conn(), &TENANTS, tenant_id, &tenant, actor)
         .await
         .map_err(|err| match err {
             WriteError::Conflict(index) if index.contains("lead_id") => OnboardingError::LeadTaken,
             WriteError::Conflict(_) => OnboardingError::KeyTaken(onboarding.key.clone()),
             other => OnboardingError::Store(other),
         })?;
-    let tenant_id = created
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .expect("a created row has a UUID id");
     let mut contact = onboarding.contact.clone();
     contact.insert("tenantId".into(), json!(tenant_id.to_string()));
     crud::create(&mut tx.conn(), &CONTACTS, &contact, actor).await?;
 
     let with_relations = Filter {
-        include: ["contacts", "resources", "lead", "address"]
-            .iter()
-            .map(|name| Include {
-                relation: TENANTS.relation(name).expect("tenant relations"),
-                scope: Filter::default(),
-            })
-            .collect(),
+        include: [
+            fields::tenant_contacts(),
+            fields::tenant_resources(),
+            fields::tenant_lead(),
+            fields::tenant_address(),
+        ]
+        .into_iter()
+        .map(|relation| Include {
+            relation,
+            scope: Filter::default(),
+        })
+        .collect(),
         ..Filter::default()
     };
     let full = crud::find_by_id(
@@ -256,7 +257,10 @@ pub async fn onboard(
         Scope::All,
     )
     .await?
-    .expect("the tenant was just created");
+    // Created in this transaction a moment ago.
+    .ok_or(OnboardingError::Store(WriteError::Db(
+        sqlx::Error::RowNotFound,
+    )))?;
     tx.commit().await?;
     Ok(full)
 }

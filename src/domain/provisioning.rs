@@ -16,7 +16,7 @@ use super::validation::{ValidationDetail, missing_property, not_an_object, unkno
 use crate::config::{Config, Isolation};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
-use crate::model::{RESOURCES, TENANTS};
+use crate::model::{RESOURCES, TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Filter, Op, Where};
 use crate::store::provisioning::{self as record, Operation};
@@ -451,12 +451,7 @@ pub async fn store_resources(
     tenant: Uuid,
     resources: &[ProvisionedResource],
 ) -> Result<(), ProvisioningError> {
-    let tenant_field = RESOURCES
-        .field("tenantId")
-        .expect("resources have a tenant");
-    let ext_field = RESOURCES
-        .field("externalIdentifier")
-        .expect("resources have an external identifier");
+    let (tenant_field, ext_field) = (fields::resource_tenant_id(), fields::resource_external_id());
     for resource in resources {
         let this = Where::And(vec![
             Where::cmp(tenant_field, Op::Eq, &json!(tenant.to_string()))
@@ -499,9 +494,7 @@ pub async fn retire_resources(
     tenant: Uuid,
 ) -> Result<u64, ProvisioningError> {
     let of_tenant = Where::cmp(
-        RESOURCES
-            .field("tenantId")
-            .expect("resources have a tenant"),
+        fields::resource_tenant_id(),
         Op::Eq,
         &json!(tenant.to_string()),
     )

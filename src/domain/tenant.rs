@@ -9,7 +9,7 @@ use std::fmt;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::TENANTS;
+use crate::model::{TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Filter, Include, Op, Where};
 use crate::store::{Conn, Object};
@@ -156,7 +156,7 @@ fn by_id(id: Uuid) -> Where {
 }
 
 fn status_field() -> &'static crate::model::Field {
-    TENANTS.field("status").expect("tenants have a status")
+    fields::tenant_status()
 }
 
 /// The tenant `id` as `scope` sees it, with its contacts and address (for events).
@@ -166,12 +166,10 @@ pub async fn tenant_with_relations(
     scope: Scope,
 ) -> Result<Option<Object>, sqlx::Error> {
     let with = Filter {
-        include: ["contacts", "address"]
-            .iter()
-            .map(|name| Include {
-                relation: TENANTS
-                    .relation(name)
-                    .expect("tenants have these relations"),
+        include: [fields::tenant_contacts(), fields::tenant_address()]
+            .into_iter()
+            .map(|relation| Include {
+                relation,
                 scope: Filter::default(),
             })
             .collect(),

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::idp_settings::{self, Author, ProviderKind, SettingsError};
 use crate::config::Config;
-use crate::model::TENANT_CONFIGS;
+use crate::model::{TENANT_CONFIGS, fields};
 use crate::store::crud::{self, Scope, Target};
 use crate::store::filter::Filter;
 use crate::store::{Conn, Object};
@@ -17,12 +17,8 @@ pub async fn affected(
     target: Target<'_>,
     scope: Scope,
 ) -> Result<Vec<Object>, sqlx::Error> {
-    let fields = ["configKey", "configValue"]
-        .into_iter()
-        .filter_map(|name| TENANT_CONFIGS.field(name))
-        .collect();
     let filter = Filter {
-        fields: Some(fields),
+        fields: Some(vec![fields::config_key(), fields::config_value()]),
         ..Filter::default()
     };
     match target {

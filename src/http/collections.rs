@@ -562,9 +562,7 @@ async fn tenant_of_config(
     let id = parse_id(&id)?;
     let include = Filter {
         include: vec![filter::Include {
-            relation: model::TENANT_CONFIGS
-                .relation("tenant")
-                .expect("configs belong to a tenant"),
+            relation: model::fields::config_tenant(),
             scope: Filter::default(),
         }],
         ..Filter::default()

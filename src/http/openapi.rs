@@ -104,11 +104,7 @@ fn funnel_schemas() -> Map<String, Value> {
         &model::ADDRESSES,
         &["address", "city", "state", "zip", "country"],
     );
-    let mut domains = field_schema(
-        model::TENANTS
-            .field("domains")
-            .expect("tenants have domains"),
-    );
+    let mut domains = field_schema(model::fields::tenant_domains());
     domains["uniqueItems"] = json!(true);
     domains["items"]["format"] = json!("hostname");
     let tenant = |names: &[&str]| {

@@ -29,7 +29,7 @@ pub fn validated_email_statement(email: &str) -> SelectStatement {
 
 /// Whether a live tenant was onboarded from `lead`.
 pub async fn has_tenant(conn: &mut Conn<'_>, lead: Uuid) -> Result<bool, sqlx::Error> {
-    let lead_id = TENANTS.field("leadId").expect("tenants have a leadId");
+    let lead_id = crate::model::fields::tenant_lead_id();
     let onboarded = Where::cmp(lead_id, Op::Eq, &Value::from(lead.to_string()))
         .expect("a UUID is a valid leadId");
     Ok(crud::count(conn, &TENANTS, Some(&onboarded), Scope::All).await? > 0)
