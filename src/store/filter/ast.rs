@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::{MAX_VALUES, parse_operand};
+use super::MAX_VALUES;
+use super::parse::parse_operand;
 use crate::model::{Field, FieldType, Relation};
 
 /// A filter that cannot be used; the message names the problem.
