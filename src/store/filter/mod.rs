@@ -5,9 +5,11 @@
 
 mod ast;
 mod parse;
+mod query;
 
 pub use ast::{Filter, FilterError, Include, Op, Operand, Order, Where};
 pub use parse::{parse_filter, parse_where};
+pub use query::query_param;
 
 use sea_query::{
     Condition, Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order as SqlOrder, SelectStatement,
@@ -17,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::values::{self, Backend};
 use crate::model::{Field, FieldType, Resource};
-use ast::{Repr, err};
+use ast::Repr;
 
 /// The default cap on the rows of a list and on the related rows per row of an include
 /// (`MAX_LIST_LIMIT`).
@@ -37,161 +39,8 @@ pub const MAX_ORDER: usize = 32;
 /// Largest `skip`/`offset` accepted (what a signed 64-bit parameter holds).
 pub const MAX_SKIP: u64 = i64::MAX as u64;
 
-/// Most bracket-form entries of one parameter, and most segments in one bracket key.
-const MAX_BRACKET_ENTRIES: usize = 4096;
-const MAX_BRACKET_SEGMENTS: usize = 32;
 /// LIKE patterns use this escape character on both databases (PostgreSQL's default).
 const LIKE_ESCAPE: char = '\\';
-
-// ---------------------------------------------------------------------------------------------
-// Query string
-
-/// Reads parameter `name` (`"filter"` or `"where"`) from a raw query string, in JSON form
-/// (`filter={"where":{"status":0}}`, URL-encoded) or in bracket form
-/// (`filter[where][status]=0&filter[limit]=5&filter[order][0]=name%20DESC`, as `qs` parses it).
-/// Returns `None` when the parameter is absent or empty. Bracket values stay strings; the
-/// parsers coerce them to the field types.
-pub fn query_param(raw_query: Option<&str>, name: &str) -> Result<Option<Value>, FilterError> {
-    let Some(raw) = raw_query else {
-        return Ok(None);
-    };
-    let mut json: Option<String> = None;
-    let mut tree: Option<Value> = None;
-    let mut entries = 0usize;
-    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        let Some(rest) = key.strip_prefix(name) else {
-            continue;
-        };
-        if rest.is_empty() {
-            if json.is_some() {
-                return err(format!("{name:?} is given more than once"));
-            }
-            json = Some(value.into_owned());
-            continue;
-        }
-        if !rest.starts_with('[') {
-            continue; // another parameter whose name starts the same
-        }
-        entries += 1;
-        if entries > MAX_BRACKET_ENTRIES {
-            return err(format!(
-                "{name:?} has more than {MAX_BRACKET_ENTRIES} bracket entries"
-            ));
-        }
-        let segments = bracket_segments(rest)
-            .ok_or_else(|| FilterError::new(format!("malformed parameter name {key:?}")))?;
-        let root = tree.get_or_insert_with(|| Value::Object(Map::new()));
-        insert_bracket(root, &segments, value.into_owned())
-            .map_err(|path| FilterError::new(format!("conflicting values for {name}{path}")))?;
-    }
-    match (json, tree) {
-        (Some(_), Some(_)) => err(format!(
-            "{name:?} is given both as JSON and in bracket form"
-        )),
-        (Some(text), None) if text.trim().is_empty() => Ok(None),
-        (Some(text), None) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| FilterError::new(format!("{name:?} is not valid JSON: {e}"))),
-        (None, Some(tree)) => Ok(Some(arrays_from_indices(tree))),
-        (None, None) => Ok(None),
-    }
-}
-
-/// `[where][or][0][name]` → `["where", "or", "0", "name"]`; `None` when malformed.
-fn bracket_segments(mut rest: &str) -> Option<Vec<&str>> {
-    let mut segments = Vec::new();
-    while !rest.is_empty() {
-        let inner = rest.strip_prefix('[')?;
-        let end = inner.find(']')?;
-        let segment = &inner[..end];
-        if segment.contains('[') {
-            return None;
-        }
-        segments.push(segment);
-        if segments.len() > MAX_BRACKET_SEGMENTS {
-            return None;
-        }
-        rest = &inner[end + 1..];
-    }
-    Some(segments)
-}
-
-fn is_index(key: &str) -> bool {
-    key.parse::<usize>().is_ok_and(|i| i.to_string() == key)
-}
-
-/// Sets `segments` of `node` to `value`, qs-style: an empty segment (`[]`) appends, a repeated
-/// leaf turns into a list. Returns the conflicting path on error.
-fn insert_bracket(node: &mut Value, segments: &[&str], value: String) -> Result<(), String> {
-    let Value::Object(map) = node else {
-        return Err(String::new());
-    };
-    let (first, rest) = match segments.split_first() {
-        Some(split) => split,
-        None => return Err(String::new()),
-    };
-    let key = if first.is_empty() {
-        next_index(map).ok_or_else(String::new)?
-    } else {
-        (*first).to_string()
-    };
-    let at = |path: String| format!("[{key}]{path}");
-    if rest.is_empty() {
-        match map.get_mut(&key) {
-            None => {
-                map.insert(key, Value::String(value));
-            }
-            Some(Value::String(previous)) => {
-                let previous = std::mem::take(previous);
-                let mut list = Map::new();
-                list.insert("0".into(), Value::String(previous));
-                list.insert("1".into(), Value::String(value));
-                map.insert(key, Value::Object(list));
-            }
-            Some(Value::Object(list)) if list.keys().all(|k| is_index(k)) => {
-                let index = next_index(list).ok_or_else(|| at(String::new()))?;
-                list.insert(index, Value::String(value));
-            }
-            Some(_) => return Err(at(String::new())),
-        }
-        return Ok(());
-    }
-    let child = map
-        .entry(key.clone())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !child.is_object() {
-        return Err(at(String::new()));
-    }
-    insert_bracket(child, rest, value).map_err(at)
-}
-
-/// The index after the largest one in `map`; `None` when there is none after it.
-fn next_index(map: &Map<String, Value>) -> Option<String> {
-    match map.keys().filter_map(|k| k.parse::<usize>().ok()).max() {
-        None => Some("0".into()),
-        Some(max) => max.checked_add(1).map(|i| i.to_string()),
-    }
-}
-
-/// Objects whose keys are all array indices become arrays (in index order, gaps closed).
-fn arrays_from_indices(v: Value) -> Value {
-    match v {
-        Value::Object(map) if !map.is_empty() && map.keys().all(|k| is_index(k)) => {
-            let mut items: Vec<(usize, Value)> = map
-                .into_iter()
-                .map(|(k, v)| (k.parse().unwrap_or(usize::MAX), arrays_from_indices(v)))
-                .collect();
-            items.sort_by_key(|(i, _)| *i);
-            Value::Array(items.into_iter().map(|(_, v)| v).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, arrays_from_indices(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // SQL
@@ -554,7 +403,10 @@ mod tests {
     }
 
     /// The SQL after `FROM "table"` and the bound values, for both backends.
-    fn render(resource: &'static Resource, filter: &Filter) -> [(String, Vec<SqlValue>); 2] {
+    pub(super) fn render(
+        resource: &'static Resource,
+        filter: &Filter,
+    ) -> [(String, Vec<SqlValue>); 2] {
         [Backend::Postgres, Backend::Sqlite].map(|backend| {
             let mut stmt = select(resource);
             apply(filter, &mut stmt, backend);
@@ -945,205 +797,6 @@ mod tests {
         assert_eq!(lite, r#"WHERE "tenant_id" IN (?) ORDER BY "id" ASC"#);
         assert!(Where::cmp(tenant_id, Op::Eq, &json!("x")).is_err());
         assert!(Where::cmp(tenant_id, Op::Like, &json!("x")).is_err());
-    }
-
-    // --- query string ---------------------------------------------------------------------
-
-    fn qp(raw: &str, name: &str) -> Result<Option<Value>, String> {
-        query_param(Some(raw), name).map_err(|e| e.0)
-    }
-
-    #[test]
-    fn query_param_reads_both_forms() {
-        let cases: Vec<(&str, &str, Option<Value>)> = vec![
-            ("", "filter", None),
-            ("other=1", "filter", None),
-            ("filter=", "filter", None),
-            ("filterx[a]=1", "filter", None),
-            (
-                "filter=%7B%22where%22%3A%7B%22status%22%3A0%7D%7D",
-                "filter",
-                Some(json!({"where": {"status": 0}})),
-            ),
-            (
-                r#"filter={"where":{"name":"a b"}}"#,
-                "filter",
-                Some(json!({"where": {"name": "a b"}})),
-            ),
-            (
-                "filter[where][status]=0&filter[limit]=5",
-                "filter",
-                Some(json!({"where": {"status": "0"}, "limit": "5"})),
-            ),
-            (
-                "filter[where][or][0][key]=a&filter[where][or][1][key]=b",
-                "filter",
-                Some(json!({"where": {"or": [{"key": "a"}, {"key": "b"}]}})),
-            ),
-            (
-                "filter[where][status][inq][0]=0&filter[where][status][inq][1]=1",
-                "filter",
-                Some(json!({"where": {"status": {"inq": ["0", "1"]}}})),
-            ),
-            (
-                "filter[where][status][inq]=0&filter[where][status][inq]=1&filter[where][status][inq]=2",
-                "filter",
-                Some(json!({"where": {"status": {"inq": ["0", "1", "2"]}}})),
-            ),
-            (
-                "filter[order][]=name&filter[order][]=key%20DESC",
-                "filter",
-                Some(json!({"order": ["name", "key DESC"]})),
-            ),
-            (
-                "filter[order][0]=name%20DESC&filter[fields][name]=true&filter[include][0][relation]=contacts",
-                "filter",
-                Some(json!({"order": ["name DESC"], "fields": {"name": "true"},
-                            "include": [{"relation": "contacts"}]})),
-            ),
-            (
-                "filter%5Bwhere%5D%5Bname%5D%5Blike%5D=Ac%25&filter[order]=name+ASC",
-                "filter",
-                Some(json!({"where": {"name": {"like": "Ac%"}}, "order": "name ASC"})),
-            ),
-            (
-                "filter[where][or][10][key]=b&filter[where][or][2][key]=a",
-                "filter",
-                Some(json!({"where": {"or": [{"key": "a"}, {"key": "b"}]}})),
-            ),
-            (
-                "where[status]=1&filter[limit]=2",
-                "where",
-                Some(json!({"status": "1"})),
-            ),
-            (
-                "where=%7B%22key%22%3A%22a%22%7D",
-                "where",
-                Some(json!({"key": "a"})),
-            ),
-        ];
-        for (raw, name, expected) in cases {
-            assert_eq!(qp(raw, name), Ok(expected), "{raw}");
-        }
-        assert_eq!(query_param(None, "filter"), Ok(None));
-    }
-
-    #[test]
-    fn query_param_errors() {
-        let cases = [
-            (
-                "filter={bad",
-                "\"filter\" is not valid JSON: key must be a string at line 1 column 2",
-            ),
-            (
-                "where=nope",
-                "\"where\" is not valid JSON: expected ident at line 1 column 2",
-            ),
-            ("filter={}&filter={}", "\"filter\" is given more than once"),
-            (
-                "filter={}&filter[limit]=1",
-                "\"filter\" is given both as JSON and in bracket form",
-            ),
-            ("filter[where", "malformed parameter name \"filter[where\""),
-            (
-                "filter[where]x=1",
-                "malformed parameter name \"filter[where]x\"",
-            ),
-            (
-                "filter[wh[ere]=1",
-                "malformed parameter name \"filter[wh[ere]\"",
-            ),
-            (
-                "filter[where]=1&filter[where][name]=a",
-                "conflicting values for filter[where]",
-            ),
-            (
-                "filter[where][name]=a&filter[where]=1",
-                "conflicting values for filter[where]",
-            ),
-        ];
-        for (raw, expected) in cases {
-            let name = if raw.starts_with("where") {
-                "where"
-            } else {
-                "filter"
-            };
-            assert_eq!(qp(raw, name), Err(expected.to_string()), "{raw}");
-        }
-        assert_eq!(
-            qp(
-                "filter[order][18446744073709551615]=a&filter[order][]=b",
-                "filter"
-            ),
-            Err("conflicting values for filter[order]".to_string())
-        );
-        assert_eq!(
-            qp(
-                "filter[order][18446744073709551615]=a&filter[order]=b",
-                "filter"
-            ),
-            Err("conflicting values for filter[order]".to_string())
-        );
-        let deep = format!("filter{}=1", "[a]".repeat(MAX_BRACKET_SEGMENTS + 1));
-        assert!(qp(&deep, "filter").is_err());
-        let many: Vec<String> = (0..=MAX_BRACKET_ENTRIES)
-            .map(|i| format!("filter[where][key][inq][{i}]=a"))
-            .collect();
-        assert!(qp(&many.join("&"), "filter").is_err());
-    }
-
-    #[test]
-    fn bracket_form_end_to_end() {
-        let raw = "filter[where][status]=0&filter[where][isValidated]=true&filter[limit]=5\
-                   &filter[skip]=10&filter[order][0]=companyName%20DESC&filter[fields][email]=true\
-                   &filter[where][or][0][email][like]=%25%40acme.com&filter[where][or][1][firstName]=O%27Brien";
-        let v = query_param(Some(raw), "filter").unwrap().unwrap();
-        // LEADS has no status: the error names it.
-        assert_eq!(
-            parse_filter(&LEADS, &v).unwrap_err().0,
-            "unknown field \"status\" in where"
-        );
-        let raw = raw.replace("filter[where][status]=0&", "");
-        let v = query_param(Some(&raw), "filter").unwrap().unwrap();
-        let f = parse_filter(&LEADS, &v).unwrap();
-        assert_eq!((f.limit, f.skip), (Some(5), Some(10)));
-        assert_eq!(f.fields.unwrap()[0].name, "email");
-        let [(pg, pv), (_, lv)] = render(&LEADS, &parse_filter(&LEADS, &v).unwrap());
-        assert_eq!(
-            pg,
-            r#"WHERE "is_validated" = $1 AND ("email" LIKE $2 ESCAPE E'\\' OR "first_name" = $3) ORDER BY "company_name" DESC NULLS FIRST, "id" ASC LIMIT $4 OFFSET $5"#
-        );
-        assert_eq!(pv[0], SqlValue::Bool(Some(true)));
-        assert_eq!(pv[1], SqlValue::String(Some("%@acme.com".into())));
-        assert_eq!(pv[2], SqlValue::String(Some("O'Brien".into())));
-        assert_eq!(pv.len(), lv.len());
-
-        // Enum and inq from strings.
-        let raw = "filter[where][status][inq][0]=0&filter[where][status][inq][1]=ACTIVE&filter[where][status][inq][2]=5";
-        let v = query_param(Some(raw), "filter").unwrap().unwrap();
-        let f = parse_filter(&TENANTS, &v).unwrap();
-        let [(_, pv), _] = render(&TENANTS, &f);
-        assert_eq!(
-            pv,
-            vec![
-                SqlValue::Int(Some(0)),
-                SqlValue::Int(Some(0)),
-                SqlValue::Int(Some(5))
-            ]
-        );
-        // A lone inq value is a one-element list.
-        let v = query_param(Some("where[status][inq]=1"), "where")
-            .unwrap()
-            .unwrap();
-        let w = parse_where(&TENANTS, &v).unwrap();
-        assert!(matches!(&w, Where::Cmp { op: Op::Inq, value, .. } if value.values().len() == 1));
-        // The include scope in bracket form.
-        let raw = "filter[include][0][relation]=contacts&filter[include][0][scope][where][isPrimary]=1\
-                   &filter[include][0][scope][limit]=3";
-        let v = query_param(Some(raw), "filter").unwrap().unwrap();
-        let f = parse_filter(&TENANTS, &v).unwrap();
-        assert_eq!(f.include[0].scope.limit, Some(3));
-        assert!(f.include[0].scope.where_.is_some());
     }
 
     // --- real databases -------------------------------------------------------------------
