@@ -10,6 +10,9 @@ use super::MAX_VALUES;
 use super::parse::parse_operand;
 use crate::model::{Field, FieldType, Relation};
 
+#[cfg(test)]
+mod tests;
+
 /// A filter that cannot be used; the message names the problem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterError(pub String);
