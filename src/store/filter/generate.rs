@@ -1,6 +1,8 @@
 //! Generators of valid filters, for property tests and cross-database comparisons: random
 //! `where` and `filter` JSON for any resource, with values drawn from small sample pools that
-//! mix case, non-ASCII text, quotes, LIKE metacharacters and an injection attempt.
+//! mix case, non-ASCII text, quotes, LIKE metacharacters and an injection attempt. Compiled for
+//! the unit tests and with the `test-support` feature (which the integration tests get through
+//! the crate's dev-dependency on itself), never into the service.
 
 use serde_json::{Map, Value};
 

@@ -4,12 +4,14 @@
 //! SQLite and PostgreSQL. The dialect is described for clients in `docs/filters.md`.
 
 mod ast;
+#[cfg(any(test, feature = "test-support"))]
 mod generate;
 mod parse;
 mod query;
 mod sql;
 
 pub use ast::{Filter, FilterError, Include, Op, Operand, Order, Where};
+#[cfg(any(test, feature = "test-support"))]
 pub use generate::{
     SAMPLE_DOMAINS, SAMPLE_MONEY, SAMPLE_PATTERNS, SAMPLE_TEXTS, SAMPLE_TIMESTAMPS, SAMPLE_UUIDS,
     random_filter, random_where,
