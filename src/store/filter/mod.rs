@@ -2,6 +2,16 @@
 //! bracket form), resolution of every name against the resource model into a typed AST, and
 //! translation into a parameterised sea-query condition and ordering that give the same rows on
 //! SQLite and PostgreSQL. The dialect is described for clients in `docs/filters.md`.
+//!
+//! A request's filter goes through the submodules in this order:
+//! - `query`: the `filter`/`where` parameter of the query string, as JSON or in bracket form;
+//! - `parse`: that JSON resolved against the resource model and checked against the limits
+//!   below, into the types of `ast` (`Filter`, `Where`, `Op`, … and `FilterError`);
+//! - `sql`: those types rendered into sea-query (`condition`, `apply`, `order_window`).
+//!
+//! `generate` makes random valid filters for the tests (unit tests and the `test-support`
+//! feature only). The tests of each submodule are in its `tests.rs` (`parse/tests.rs`, …);
+//! `tests.rs` holds their shared helpers and the tests of the dialect as a whole.
 
 mod ast;
 #[cfg(any(test, feature = "test-support"))]
