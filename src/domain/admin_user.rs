@@ -301,14 +301,9 @@ async fn tenant_settings(
     provider: ProviderKind,
 ) -> Result<TenantSettings, AdminUserError> {
     let this = Where::And(vec![
-        Where::cmp(
-            fields::config_tenant_id(),
-            Op::Eq,
-            &json!(tenant_id.to_string()),
-        )
-        .expect("a UUID is a valid tenantId"),
+        Where::uuid_is(fields::config_tenant_id(), tenant_id),
         Where::cmp(fields::config_key(), Op::Eq, &json!(provider.key()))
-            .expect("a key is a valid configKey"),
+            .map_err(|e| AdminUserError::Settings(e.to_string()))?,
     ]);
     let filter = Filter {
         where_: Some(this),

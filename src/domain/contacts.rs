@@ -2,12 +2,12 @@
 //! every write (onboarding, `POST /contacts`, `PUT`, `PATCH`, bulk `PATCH`), as the original
 //! checks it at onboarding; and the primary contact that mail about a tenant goes to.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{CONTACTS, TENANTS, fields};
 use crate::store::crud::{self, Scope};
-use crate::store::filter::{Filter, Op, Order, Where};
+use crate::store::filter::{Filter, Order, Where};
 use crate::store::{Conn, Object};
 
 /// Why a contact write was refused.
@@ -122,14 +122,8 @@ pub async fn primary_contact(
 ) -> Result<Option<Object>, sqlx::Error> {
     let primary = Filter {
         where_: Some(Where::And(vec![
-            Where::cmp(
-                fields::contact_tenant_id(),
-                Op::Eq,
-                &json!(tenant.to_string()),
-            )
-            .expect("a UUID is a valid tenantId"),
-            Where::cmp(fields::contact_is_primary(), Op::Eq, &json!(true))
-                .expect("true is a boolean"),
+            Where::uuid_is(fields::contact_tenant_id(), tenant),
+            Where::bool_is(fields::contact_is_primary(), true),
         ])),
         order: vec![Order {
             field: fields::contact_created_on(),

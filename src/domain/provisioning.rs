@@ -454,8 +454,7 @@ pub async fn store_resources(
     let (tenant_field, ext_field) = (fields::resource_tenant_id(), fields::resource_external_id());
     for resource in resources {
         let this = Where::And(vec![
-            Where::cmp(tenant_field, Op::Eq, &json!(tenant.to_string()))
-                .expect("a UUID is a valid tenantId"),
+            Where::uuid_is(tenant_field, tenant),
             Where::cmp(ext_field, Op::Eq, &json!(resource.external_identifier))
                 .map_err(|e| ProvisioningError::Invalid(vec![resource_problem(&e.0)]))?,
         ]);
@@ -493,12 +492,7 @@ pub async fn retire_resources(
     actor: &Actor,
     tenant: Uuid,
 ) -> Result<u64, ProvisioningError> {
-    let of_tenant = Where::cmp(
-        fields::resource_tenant_id(),
-        Op::Eq,
-        &json!(tenant.to_string()),
-    )
-    .expect("a UUID is a valid tenantId");
+    let of_tenant = Where::uuid_is(fields::resource_tenant_id(), tenant);
     crud::soft_delete(
         conn,
         &RESOURCES,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::model::{TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
-use crate::store::filter::{Filter, Include, Op, Where};
+use crate::store::filter::{Filter, Include, Where};
 use crate::store::{Conn, Object};
 
 /// A tenant's state; the number is its wire value (`status`).
@@ -150,15 +150,6 @@ impl From<WriteError> for LifecycleError {
     }
 }
 
-fn by_id(id: Uuid) -> Where {
-    Where::cmp(TENANTS.id_field(), Op::Eq, &Value::from(id.to_string()))
-        .expect("a UUID is a valid id")
-}
-
-fn status_field() -> &'static crate::model::Field {
-    fields::tenant_status()
-}
-
 /// The tenant `id` as `scope` sees it, with its contacts and address (for events).
 pub async fn tenant_with_relations(
     conn: &mut Conn<'_>,
@@ -181,7 +172,7 @@ pub async fn tenant_with_relations(
 /// The state of the live tenant `id` (`None` when there is none).
 pub async fn status_of(conn: &mut Conn<'_>, id: Uuid) -> Result<Option<TenantStatus>, sqlx::Error> {
     let filter = Filter {
-        fields: Some(vec![status_field()]),
+        fields: Some(vec![fields::tenant_status()]),
         ..Filter::default()
     };
     let tenant = crud::find_by_id(conn, &TENANTS, id, &filter, Scope::All).await?;
@@ -210,9 +201,8 @@ pub async fn make_move(
         });
     }
     let in_current = Where::And(vec![
-        by_id(id),
-        Where::cmp(status_field(), Op::Eq, &Value::from(current.code()))
-            .expect("a status code is a valid status"),
+        Where::uuid_is(TENANTS.id_field(), id),
+        Where::code_is(fields::tenant_status(), current.code()),
     ]);
     let mut values = extra.clone();
     values.insert("status".into(), Value::from(to.code()));

@@ -285,12 +285,7 @@ pub(super) async fn check_tenant_in_scope(
     };
     let allowed = match tenant.as_str().map(Uuid::parse_str) {
         Some(Ok(id)) => {
-            let this_tenant = filter::Where::cmp(
-                model::TENANTS.id_field(),
-                filter::Op::Eq,
-                &Value::from(id.to_string()),
-            )
-            .expect("a UUID is a valid id");
+            let this_tenant = filter::Where::uuid_is(model::TENANTS.id_field(), id);
             crud::count(
                 &mut state.db.conn(),
                 &model::TENANTS,

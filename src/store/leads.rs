@@ -1,11 +1,10 @@
 //! Lead-specific queries of the funnel (everything generic lives in `crud`).
 
 use sea_query::{Alias, Expr, ExprTrait, Func, Order, Query, SelectStatement};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::crud::{self, Scope};
-use super::filter::{Op, Where};
+use super::filter::Where;
 use super::{Conn, Object};
 use crate::model::{LEADS, TENANTS};
 
@@ -30,8 +29,7 @@ pub fn validated_email_statement(email: &str) -> SelectStatement {
 /// Whether a live tenant was onboarded from `lead`.
 pub async fn has_tenant(conn: &mut Conn<'_>, lead: Uuid) -> Result<bool, sqlx::Error> {
     let lead_id = crate::model::fields::tenant_lead_id();
-    let onboarded = Where::cmp(lead_id, Op::Eq, &Value::from(lead.to_string()))
-        .expect("a UUID is a valid leadId");
+    let onboarded = Where::uuid_is(lead_id, lead);
     Ok(crud::count(conn, &TENANTS, Some(&onboarded), Scope::All).await? > 0)
 }
 

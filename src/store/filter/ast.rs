@@ -191,6 +191,38 @@ impl Where {
         Ok(Where::Cmp { field, op, value })
     }
 
+    /// `field = id`, for a field holding UUIDs (an id, `tenantId`): a UUID always fits, so it
+    /// needs none of the checks of [`Where::cmp`].
+    pub fn uuid_is(field: &'static Field, id: uuid::Uuid) -> Where {
+        debug_assert_eq!(field.ty, FieldType::Uuid, "{}", field.name);
+        Self::equal(field, Value::String(id.hyphenated().to_string()))
+    }
+
+    /// `field = flag`, for a boolean field.
+    pub fn bool_is(field: &'static Field, flag: bool) -> Where {
+        debug_assert_eq!(field.ty, FieldType::Bool, "{}", field.name);
+        Self::equal(field, Value::Bool(flag))
+    }
+
+    /// `field = code`, for an enum field (a status) and one of its codes.
+    pub fn code_is(field: &'static Field, code: i64) -> Where {
+        debug_assert!(
+            matches!(field.ty, FieldType::Enum(names) if (0..names.len() as i64).contains(&code)),
+            "{} = {code}",
+            field.name
+        );
+        Self::equal(field, Value::from(code))
+    }
+
+    /// `field = value` with `value` already in the normalised form of its type.
+    fn equal(field: &'static Field, value: Value) -> Where {
+        Where::Cmp {
+            field,
+            op: Op::Eq,
+            value: Operand(Repr::One(value)),
+        }
+    }
+
     /// Whether this matches every row (an empty `where`).
     pub fn is_empty(&self) -> bool {
         match self {

@@ -37,3 +37,28 @@ fn where_cmp_checks_like_the_parser() {
     assert!(Where::cmp(tenant_id, Op::Eq, &json!("x")).is_err());
     assert!(Where::cmp(tenant_id, Op::Like, &json!("x")).is_err());
 }
+
+#[test]
+fn typed_comparisons_equal_the_parsed_ones() {
+    let id = uuid::Uuid::new_v4();
+    let contact_tenant = CONTACTS.field("tenantId").unwrap();
+    assert_eq!(
+        Where::uuid_is(contact_tenant, id),
+        Where::cmp(
+            contact_tenant,
+            Op::Eq,
+            &json!(id.to_string().to_uppercase())
+        )
+        .unwrap()
+    );
+    let primary = CONTACTS.field("isPrimary").unwrap();
+    assert_eq!(
+        Where::bool_is(primary, true),
+        Where::cmp(primary, Op::Eq, &json!(true)).unwrap()
+    );
+    let status = TENANTS.field("status").unwrap();
+    assert_eq!(
+        Where::code_is(status, 2),
+        Where::cmp(status, Op::Eq, &json!("PROVISIONING")).unwrap()
+    );
+}
