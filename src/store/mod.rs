@@ -8,6 +8,7 @@ pub mod crud;
 pub mod filter;
 pub mod invoices;
 pub mod leads;
+pub mod outbox;
 pub mod provisioning;
 pub mod raw;
 pub mod values;

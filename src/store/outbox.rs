@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::store::{Backend, Conn, Db, Param, RawRow};
+use super::{Backend, Conn, Db, Param, RawRow};
 
 /// Where a row is in its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
