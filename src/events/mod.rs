@@ -1,12 +1,13 @@
 //! Messages that announce business changes — mails now, provisioning and billing events as they
-//! arrive — written to the transactional outbox (`store::outbox`) in the transaction of the
-//! change and delivered afterwards, at least once, by a relay per topic (`relay`). See
-//! `docs/events.md`.
+//! arrive — written to the transactional outbox in the transaction of the change (`outbox`, on
+//! the table `store::outbox`) and delivered afterwards, at least once, by a relay per topic
+//! (`relay`). See `docs/events.md`.
 
+pub mod outbox;
 pub mod relay;
 pub mod sinks;
 
-pub use crate::store::outbox::{
+pub use outbox::{
     Claimed, Entry, State, claim_due, enqueue, enqueue_with_id, get, pending, prune_delivered,
 };
 pub use relay::{

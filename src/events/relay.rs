@@ -18,8 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::outbox::{self, Claimed, millis, to_chrono};
 use crate::store::Db;
-use crate::store::outbox::{self, Claimed, millis, to_chrono};
 use crate::store::values::format_timestamp;
 
 /// Delay before the first retry; each further failure doubles it.

@@ -1,11 +1,7 @@
-//! The outbox table (`docs/events.md`): [`enqueue`] writes a message in the caller's
-//! transaction, so it commits or rolls back with the business change it announces; the relay
-//! (`events::relay`) claims due rows with [`claim_due`], delivers them outside any transaction
-//! and records the outcome with [`mark_delivered`] or [`record_failure`]. Each row belongs to a
-//! *partition* (a tenant's events share one): only the oldest undelivered row of a partition can
-//! be claimed, so one partition's messages are delivered in the order they were written, while
-//! different partitions are delivered side by side. How a row is written and claimed differs per
-//! backend and stays in this module.
+//! The `outbox` table (`docs/events.md`): the messages `events` writes in the caller's
+//! transaction and its relays claim, mark and prune. Each row belongs to a *partition*: only the
+//! oldest undelivered row of a partition can be claimed. How a row is numbered when it is written
+//! and how it is taken when it is claimed differ per backend, and stay in this module.
 
 use std::time::Duration;
 
@@ -13,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Backend, Conn, Db, Param, RawRow};
+use super::{Backend, Conn, Param, RawRow};
 
 /// Where a row is in its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +38,7 @@ impl State {
     }
 }
 
-/// A row claimed by [`claim_due`]: the relay holds it until `locked_until`.
+/// A row taken by [`claim`]: the relay holds it until `locked_until`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
     pub id: Uuid,
@@ -71,29 +67,13 @@ pub struct Entry {
     pub created_on: DateTime<Utc>,
 }
 
-/// Writes a message for `topic` where `conn` runs statements: inside the caller's transaction it
-/// commits or rolls back with the rest of it. Due at once. `partition` orders it after the
-/// undelivered messages of the same partition (a tenant id); `None` puts it in a partition of its
-/// own (no ordering). Returns the message id.
+/// Inserts message `id` of `topic` in `partition` where `conn` runs statements (inside the
+/// caller's transaction it commits or rolls back with the rest of it): pending, due at once.
 pub async fn enqueue(
-    conn: &mut Conn<'_>,
-    topic: &str,
-    partition: Option<&str>,
-    payload: &Value,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::new_v4();
-    enqueue_with_id(conn, id, topic, partition, payload).await?;
-    Ok(id)
-}
-
-/// [`enqueue`] with the row id chosen by the caller (an event's own id, so that consumers see
-/// one id for the event and its delivery).
-#[tracing::instrument(skip_all, err, fields(topic = %topic, %id))]
-pub async fn enqueue_with_id(
     conn: &mut Conn<'_>,
     id: Uuid,
     topic: &str,
-    partition: Option<&str>,
+    partition: &str,
     payload: &Value,
 ) -> Result<(), sqlx::Error> {
     // `seq` numbers the rows in the order they are written: an identity column on PostgreSQL;
@@ -106,7 +86,6 @@ pub async fn enqueue_with_id(
          VALUES ($1, $2, $3, 'pending', $4, 0, $5, $5, \
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox))";
     let now = millis(conn.now());
-    let partition = partition.map_or_else(|| id.to_string(), str::to_string);
     let sql = match conn.backend() {
         Backend::Postgres => INSERT_POSTGRES,
         Backend::Sqlite => INSERT_SQLITE,
@@ -116,7 +95,7 @@ pub async fn enqueue_with_id(
         &[
             Param::Uuid(id),
             Param::Text(topic),
-            Param::Text(&partition),
+            Param::Text(partition),
             Param::Json(payload),
             Param::Instant(now),
         ],
@@ -131,8 +110,8 @@ pub async fn enqueue_with_id(
 /// row is taken `FOR UPDATE SKIP LOCKED`, so relays on many replicas never claim the same row; a
 /// relay that skips a row another holds cannot take the row behind it in that partition either,
 /// since the held row is still undelivered.
-pub async fn claim_due(
-    db: &Db,
+pub async fn claim(
+    conn: &mut Conn<'_>,
     topic: &str,
     now: DateTime<Utc>,
     lease: Duration,
@@ -160,7 +139,6 @@ pub async fn claim_due(
          RETURNING id, payload, attempts";
     let now = millis(now);
     let locked_until = millis(now + to_chrono(lease));
-    let mut conn = db.conn();
     let sql = match conn.backend() {
         Backend::Postgres => CLAIM_POSTGRES,
         Backend::Sqlite => CLAIM_SQLITE,
@@ -188,28 +166,31 @@ pub async fn claim_due(
 }
 
 /// Marks `id` delivered at `now` (unless another relay already did: its time is kept).
-pub async fn mark_delivered(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    db.conn()
-        .raw_execute(
-            "UPDATE outbox SET state = 'delivered', delivered_at = $2, locked_until = NULL, \
-             attempts = attempts + 1 WHERE id = $1 AND delivered_at IS NULL",
-            &[Param::Uuid(id), Param::Instant(millis(now))],
-        )
-        .await?;
+pub async fn mark_delivered(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    conn.raw_execute(
+        "UPDATE outbox SET state = 'delivered', delivered_at = $2, locked_until = NULL, \
+         attempts = attempts + 1 WHERE id = $1 AND delivered_at IS NULL",
+        &[Param::Uuid(id), Param::Instant(millis(now))],
+    )
+    .await?;
     Ok(())
 }
 
-/// Records a failed attempt and the next one — only while this relay still holds the lease it
-/// claimed the row with (else another relay owns the row now and records its own outcome).
-pub async fn record_failure(
-    db: &Db,
+/// Records a failed attempt and the next one — only while the row is still held under the lease
+/// of `claimed` (else another relay owns the row now and records its own outcome). Returns
+/// whether it was.
+pub async fn mark_failed(
+    conn: &mut Conn<'_>,
     claimed: &Claimed,
     attempts: u32,
     error: &str,
     next_attempt_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let changed = db
-        .conn()
+) -> Result<bool, sqlx::Error> {
+    let changed = conn
         .raw_execute(
             "UPDATE outbox SET state = 'failed', attempts = $2, last_error = $3, \
              next_attempt_at = $4, locked_until = NULL \
@@ -223,10 +204,7 @@ pub async fn record_failure(
             ],
         )
         .await?;
-    if changed == 0 {
-        tracing::warn!(id = %claimed.id, "outbox lease lost before the failure was recorded");
-    }
-    Ok(())
+    Ok(changed > 0)
 }
 
 /// The row `id`, or `None`.
