@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod crud;
 pub mod filter;
 pub mod invoices;
+pub mod kv;
 pub mod leads;
 pub mod outbox;
 pub mod provisioning;
