@@ -280,6 +280,11 @@ impl Db {
         }
     }
 
+    /// `postgres` or `sqlite`: which database runs, for logs and the readiness answer.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend().name()
+    }
+
     /// A trivial round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.conn().round_trip().await
