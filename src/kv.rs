@@ -17,7 +17,7 @@ pub mod original;
 
 use crate::clock::Clock;
 use crate::config::{Config, mask_url_password};
-use crate::store::{Conn, Db, Param, Tx};
+use crate::store::{self, Conn, Db, Tx};
 
 /// The longest expiry the store keeps (longer ones are shortened to it), so that every expiry
 /// instant stays a four-digit-year timestamp on SQLite.
@@ -92,7 +92,7 @@ pub enum Kv {
     Redis(RedisKv),
 }
 
-/// The database backend: table `kv_entries`.
+/// The database backend: table `kv_entries` (`store::kv`).
 #[derive(Clone)]
 pub struct DbKv {
     db: Db,
@@ -390,34 +390,6 @@ fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     now + TimeDelta::milliseconds(millis(ttl.min(MAX_TTL)))
 }
 
-// The statements are the same text on both databases; instants are bound as each stores them
-// (timestamptz on PostgreSQL, ISO 8601 text on SQLite). Every expiry is compared against a bound
-// `now` from the application's clock, never the database clock.
-
-const PUT: &str = "INSERT INTO kv_entries (key, value, count, expires_at) VALUES ($1, $2, NULL, $3) \
-     ON CONFLICT (key) DO UPDATE SET value = excluded.value, count = NULL, \
-     expires_at = excluded.expires_at";
-
-const GET: &str = "SELECT COALESCE(value, CAST(count AS TEXT)) AS value FROM kv_entries \
-     WHERE key = $1 AND expires_at > $2";
-
-const TAKE: &str = "DELETE FROM kv_entries WHERE key = $1 AND expires_at > $2 \
-     RETURNING COALESCE(value, CAST(count AS TEXT)) AS value";
-
-const DELETE: &str = "DELETE FROM kv_entries WHERE key = $1";
-
-/// `$2` = the expiry of a new window, `$3` = now. An expired entry (or a plain value) under the
-/// key starts a new window; otherwise the count goes up and the expiry stays.
-const HIT: &str = "INSERT INTO kv_entries (key, value, count, expires_at) VALUES ($1, NULL, 1, $2) \
-     ON CONFLICT (key) DO UPDATE SET value = NULL, \
-     count = CASE WHEN kv_entries.expires_at <= $3 OR kv_entries.count IS NULL THEN 1 \
-                  ELSE kv_entries.count + 1 END, \
-     expires_at = CASE WHEN kv_entries.expires_at <= $3 OR kv_entries.count IS NULL \
-                  THEN excluded.expires_at ELSE kv_entries.expires_at END \
-     RETURNING count, expires_at";
-
-const PURGE: &str = "DELETE FROM kv_entries WHERE expires_at <= $1";
-
 /// The key of the original's entry for `id` (its KV model's name, no `REDIS_KEY_PREFIX`).
 fn original_key(id: &str) -> String {
     format!("_kvModel:{id}")
@@ -439,66 +411,45 @@ impl DbKv {
     /// Stores `key` where `conn` runs statements (the pool, or a transaction).
     async fn put(&self, conn: &mut Conn<'_>, key: &str, value: &str, ttl: Duration) -> Outcome<()> {
         let expires_at = expiry(self.clock.now(), ttl);
-        let key = self.key(key);
-        let params = [
-            Param::Text(&key),
-            Param::Text(value),
-            Param::Instant(expires_at),
-        ];
-        conn.raw_execute(PUT, &params).await?;
-        Ok(())
+        Ok(store::kv::put(conn, &self.key(key), value, expires_at).await?)
     }
 
     async fn get(&self, key: &str) -> Outcome<Option<String>> {
-        let key = self.key(key);
-        let params = [Param::Text(&key), Param::Instant(self.clock.now())];
-        let row = self
-            .db
-            .conn()
-            .raw_fetch_optional(GET, &params, false)
-            .await?;
-        Ok(row.map(|r| r.text("value")).transpose()?.flatten())
+        let now = self.clock.now();
+        Ok(store::kv::get(&mut self.db.conn(), &self.key(key), now).await?)
     }
 
     /// Deletes `key` where `conn` runs statements (the pool, or a transaction whose rollback
     /// brings it back) and returns its value.
     async fn take(&self, conn: &mut Conn<'_>, key: &str) -> Outcome<Option<String>> {
-        let key = self.key(key);
-        let params = [Param::Text(&key), Param::Instant(self.clock.now())];
-        let row = conn.raw_fetch_optional(TAKE, &params, true).await?;
-        Ok(row.map(|r| r.text("value")).transpose()?.flatten())
+        Ok(store::kv::take(conn, &self.key(key), self.clock.now()).await?)
     }
 
     /// Deletes `key` where `conn` runs statements (the pool, or a transaction).
     async fn delete(&self, conn: &mut Conn<'_>, key: &str) -> Outcome<()> {
-        let key = self.key(key);
-        conn.raw_execute(DELETE, &[Param::Text(&key)]).await?;
-        Ok(())
+        Ok(store::kv::delete(conn, &self.key(key)).await?)
     }
 
     async fn hit(&self, key: &str, window: Duration) -> Outcome<Hit> {
         let now = self.clock.now();
-        let key = self.key(key);
-        let params = [
-            Param::Text(&key),
-            Param::Instant(expiry(now, window)),
-            Param::Instant(now),
-        ];
-        let rows = self.db.conn().raw_fetch(HIT, &params, true).await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| Cause::Corrupt("the counter upsert returned no row".into()))?;
-        let count = row.int("count")?;
-        let expires_at = row.required_instant("expires_at")?;
+        let counter = store::kv::hit(
+            &mut self.db.conn(),
+            &self.key(key),
+            expiry(now, window),
+            now,
+        )
+        .await?
+        .ok_or_else(|| Cause::Corrupt("the counter upsert returned no row".into()))?;
         Ok(Hit {
-            count: u64::try_from(count).unwrap_or(0),
-            reset_in: (expires_at - now).to_std().unwrap_or(Duration::ZERO),
+            count: u64::try_from(counter.count).unwrap_or(0),
+            reset_in: (counter.expires_at - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO),
         })
     }
 
     async fn purge_expired(&self) -> Outcome<u64> {
-        let params = [Param::Instant(self.clock.now())];
-        Ok(self.db.conn().raw_execute(PURGE, &params).await?)
+        Ok(store::kv::purge_expired(&mut self.db.conn(), self.clock.now()).await?)
     }
 }
 

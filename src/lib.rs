@@ -128,7 +128,7 @@ impl App {
              events:       {events}\n  \
              admin token:  {token}\n",
             data = self.state.config.data_dir.display(),
-            database = self.state.db.backend().name(),
+            database = self.state.db.backend_name(),
             mail = self.state.mailer.describe_transport(),
             events = self.sink.describe(),
         )))
@@ -143,7 +143,7 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(
             address = %self.local_addr(),
-            database = self.state.db.backend().name(),
+            database = self.state.db.backend_name(),
             keys = self.state.kv.backend_name(),
             mail = %self.state.mailer.describe_transport(),
             events = %self.sink.describe(),

@@ -118,7 +118,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let db = tms::store::Db::connect(&config).await?;
             db.migrate().await?;
             db.close().await;
-            tracing::info!(database = db.backend().name(), "migrations applied");
+            tracing::info!(database = db.backend_name(), "migrations applied");
             Ok(())
         }),
         Command::Billing {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::model::{Field, FieldType, Resource};
 use crate::store::Object;
-use crate::store::values::{self, Backend};
+use crate::store::values;
 
 /// One problem found while validating a request body (an entry of `details`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -210,8 +210,8 @@ pub fn normalise(field: &Field, value: &Value) -> Result<Value, ValidationDetail
         }
         return Ok(Value::Null);
     }
-    // Type: the same conversion the store uses, so a value accepted here always binds.
-    if let Err(problem) = values::to_db(Backend::Sqlite, field, value) {
+    // Type: the store's own rule, so a value accepted here binds on either database.
+    if let Err(problem) = values::fits(field, value) {
         return fail(
             "type",
             format!("{} {problem}", field.name),

@@ -1,6 +1,7 @@
 //! Messages that announce business changes — mails now, provisioning and billing events as they
-//! arrive — written to the transactional outbox in the transaction of the change (`outbox`) and
-//! delivered afterwards, at least once, by a relay per topic (`relay`). See `docs/events.md`.
+//! arrive — written to the transactional outbox in the transaction of the change (`outbox`, on
+//! the table `store::outbox`) and delivered afterwards, at least once, by a relay per topic
+//! (`relay`). See `docs/events.md`.
 
 pub mod outbox;
 pub mod relay;

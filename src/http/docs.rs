@@ -51,7 +51,7 @@ async fn home(State(state): State<AppState>) -> Html<String> {
 "#,
         name = html_escape(&state.config.app_name),
         version = env!("CARGO_PKG_VERSION"),
-        database = state.db.backend().name(),
+        database = state.db.backend_name(),
     ))
 }
 

@@ -53,7 +53,7 @@ async fn ready(State(state): State<AppState>) -> AppResult<Json<Value>> {
     match state.db.ping().await {
         Ok(()) => Ok(Json(json!({
             "status": "ok",
-            "database": state.db.backend().name(),
+            "database": state.db.backend_name(),
         }))),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");

@@ -7,7 +7,9 @@ pub mod adopt;
 pub mod crud;
 pub mod filter;
 pub mod invoices;
+pub mod kv;
 pub mod leads;
+pub mod outbox;
 pub mod provisioning;
 pub mod raw;
 pub mod values;
@@ -276,6 +278,11 @@ impl Db {
             Pool::Postgres(_) => Backend::Postgres,
             Pool::Sqlite(_) => Backend::Sqlite,
         }
+    }
+
+    /// `postgres` or `sqlite`: which database runs, for logs and the readiness answer.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend().name()
     }
 
     /// A trivial round trip, for readiness.

@@ -163,51 +163,40 @@ pub fn money_to_json(d: Decimal) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A wire value of `field`, already validated for its type, as the value to bind for `backend`.
-/// Returns a message (without the field name) when the value does not fit the type.
-pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, String> {
-    use Backend::*;
+/// A wire value of a field read as the field's type, before it takes either database's form.
+enum Typed<'a> {
+    Uuid(Uuid),
+    Text(&'a str),
+    Bool(bool),
+    Enum(i32),
+    Timestamp(DateTime<Utc>),
+    Money(Decimal),
+    Json(&'a Value),
+    TextArray(Vec<String>),
+}
+
+/// `v` read as a value of `field`'s type (`None` for null), or a message (without the field
+/// name) saying why it is not one. The rule is the same for both databases.
+fn typed<'a>(field: &Field, v: &'a Value) -> Result<Option<Typed<'a>>, String> {
     if v.is_null() {
-        return Ok(null_of(backend, field.ty));
+        return Ok(None);
     }
-    Ok(match field.ty {
+    Ok(Some(match field.ty {
         FieldType::Uuid => {
             let s = v.as_str().ok_or("must be a UUID string")?;
-            let id = Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a UUID"))?;
-            match backend {
-                Postgres => SqlValue::Uuid(Some(id)),
-                Sqlite => SqlValue::String(Some(id.hyphenated().to_string())),
-            }
+            Typed::Uuid(Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a UUID"))?)
         }
-        FieldType::Text => {
-            SqlValue::String(Some(v.as_str().ok_or("must be a string")?.to_string()))
-        }
-        FieldType::Bool => SqlValue::Bool(Some(v.as_bool().ok_or("must be a boolean")?)),
-        FieldType::Enum(names) => SqlValue::Int(Some(enum_value(names, v)?)),
+        FieldType::Text => Typed::Text(v.as_str().ok_or("must be a string")?),
+        FieldType::Bool => Typed::Bool(v.as_bool().ok_or("must be a boolean")?),
+        FieldType::Enum(names) => Typed::Enum(enum_value(names, v)?),
         FieldType::Timestamp => {
             let s = v.as_str().ok_or("must be an ISO 8601 date-time string")?;
-            let t = check_timestamp(s).map_err(|problem| format!("{s:?} {problem}"))?;
-            match backend {
-                Postgres => SqlValue::ChronoDateTimeUtc(Some(t)),
-                Sqlite => SqlValue::String(Some(format_timestamp(&t))),
-            }
+            Typed::Timestamp(check_timestamp(s).map_err(|problem| format!("{s:?} {problem}"))?)
         }
-        FieldType::Money => {
-            let d = parse_money(v)?;
-            match backend {
-                Postgres => SqlValue::Decimal(Some(d)),
-                Sqlite => SqlValue::BigInt(Some(
-                    i64::try_from(d * Decimal::from(10_000)).map_err(|_| "is too large")?,
-                )),
-            }
-        }
-        FieldType::Json => match backend {
-            Postgres => SqlValue::Json(Some(Box::new(v.clone()))),
-            Sqlite => SqlValue::String(Some(v.to_string())),
-        },
-        FieldType::TextArray => {
-            let items = v
-                .as_array()
+        FieldType::Money => Typed::Money(parse_money(v)?),
+        FieldType::Json => Typed::Json(v),
+        FieldType::TextArray => Typed::TextArray(
+            v.as_array()
                 .ok_or("must be an array of strings")?
                 .iter()
                 .map(|i| {
@@ -215,20 +204,51 @@ pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, Str
                         .map(str::to_string)
                         .ok_or("must be an array of strings")
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            match backend {
-                Postgres => SqlValue::Array(
-                    sea_query::ArrayType::String,
-                    Some(Box::new(
-                        items
-                            .into_iter()
-                            .map(|s| SqlValue::String(Some(s)))
-                            .collect(),
-                    )),
-                ),
-                Sqlite => SqlValue::String(Some(Value::from(items).to_string())),
-            }
-        }
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    }))
+}
+
+/// Whether the wire value `v` fits the type of `field` — the rule [`to_db`] applies before it
+/// picks a database's form, and the same on both databases: a value that fits binds on either.
+/// Null fits (whether a field may be null is not a matter of its type). `Err` says why the
+/// value does not fit, without the field name.
+pub fn fits(field: &Field, v: &Value) -> Result<(), String> {
+    typed(field, v).map(drop)
+}
+
+/// A wire value of `field`, already validated for its type, as the value to bind for `backend`.
+/// Returns a message (without the field name) when the value does not fit the type ([`fits`]).
+pub fn to_db(backend: Backend, field: &Field, v: &Value) -> Result<SqlValue, String> {
+    use Backend::*;
+    let Some(typed) = typed(field, v)? else {
+        return Ok(null_of(backend, field.ty));
+    };
+    Ok(match (typed, backend) {
+        (Typed::Uuid(id), Postgres) => SqlValue::Uuid(Some(id)),
+        (Typed::Uuid(id), Sqlite) => SqlValue::String(Some(id.hyphenated().to_string())),
+        (Typed::Text(s), _) => SqlValue::String(Some(s.to_string())),
+        (Typed::Bool(b), _) => SqlValue::Bool(Some(b)),
+        (Typed::Enum(i), _) => SqlValue::Int(Some(i)),
+        (Typed::Timestamp(t), Postgres) => SqlValue::ChronoDateTimeUtc(Some(t)),
+        (Typed::Timestamp(t), Sqlite) => SqlValue::String(Some(format_timestamp(&t))),
+        (Typed::Money(d), Postgres) => SqlValue::Decimal(Some(d)),
+        // `parse_money` keeps amounts within `MONEY_MAX` ten-thousandths, well inside an i64.
+        (Typed::Money(d), Sqlite) => SqlValue::BigInt(Some(
+            i64::try_from(d * Decimal::from(10_000)).map_err(|_| "is too large")?,
+        )),
+        (Typed::Json(v), Postgres) => SqlValue::Json(Some(Box::new(v.clone()))),
+        (Typed::Json(v), Sqlite) => SqlValue::String(Some(v.to_string())),
+        (Typed::TextArray(items), Postgres) => SqlValue::Array(
+            sea_query::ArrayType::String,
+            Some(Box::new(
+                items
+                    .into_iter()
+                    .map(|s| SqlValue::String(Some(s)))
+                    .collect(),
+            )),
+        ),
+        (Typed::TextArray(items), Sqlite) => SqlValue::String(Some(Value::from(items).to_string())),
     })
 }
 
@@ -433,6 +453,53 @@ mod tests {
         assert!(parse_money(&json!(true)).is_err());
         assert_eq!(money_to_json(Decimal::new(995_000, 4)), json!(99.5));
         assert_eq!(money_to_json(Decimal::new(1_000_000, 4)), json!(100));
+    }
+
+    #[test]
+    fn a_value_fits_on_both_databases_or_on_neither() {
+        let samples = [
+            json!(null),
+            json!(true),
+            json!(0),
+            json!(1),
+            json!(-1),
+            json!(2.5),
+            json!(1.23456),
+            json!("1"),
+            json!("paid"),
+            json!("text"),
+            json!(""),
+            json!("3ef767d9-850c-5871-9a3b-cac38e100243"),
+            json!("2026-01-02T03:04:05Z"),
+            json!("2026-01-02"),
+            json!("10000-01-01T00:00:00Z"),
+            json!("99999999999.9999"),
+            json!("1e20"),
+            json!(["a.com", "b.com"]),
+            json!(["a.com", 1]),
+            json!([]),
+            json!({"a": 1}),
+        ];
+        for resource in crate::model::ALL {
+            for field in resource.fields {
+                for v in &samples {
+                    let rule = fits(field, v);
+                    for backend in [Backend::Postgres, Backend::Sqlite] {
+                        assert_eq!(
+                            to_db(backend, field, v).map(drop),
+                            rule,
+                            "{}.{} = {v} on {}",
+                            resource.path,
+                            field.name,
+                            backend.name()
+                        );
+                    }
+                }
+            }
+        }
+        let amount = crate::model::INVOICES.field("amount").unwrap();
+        assert_eq!(fits(amount, &json!("12.50")), Ok(()));
+        assert_eq!(fits(amount, &json!("1e20")), Err("is too large".into()));
     }
 
     #[test]
