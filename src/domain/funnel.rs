@@ -16,7 +16,7 @@ use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
 use crate::model::{ADDRESSES, LEADS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
-use crate::store::filter::{Filter, Include};
+use crate::store::filter::Filter;
 use crate::store::{Conn, Db, Object, leads};
 
 /// What the funnel works with.
@@ -363,13 +363,7 @@ impl Funnel<'_> {
     ) -> Result<Object, FunnelError> {
         let lead_id = lead_token_for(id, token_lead, caller)?;
         let mut conn = self.db.conn();
-        let with_address = Filter {
-            include: vec![Include {
-                relation: fields::lead_address(),
-                scope: Filter::default(),
-            }],
-            ..Filter::default()
-        };
+        let with_address = Filter::including(&[fields::lead_address()]);
         let lead = crud::find_by_id(&mut conn, &LEADS, lead_id, &with_address, Scope::All)
             .await?
             .ok_or(FunnelError::Unauthorized)?;

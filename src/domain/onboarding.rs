@@ -10,7 +10,7 @@ use super::validation::ValidationDetail;
 use super::validation::{self, check_fields, not_an_object};
 use crate::model::{ADDRESSES, CONTACTS, TENANTS, fields};
 use crate::store::crud::{self, Scope, WriteError};
-use crate::store::filter::{Filter, Include};
+use crate::store::filter::Filter;
 use crate::store::{Db, Object};
 
 /// The address parts of an onboarding body (`address`, `city`, `state`, `zip`, `country`).
@@ -234,21 +234,12 @@ pub async fn onboard(
     contact.insert("tenantId".into(), json!(tenant_id.to_string()));
     crud::create(&mut tx.conn(), &CONTACTS, &contact, actor).await?;
 
-    let with_relations = Filter {
-        include: [
-            fields::tenant_contacts(),
-            fields::tenant_resources(),
-            fields::tenant_lead(),
-            fields::tenant_address(),
-        ]
-        .into_iter()
-        .map(|relation| Include {
-            relation,
-            scope: Filter::default(),
-        })
-        .collect(),
-        ..Filter::default()
-    };
+    let with_relations = Filter::including(&[
+        fields::tenant_contacts(),
+        fields::tenant_resources(),
+        fields::tenant_lead(),
+        fields::tenant_address(),
+    ]);
     let full = crud::find_by_id(
         &mut tx.conn(),
         &TENANTS,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::model::{TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
-use crate::store::filter::{Filter, Include, Where};
+use crate::store::filter::{Filter, Where};
 use crate::store::{Conn, Object};
 
 /// A tenant's state; the number is its wire value (`status`).
@@ -156,16 +156,7 @@ pub async fn tenant_with_relations(
     id: Uuid,
     scope: Scope,
 ) -> Result<Option<Object>, sqlx::Error> {
-    let with = Filter {
-        include: [fields::tenant_contacts(), fields::tenant_address()]
-            .into_iter()
-            .map(|relation| Include {
-                relation,
-                scope: Filter::default(),
-            })
-            .collect(),
-        ..Filter::default()
-    };
+    let with = Filter::including(&[fields::tenant_contacts(), fields::tenant_address()]);
     crud::find_by_id(conn, &TENANTS, id, &with, scope).await
 }
 

@@ -555,13 +555,7 @@ async fn tenant_of_config(
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let include = Filter {
-        include: vec![filter::Include {
-            relation: model::fields::config_tenant(),
-            scope: Filter::default(),
-        }],
-        ..Filter::default()
-    };
+    let include = Filter::including(&[model::fields::config_tenant()]);
     let scope = scope_of(&auth.principal);
     let config = crud::find_by_id(
         &mut state.db.conn(),

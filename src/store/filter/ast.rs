@@ -274,6 +274,21 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Every row and field, with `relations` included whole: how the rules read a row with the
+    /// rows around it.
+    pub fn including(relations: &[&'static Relation]) -> Self {
+        Filter {
+            include: relations
+                .iter()
+                .map(|relation| Include {
+                    relation,
+                    scope: Filter::default(),
+                })
+                .collect(),
+            ..Filter::default()
+        }
+    }
+
     /// This filter with its `limit`, and the `limit` of every included relation's scope, at most
     /// `max`: a list answers at most `max` rows, and at most `max` related rows per row and
     /// relation, whatever the filter asks (`MAX_LIST_LIMIT`).
