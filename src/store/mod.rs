@@ -217,11 +217,13 @@ impl Db {
         &self.pool
     }
 
-    /// Applies the embedded migrations (idempotent; safe with many replicas on PostgreSQL,
-    /// which takes an advisory lock). On PostgreSQL it connects on its own, outside the pool, so
-    /// that an unreachable server fails at once naming its address and the cause (the pool would
-    /// retry a refused connection until its acquire timeout); on that connection it creates the
-    /// schema named on the search_path (`DB_SCHEMA`) and runs the migrations.
+    /// Applies the embedded migrations (idempotent). On PostgreSQL it connects on its own,
+    /// outside the pool, so that an unreachable server fails at once naming its address and the
+    /// cause (the pool would retry a refused connection until its acquire timeout); on that
+    /// connection it takes the schema's migration lock (a session advisory lock, so replicas
+    /// started together, even on a fresh database, migrate one after the other and the later
+    /// ones find the work done), creates the schema named on the search_path (`DB_SCHEMA`) and
+    /// runs the migrations.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.pool {
             Pool::Postgres(pool) => {
@@ -240,37 +242,67 @@ impl Db {
                 let schema: String = sqlx::query_scalar("SELECT current_setting('search_path')")
                     .fetch_one(&mut conn)
                     .await?;
-                let schema = schema.trim_matches('"');
+                let schema = schema.trim_matches('"').to_string();
                 anyhow::ensure!(
-                    crate::config::is_identifier(schema),
+                    crate::config::is_identifier(&schema),
                     "unexpected search_path {schema:?}"
                 );
-                conn.execute(AssertSqlSafe(format!(
-                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-                )))
-                .await
-                .with_context(|| format!("cannot create schema {schema}"))?;
-                match adopt::inspect(&mut conn).await? {
-                    adopt::Found::Empty => {}
-                    adopt::Found::Tms => {
-                        adopt::check_system_user(&mut conn, &self.system_user_id).await?
-                    }
-                    adopt::Found::Original => {
-                        adopt::adopt(&mut conn, &POSTGRES_MIGRATIONS, &self.system_user_id).await?
-                    }
-                    adopt::Found::Unknown(tables) => anyhow::bail!(
-                        "schema {schema} is neither empty, nor tms's, nor the original's: it \
-                         holds {} (DB_SCHEMA names the schema to use)",
-                        tables.join(", ")
-                    ),
-                }
-                let applied = POSTGRES_MIGRATIONS.run(&mut conn).await;
+                // Replicas started together on a fresh database would race in
+                // `CREATE SCHEMA IF NOT EXISTS` (PostgreSQL checks, then inserts): one at a time.
+                sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+                    .bind(MIGRATION_LOCK_CLASS)
+                    .bind(&schema)
+                    .execute(&mut conn)
+                    .await
+                    .with_context(|| format!("cannot lock schema {schema} for migration"))?;
+                let migrated = self.migrate_locked(&mut conn, &schema).await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+                    .bind(MIGRATION_LOCK_CLASS)
+                    .bind(&schema)
+                    .execute(&mut conn)
+                    .await;
                 let _ = conn.close().await;
-                applied
+                migrated
             }
-            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS
+                .run(pool)
+                .await
+                .context("database migration failed"),
         }
-        .context("database migration failed")
+    }
+
+    /// Creates `schema` when missing, takes over the original's or checks tms's own, and runs
+    /// the migrations, on `conn`, which holds the schema's migration lock.
+    async fn migrate_locked(&self, conn: &mut PgConnection, schema: &str) -> anyhow::Result<()> {
+        let created = conn
+            .execute(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .await;
+        match created {
+            Ok(_) => {}
+            // Created meanwhile by a process that does not take the lock (an older version).
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot create schema {schema}"));
+            }
+        }
+        match adopt::inspect(conn).await? {
+            adopt::Found::Empty => {}
+            adopt::Found::Tms => adopt::check_system_user(conn, &self.system_user_id).await?,
+            adopt::Found::Original => {
+                adopt::adopt(conn, &POSTGRES_MIGRATIONS, &self.system_user_id).await?
+            }
+            adopt::Found::Unknown(tables) => anyhow::bail!(
+                "schema {schema} is neither empty, nor tms's, nor the original's: it holds {} \
+                 (DB_SCHEMA names the schema to use)",
+                tables.join(", ")
+            ),
+        }
+        POSTGRES_MIGRATIONS
+            .run(conn)
+            .await
+            .context("database migration failed")
     }
 
     pub fn backend(&self) -> Backend {
@@ -326,6 +358,12 @@ impl Db {
         })
     }
 }
+
+/// The first key of the session advisory lock that serialises the migrations of one schema (the
+/// second is the schema's name, hashed), so replicas started together on a fresh database
+/// migrate one after the other. Advisory locks with two keys never meet those with one (sqlx's
+/// own migration lock, the take-over's).
+const MIGRATION_LOCK_CLASS: i32 = 0x746d_736d; // "tmsm"
 
 /// How long start-up waits for PostgreSQL to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
