@@ -2,7 +2,8 @@
 //! (built by the same functions) are explained on an empty migrated database. On PostgreSQL the
 //! plan is the *generic* one of a prepared statement (what a pooled connection runs after a few
 //! executions) with sequential scans disabled, so a condition that cannot be matched to a partial
-//! index shows as a scan of another index or of the table.
+//! index shows as a scan of another index or of the table. The outbox's claim reads the heads'
+//! index on both.
 
 mod common;
 
@@ -182,6 +183,28 @@ async fn postgres_raw_plan(conn: &mut sqlx::PgConnection, name: &str, sql: &str)
     lines.join("\n")
 }
 
+/// The index the relay's claim reads: only the heads of the partitions (`tests/outbox_claim.rs`
+/// checks it with a backlog).
+const CLAIM_INDEX: &str = "outbox_head_idx";
+
+/// The plan PostgreSQL would use for the relay's claim (topic, now, the lease's end) as a
+/// prepared statement run many times.
+async fn postgres_claim_plan(conn: &mut sqlx::PgConnection) -> String {
+    conn.execute(AssertSqlSafe(format!(
+        "PREPARE plan_outbox_claim AS {}",
+        store::outbox::CLAIM_POSTGRES
+    )))
+    .await
+    .expect("cannot prepare the outbox claim");
+    let lines: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN EXECUTE plan_outbox_claim('event', now(), now() + interval '2 minutes')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("cannot explain the outbox claim");
+    lines.join("\n")
+}
+
 /// The plan PostgreSQL would use for `stmt` as a prepared statement run many times.
 async fn postgres_plan(
     conn: &mut sqlx::PgConnection,
@@ -247,6 +270,10 @@ async fn check_plans(kind: Db, test: &str) {
                     wrong.push(format!("{what}: expected {index}\n{plan}"));
                 }
             }
+            let plan = postgres_claim_plan(&mut conn).await;
+            if !plan.contains(CLAIM_INDEX) || plan.contains("Seq Scan") || plan.contains("Sort") {
+                wrong.push(format!("outbox claim: expected {CLAIM_INDEX}\n{plan}"));
+            }
         }
         store::Pool::Sqlite(pool) => {
             for (what, sql, index) in RAW_QUERIES {
@@ -261,6 +288,21 @@ async fn check_plans(kind: Db, test: &str) {
                 if !plan.contains(index) || plan.contains("TEMP B-TREE") {
                     wrong.push(format!("{what}: expected {index}\n{plan}"));
                 }
+            }
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {}",
+                store::outbox::CLAIM_SQLITE
+            )))
+            .bind("event")
+            .bind("2026-11-30T00:00:00.000Z")
+            .bind("2026-11-30T00:02:00.000Z")
+            .fetch_all(pool)
+            .await
+            .expect("EXPLAIN QUERY PLAN");
+            let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+            let plan = plan.join("\n");
+            if !plan.contains(CLAIM_INDEX) || plan.contains("TEMP B-TREE") {
+                wrong.push(format!("outbox claim: expected {CLAIM_INDEX}\n{plan}"));
             }
             for (what, stmt, index) in common_queries(backend) {
                 let plan = sqlite_plan(pool, &stmt).await;

@@ -9,8 +9,10 @@ pub mod sinks;
 
 pub use outbox::{
     Claimed, Entry, State, claim_due, enqueue, enqueue_with_id, get, pending, prune_delivered,
+    repair_heads,
 };
 pub use relay::{
     ALERT_AFTER_ATTEMPTS, BACKOFF_BASE, BACKOFF_CAP, Deliver, KEEP_DELIVERED, RELAY_CONCURRENCY,
-    RELAY_LEASE, Step, backoff, deliver_claimed, jittered, relay_step, spawn_pruner, spawn_relay,
+    RELAY_LEASE, REPAIR_INTERVAL, Step, backoff, deliver_claimed, jittered, relay_step,
+    spawn_pruner, spawn_relay,
 };

@@ -59,6 +59,13 @@ pub async fn claim_due(
     store::outbox::claim(&mut db.conn(), topic, now, lease).await
 }
 
+/// Marks the missing heads of `topic`'s partitions (left by an older version of tms running
+/// beside this one), so their rows can be claimed; how many. The relay does it every
+/// [`super::relay::REPAIR_INTERVAL`].
+pub async fn repair_heads(db: &Db, topic: &str) -> Result<u64, sqlx::Error> {
+    store::outbox::repair_heads(&mut db.conn(), topic).await
+}
+
 /// Marks `id` delivered at `now` (unless another relay already did: its time is kept).
 pub async fn mark_delivered(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     store::outbox::mark_delivered(&mut db.conn(), id, now).await

@@ -37,6 +37,9 @@ pub const RELAY_CONCURRENCY: usize = 16;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long [`spawn_relay`] waits after a database error before trying again.
 pub const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// How often [`spawn_relay`] looks for partitions without a head (rows written or delivered by
+/// an older version running beside this one, `store::outbox::repair_heads`).
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(60);
 /// `last_error` keeps at most this many characters.
 const MAX_ERROR_CHARS: usize = 2000;
 
@@ -161,8 +164,22 @@ pub fn spawn_relay<H: Deliver + 'static>(
     tokio::spawn(async move {
         tracing::info!(topic, "outbox relay started");
         let mut in_flight = JoinSet::new();
+        let mut next_repair = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let mut pause = POLL_INTERVAL;
+            if tokio::time::Instant::now() >= next_repair {
+                next_repair += REPAIR_INTERVAL;
+                match outbox::repair_heads(&db, topic).await {
+                    Ok(0) => {}
+                    Ok(marked) => tracing::warn!(
+                        topic,
+                        partitions = marked,
+                        "outbox partitions without a head (written by an older version) resumed"
+                    ),
+                    Err(err) => tracing::warn!(topic, error = %err,
+                        "cannot look for outbox partitions without a head"),
+                }
+            }
             while in_flight.len() < RELAY_CONCURRENCY {
                 let now = db.clock().now();
                 match outbox::claim_due(&db, topic, now, RELAY_LEASE).await {

@@ -575,6 +575,52 @@ impl Conn<'_> {
         self.clock.now()
     }
 
+    /// Runs `work` in one transaction: the one this connection is in, or, on the pool, a new
+    /// one (`BEGIN IMMEDIATE` on SQLite), committed when `work` succeeds and rolled back when it
+    /// fails.
+    pub(crate) async fn atomically<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let clock = self.clock;
+        match &mut self.target {
+            Target::PgPool(pool, health) => {
+                let mut tx = with_retry(health, Retry::Always, || pool.begin()).await?;
+                let done = work(&mut Conn {
+                    target: Target::PgTx(&mut tx),
+                    clock,
+                })
+                .await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+            Target::SqlitePool(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let done = work(&mut Conn {
+                    target: Target::SqliteTx(&mut tx),
+                    clock,
+                })
+                .await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+            Target::PgTx(conn) => {
+                work(&mut Conn {
+                    target: Target::PgTx(conn),
+                    clock,
+                })
+                .await
+            }
+            Target::SqliteTx(conn) => {
+                work(&mut Conn {
+                    target: Target::SqliteTx(conn),
+                    clock,
+                })
+                .await
+            }
+        }
+    }
+
     /// Runs a SELECT whose result columns are `fields` (in that order) and returns each row as
     /// its wire object.
     pub async fn fetch_objects(

@@ -68,7 +68,12 @@ pub struct Entry {
 }
 
 /// Inserts message `id` of `topic` in `partition` where `conn` runs statements (inside the
-/// caller's transaction it commits or rolls back with the rest of it): pending, due at once.
+/// caller's transaction it commits or rolls back with the rest of it): pending, due at once, and
+/// the head of its partition when the partition has no undelivered row. A row in a partition of
+/// its own (`partition` is its id) is its head. In a shared partition, PostgreSQL first takes the
+/// partition's lock (until the end of the transaction), so that the row is numbered and marked
+/// after the partition's rows written or delivered by transactions that committed before it,
+/// never beside them; SQLite has one writer at a time.
 pub async fn enqueue(
     conn: &mut Conn<'_>,
     id: Uuid,
@@ -79,64 +84,98 @@ pub async fn enqueue(
     // `seq` numbers the rows in the order they are written: an identity column on PostgreSQL;
     // on SQLite (one writer at a time) the next number is read in the same statement.
     const INSERT_POSTGRES: &str = "INSERT INTO outbox \
-         (id, topic, partition_key, state, payload, attempts, next_attempt_at, created_on) \
-         VALUES ($1, $2, $3, 'pending', $4, 0, $5, $5)";
-    const INSERT_SQLITE: &str = "INSERT INTO outbox \
-         (id, topic, partition_key, state, payload, attempts, next_attempt_at, created_on, seq) \
+         (id, topic, partition_key, state, payload, attempts, next_attempt_at, created_on, head) \
          VALUES ($1, $2, $3, 'pending', $4, 0, $5, $5, \
+                 $6 OR NOT EXISTS (SELECT 1 FROM outbox WHERE topic = $2 AND partition_key = $3 \
+                                   AND delivered_at IS NULL))";
+    const INSERT_SQLITE: &str = "INSERT INTO outbox \
+         (id, topic, partition_key, state, payload, attempts, next_attempt_at, created_on, head, \
+          seq) \
+         VALUES ($1, $2, $3, 'pending', $4, 0, $5, $5, \
+                 $6 OR NOT EXISTS (SELECT 1 FROM outbox WHERE topic = $2 AND partition_key = $3 \
+                                   AND delivered_at IS NULL), \
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox))";
     let now = millis(conn.now());
-    let sql = match conn.backend() {
-        Backend::Postgres => INSERT_POSTGRES,
-        Backend::Sqlite => INSERT_SQLITE,
+    let own = is_own_partition(id, partition);
+    let (sql, lock) = match conn.backend() {
+        Backend::Postgres => (INSERT_POSTGRES, !own),
+        Backend::Sqlite => (INSERT_SQLITE, false),
     };
-    conn.raw_execute(
-        sql,
-        &[
-            Param::Uuid(id),
-            Param::Text(topic),
-            Param::Text(partition),
-            Param::Json(payload),
-            Param::Instant(now),
-        ],
-    )
+    let params = [
+        Param::Uuid(id),
+        Param::Text(topic),
+        Param::Text(partition),
+        Param::Json(payload),
+        Param::Instant(now),
+        Param::Bool(own),
+    ];
+    if !lock {
+        conn.raw_execute(sql, &params).await?;
+        return Ok(());
+    }
+    conn.atomically(async |conn| {
+        lock_partition(conn, topic, partition).await?;
+        conn.raw_execute(sql, &params).await
+    })
     .await?;
     Ok(())
 }
 
+/// Whether `partition` is the partition of row `id` alone: nothing is ever written behind it.
+fn is_own_partition(id: Uuid, partition: &str) -> bool {
+    Uuid::parse_str(partition).is_ok_and(|key| key == id)
+}
+
+/// Takes the lock of `partition` of `topic` on PostgreSQL until the end of the transaction `conn`
+/// is in (an advisory lock with two keys: the outbox's, and the partition's name hashed). The
+/// writes that change which row heads a partition take it: writing a row into it and delivering
+/// its head. SQLite writes one transaction at a time.
+async fn lock_partition(
+    conn: &mut Conn<'_>,
+    topic: &str,
+    partition: &str,
+) -> Result<(), sqlx::Error> {
+    // 0x746d7370: "tmsp".
+    const LOCK: &str = "SELECT pg_advisory_xact_lock(1953330032, hashtext($1))";
+    if conn.backend() == Backend::Postgres {
+        conn.raw_execute(LOCK, &[Param::Text(&format!("{topic}/{partition}"))])
+            .await?;
+    }
+    Ok(())
+}
+
+/// The claim on PostgreSQL (`$1` topic, `$2` now, `$3` the lease's end): the first head of the
+/// topic's partitions, in the order of `outbox_head_idx` (due first, then written first), that is
+/// due and free, taken `FOR UPDATE SKIP LOCKED`. The index holds only the heads, so the rows it
+/// reads are the leased heads ahead of the one claimed, whatever the backlog behind them.
+pub const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3 \
+     WHERE id = (SELECT id FROM outbox \
+                 WHERE topic = $1 AND head AND delivered_at IS NULL AND next_attempt_at <= $2 \
+                   AND (locked_until IS NULL OR locked_until < $2) \
+                 ORDER BY next_attempt_at, seq LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, payload, attempts";
+
+/// [`CLAIM_POSTGRES`] on SQLite, where one relay runs and writers take turns.
+pub const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3 \
+     WHERE id = (SELECT id FROM outbox \
+                 WHERE topic = $1 AND head AND delivered_at IS NULL AND next_attempt_at <= $2 \
+                   AND (locked_until IS NULL OR locked_until < $2) \
+                 ORDER BY next_attempt_at, seq LIMIT 1) \
+     RETURNING id, payload, attempts";
+
 /// Claims the oldest due row of `topic` that heads its partition (undelivered,
 /// `next_attempt_at <= now`, no lease or an expired one, and no undelivered row of its partition
-/// written before it) by setting its lease to `now + lease`, in one statement. On PostgreSQL the
-/// row is taken `FOR UPDATE SKIP LOCKED`, so relays on many replicas never claim the same row; a
-/// relay that skips a row another holds cannot take the row behind it in that partition either,
-/// since the held row is still undelivered.
+/// written before it: `head`) by setting its lease to `now + lease`, in one statement. On
+/// PostgreSQL the row is taken `FOR UPDATE SKIP LOCKED`, so relays on many replicas never claim
+/// the same row; a relay that skips a row another holds cannot take the row behind it in that
+/// partition either, since only a head can be claimed.
 pub async fn claim(
     conn: &mut Conn<'_>,
     topic: &str,
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3 \
-         WHERE id = (SELECT o.id FROM outbox o \
-                     WHERE o.topic = $1 AND o.delivered_at IS NULL AND o.next_attempt_at <= $2 \
-                       AND (o.locked_until IS NULL OR o.locked_until < $2) \
-                       AND NOT EXISTS (SELECT 1 FROM outbox e \
-                                       WHERE e.topic = o.topic \
-                                         AND e.partition_key = o.partition_key \
-                                         AND e.delivered_at IS NULL AND e.seq < o.seq) \
-                     ORDER BY o.next_attempt_at, o.seq LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) \
-         RETURNING id, payload, attempts";
-    const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3 \
-         WHERE id = (SELECT o.id FROM outbox o \
-                     WHERE o.topic = $1 AND o.delivered_at IS NULL AND o.next_attempt_at <= $2 \
-                       AND (o.locked_until IS NULL OR o.locked_until < $2) \
-                       AND NOT EXISTS (SELECT 1 FROM outbox e \
-                                       WHERE e.topic = o.topic \
-                                         AND e.partition_key = o.partition_key \
-                                         AND e.delivered_at IS NULL AND e.seq < o.seq) \
-                     ORDER BY o.next_attempt_at, o.seq LIMIT 1) \
-         RETURNING id, payload, attempts";
     let now = millis(now);
     let locked_until = millis(now + to_chrono(lease));
     let sql = match conn.backend() {
@@ -165,19 +204,67 @@ pub async fn claim(
     .transpose()
 }
 
-/// Marks `id` delivered at `now` (unless another relay already did: its time is kept).
+/// Marks `id` delivered at `now` (unless another relay already did: its time is kept) and
+/// passes the head of its partition to the next undelivered row, in one transaction.
 pub async fn mark_delivered(
     conn: &mut Conn<'_>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    conn.raw_execute(
-        "UPDATE outbox SET state = 'delivered', delivered_at = $2, locked_until = NULL, \
-         attempts = attempts + 1 WHERE id = $1 AND delivered_at IS NULL",
-        &[Param::Uuid(id), Param::Instant(millis(now))],
-    )
-    .await?;
-    Ok(())
+    const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = $2, \
+         locked_until = NULL, head = FALSE, attempts = attempts + 1 \
+         WHERE id = $1 AND delivered_at IS NULL RETURNING topic, partition_key";
+    // After the partition's lock, so that a row written meanwhile is seen (it committed) or
+    // sees this delivery (it waits for it).
+    const NEXT_HEAD: &str = "UPDATE outbox SET head = TRUE \
+         WHERE id = (SELECT id FROM outbox \
+                     WHERE topic = $1 AND partition_key = $2 AND delivered_at IS NULL \
+                     ORDER BY seq LIMIT 1) \
+           AND NOT head";
+    conn.atomically(async |conn| {
+        let Some(row) = conn
+            .raw_fetch_optional(
+                DELIVERED,
+                &[Param::Uuid(id), Param::Instant(millis(now))],
+                true,
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        let topic = row.text("topic")?.unwrap_or_default();
+        let partition = row.text("partition_key")?.unwrap_or_default();
+        if !is_own_partition(id, &partition) {
+            lock_partition(conn, &topic, &partition).await?;
+            conn.raw_execute(NEXT_HEAD, &[Param::Text(&topic), Param::Text(&partition)])
+                .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Marks the heads that are missing in `topic`: the oldest undelivered row of each partition
+/// that has no head. The outbox's own writes never leave a partition without one; rows written
+/// or delivered by a version of tms from before heads were marked (running beside this one
+/// during a rolling update) can. Visits each partition with undelivered rows once, through
+/// `outbox_partition_idx`. Returns how many heads it marked.
+pub async fn repair_heads(conn: &mut Conn<'_>, topic: &str) -> Result<u64, sqlx::Error> {
+    const REPAIR: &str = "WITH RECURSIVE partitions(partition_key) AS ( \
+             SELECT min(partition_key) FROM outbox WHERE topic = $1 AND delivered_at IS NULL \
+           UNION ALL \
+             SELECT (SELECT min(o.partition_key) FROM outbox o \
+                     WHERE o.topic = $1 AND o.delivered_at IS NULL \
+                       AND o.partition_key > p.partition_key) \
+             FROM partitions p WHERE p.partition_key IS NOT NULL) \
+         UPDATE outbox SET head = TRUE \
+         WHERE id IN (SELECT (SELECT o.id FROM outbox o \
+                              WHERE o.topic = $1 AND o.partition_key = p.partition_key \
+                                AND o.delivered_at IS NULL \
+                              ORDER BY o.seq LIMIT 1) \
+                      FROM partitions p WHERE p.partition_key IS NOT NULL) \
+           AND NOT head AND delivered_at IS NULL";
+    conn.raw_execute(REPAIR, &[Param::Text(topic)]).await
 }
 
 /// Records a failed attempt and the next one — only while the row is still held under the lease

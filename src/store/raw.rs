@@ -32,6 +32,8 @@ pub enum Param<'a> {
     /// Money: `numeric(19,4)` / integer ten-thousandths.
     Money(Decimal),
     OptInstant(Option<DateTime<Utc>>),
+    /// A flag: `boolean` / integer 0 or 1.
+    Bool(bool),
 }
 
 /// The parameters bound for `backend`.
@@ -63,6 +65,8 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
             (Param::OptInstant(t), Backend::Sqlite) => {
                 SqlValue::String(t.as_ref().map(format_timestamp))
             }
+            (Param::Bool(b), Backend::Postgres) => SqlValue::Bool(Some(b)),
+            (Param::Bool(b), Backend::Sqlite) => SqlValue::BigInt(Some(i64::from(b))),
         })
         .collect();
     SqlxValues(sea_query::Values(values))
