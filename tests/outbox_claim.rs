@@ -84,26 +84,26 @@ fn pg_pool(db: &tms::store::Db) -> &sqlx::PgPool {
 }
 
 /// Writes the backlog straight into the table, as the outbox would have written it: first
-/// `DELIVERED` delivered rows, then `PENDING` pending rows, row `n` in partition
+/// `delivered` delivered rows, then `PENDING` pending rows, row `n` in partition
 /// `tenant-<n % PARTITIONS>`, due `PENDING - n` ms before `t0` (so the oldest first), the first
 /// row of each partition its head. Autovacuum is off for the table, so nothing analyses it.
-async fn write_backlog(db: &tms::store::Db, t0: DateTime<Utc>) {
+async fn write_backlog(db: &tms::store::Db, t0: DateTime<Utc>, delivered: i64) {
     let pool = pg_pool(db);
     let mut conn = pool.acquire().await.unwrap();
     conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
         .await
         .unwrap();
-    let delivered = format!(
+    let history = format!(
         "INSERT INTO outbox (id, topic, partition_key, state, payload, attempts, \
            next_attempt_at, created_on, delivered_at) \
          SELECT gen_random_uuid(), '{TOPIC}', 'old-' || (n % 1000), 'delivered', \
            jsonb_build_object('old', n), 1, t, t, t \
-         FROM generate_series(0, {DELIVERED} - 1) n, \
+         FROM generate_series(0, {delivered} - 1) n, \
               LATERAL (SELECT '{t0}'::timestamptz - interval '2 days' \
                               + n * interval '1 ms' AS t) at",
         t0 = sql_instant(t0)
     );
-    conn.execute(AssertSqlSafe(delivered)).await.unwrap();
+    conn.execute(AssertSqlSafe(history)).await.unwrap();
     let pending = format!(
         "INSERT INTO outbox (id, topic, partition_key, state, payload, attempts, \
            next_attempt_at, created_on, head) \
@@ -216,7 +216,7 @@ async fn a_claim_reads_a_bounded_number_of_rows_whatever_the_backlog() {
     t.db.migrate().await.expect("migrations");
     let db = &t.db;
     let t0 = now();
-    write_backlog(db, t0).await;
+    write_backlog(db, t0, DELIVERED).await;
 
     let mut problems = Vec::new();
     let mut check = |what: &str, explained: &Value, leased: usize| {
@@ -469,7 +469,8 @@ impl Deliver for Counter {
 
 /// Not a check: measures the claim and the delivery rate of three relays (three pools, as three
 /// replicas) on the backlog of the plan test, and prints them (`docs/PERFORMANCE.md`). Run with
-/// `cargo test --test outbox_claim -- --ignored --nocapture`.
+/// `cargo test --test outbox_claim -- --ignored --nocapture` (`OUTBOX_BENCH_DELIVERED=1000000`
+/// for a longer history).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement, not a check"]
 async fn measure_claims_and_deliveries_with_a_backlog() {
@@ -481,7 +482,12 @@ async fn measure_claims_and_deliveries_with_a_backlog() {
     };
     t.db.migrate().await.expect("migrations");
     let t0 = now();
-    write_backlog(&t.db, t0).await;
+    // `OUTBOX_BENCH_DELIVERED` rows of history instead of `DELIVERED`.
+    let delivered = std::env::var("OUTBOX_BENCH_DELIVERED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DELIVERED);
+    write_backlog(&t.db, t0, delivered).await;
 
     let mut took = Vec::with_capacity(CLAIMS);
     for _ in 0..CLAIMS {
@@ -495,7 +501,7 @@ async fn measure_claims_and_deliveries_with_a_backlog() {
     took.sort();
     let mean = took.iter().sum::<Duration>() / CLAIMS as u32;
     println!(
-        "claim with {PENDING} pending in {PARTITIONS} partitions and {DELIVERED} delivered, \
+        "claim with {PENDING} pending in {PARTITIONS} partitions and {delivered} delivered, \
          {CLAIMS} claims one after the other: mean {mean:.2?}, median {:.2?}, p95 {:.2?}, \
          max {:.2?}",
         took[CLAIMS / 2],
