@@ -148,11 +148,12 @@ async fn a_partition_is_delivered_in_order_body(t: TestDb) -> TestDb {
     let claimed_a1 = events::Claimed {
         id: a1,
         payload: json!({"fail": true}),
-        attempts: 0,
+        attempt: 1,
         locked_until: DateTime::from_timestamp_millis(
             (t0 + chrono::Duration::from_std(LEASE).unwrap()).timestamp_millis(),
         )
         .unwrap(),
+        lease: LEASE,
     };
     let step = events::deliver_claimed(db, TOPIC, &sink, claimed_a1, t0)
         .await

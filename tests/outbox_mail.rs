@@ -295,7 +295,7 @@ async fn an_expired_lease_is_reclaimed_body(t: TestDb) -> TestDb {
         .unwrap()
         .expect("a due row");
     assert_eq!(claimed.id, id);
-    assert_eq!(claimed.attempts, 0);
+    assert_eq!(claimed.attempt, 1);
     assert_eq!(claimed.locked_until, t0 + secs(30.0));
     assert_eq!(entry(db, id).await.locked_until, Some(t0 + secs(30.0)));
 
@@ -316,6 +316,112 @@ async fn an_expired_lease_is_reclaimed_body(t: TestDb) -> TestDb {
 both!(
     an_expired_lease_is_reclaimed,
     an_expired_lease_is_reclaimed_body
+);
+
+/// A relay that dies after its claim (a crash, a kill) has made an attempt: the claim counts it,
+/// so a relay that keeps dying on a row shows in its `attempts`.
+async fn an_attempt_lost_with_its_relay_is_counted_body(t: TestDb) -> TestDb {
+    let db = &t.db;
+    let id = enqueue_committed(db, json!({"n": 1})).await;
+    let t0 = now();
+    let lease = Duration::from_secs(30);
+    for (n, at) in [t0, t0 + secs(31.0)].into_iter().enumerate() {
+        let claimed = outbox::claim_due(db, TOPIC, at, lease)
+            .await
+            .unwrap()
+            .expect("a due row");
+        assert_eq!(claimed.id, id);
+        // The relay dies here, before delivering.
+        assert_eq!(entry(db, id).await.attempts, n as u32 + 1, "claim {n}");
+    }
+    let handler = Recorder::default();
+    let step = outbox::relay_step(db, TOPIC, &handler, t0 + secs(62.0), lease)
+        .await
+        .unwrap();
+    assert_eq!(step, Step::Delivered(id));
+    let e = entry(db, id).await;
+    assert_eq!(e.attempts, 3, "two lost attempts and the successful one");
+    assert!(e.delivered_at.is_some());
+    t
+}
+both!(
+    an_attempt_lost_with_its_relay_is_counted,
+    an_attempt_lost_with_its_relay_is_counted_body
+);
+
+/// A handler that takes `delay`, counting its calls.
+struct Slow {
+    delay: Duration,
+    calls: AtomicU32,
+}
+
+impl Deliver for Slow {
+    async fn deliver(&self, _id: Uuid, _payload: &Value) -> anyhow::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+/// A delivery that takes several times the lease keeps its row: the lease is renewed while the
+/// handler runs, so another relay never takes the row meanwhile; once the relay is gone (killed)
+/// the row is free again a lease after the last renewal.
+async fn a_slow_delivery_keeps_its_lease_body(t: TestDb) -> TestDb {
+    let db = &t.db;
+    let id = enqueue_committed(db, json!({"n": 1})).await;
+    let lease = Duration::from_millis(1500);
+    let slow = Arc::new(Slow {
+        delay: Duration::from_secs(5),
+        calls: AtomicU32::new(0),
+    });
+    let delivering = {
+        let (db, slow) = (db.clone(), slow.clone());
+        tokio::spawn(async move { outbox::relay_step(&db, TOPIC, &slow, now(), lease).await })
+    };
+    while slow.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another relay, on the same clock, tries all along.
+    while !delivering.is_finished() {
+        let other = outbox::claim_due(db, TOPIC, now(), lease).await.unwrap();
+        assert_eq!(
+            other.map(|c| c.id),
+            None,
+            "another relay took the row while it was being delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivering.await.unwrap().unwrap(), Step::Delivered(id));
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+    let e = entry(db, id).await;
+    assert_eq!(e.attempts, 1);
+    assert!(e.delivered_at.is_some() && e.locked_until.is_none());
+
+    // A relay killed in the middle of a delivery renews nothing more: its row is taken again.
+    let id = enqueue_committed(db, json!({"n": 2})).await;
+    let killed = {
+        let (db, slow) = (db.clone(), slow.clone());
+        tokio::spawn(async move { outbox::relay_step(&db, TOPIC, &slow, now(), lease).await })
+    };
+    while slow.calls.load(Ordering::SeqCst) == 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(claimed) = outbox::claim_due(db, TOPIC, now(), lease).await.unwrap() {
+            assert_eq!(claimed.id, id);
+            assert_eq!(claimed.attempt, 2, "the killed attempt counts");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the row stays leased");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t
+}
+both!(
+    a_slow_delivery_keeps_its_lease,
+    a_slow_delivery_keeps_its_lease_body
 );
 
 async fn concurrent_relays_never_claim_the_same_row_body(t: TestDb) -> TestDb {

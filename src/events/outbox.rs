@@ -71,20 +71,29 @@ pub async fn mark_delivered(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<(),
     store::outbox::mark_delivered(&mut db.conn(), id, now).await
 }
 
-/// Records a failed attempt and the next one — only while this relay still holds the lease it
-/// claimed the row with (else another relay owns the row now and records its own outcome).
+/// Records the failure of the attempt `claimed` and the next attempt — only while this relay
+/// still holds the lease it claimed (or last renewed) the row with (else another relay owns the
+/// row now and records its own outcome).
 pub async fn record_failure(
     db: &Db,
     claimed: &Claimed,
-    attempts: u32,
     error: &str,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let held =
-        store::outbox::mark_failed(&mut db.conn(), claimed, attempts, error, next_attempt_at)
-            .await?;
+    let held = store::outbox::mark_failed(&mut db.conn(), claimed, error, next_attempt_at).await?;
     if !held {
         tracing::warn!(id = %claimed.id, "outbox lease lost before the failure was recorded");
     }
     Ok(())
+}
+
+/// Extends the lease of row `id`, held until `held`, to `until`, while this relay still holds
+/// it: whether it did.
+pub async fn renew_lease(
+    db: &Db,
+    id: Uuid,
+    held: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    store::outbox::renew_lease(&mut db.conn(), id, held, until).await
 }

@@ -28,9 +28,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 /// After this many failed attempts every further failure is logged at error level.
 pub const ALERT_AFTER_ATTEMPTS: u32 = 20;
-/// How long [`spawn_relay`] holds a claimed row; a delivery still running after this may be
-/// repeated by another relay, so it exceeds every transport timeout.
-pub const RELAY_LEASE: Duration = Duration::from_secs(120);
+/// How long [`spawn_relay`] holds a claimed row from the claim or the last renewal. A delivery in
+/// progress renews it every third of it ([`deliver_claimed`]), so a slow delivery keeps its row
+/// however long it takes, and the rows of a relay that died (a crash, a kill) are free again
+/// this long after its last renewal.
+pub const RELAY_LEASE: Duration = Duration::from_secs(30);
 /// How many deliveries [`spawn_relay`] runs at once (each on a different partition).
 pub const RELAY_CONCURRENCY: usize = 16;
 /// How long [`spawn_relay`] waits when nothing is due.
@@ -90,30 +92,38 @@ pub async fn relay_step(
     deliver_claimed(db, topic, handler, claimed, now).await
 }
 
-/// Delivers a claimed row with `handler` outside any transaction, then marks it delivered, or
-/// records the error (a panic of the handler included) and schedules the next attempt after
-/// [`backoff`] (with jitter) from `now`. A failure is never dropped: past
-/// [`ALERT_AFTER_ATTEMPTS`] the row keeps being retried every [`BACKOFF_CAP`] and each failure is
-/// logged at error level. An outcome that cannot be recorded is repaired when the lease expires
-/// (the row is delivered again: at least once).
+/// Delivers a claimed row with `handler` outside any transaction, renewing its lease every third
+/// of `claimed.lease` while the handler runs, then marks it delivered, or records the error (a
+/// panic of the handler included) and schedules the next attempt after [`backoff`] (with jitter)
+/// from `now`. A failure is never dropped: past [`ALERT_AFTER_ATTEMPTS`] the row keeps being
+/// retried every [`BACKOFF_CAP`] and each failure is logged at error level. An outcome that
+/// cannot be recorded is repaired when the lease expires (the row is delivered again: at least
+/// once).
 pub async fn deliver_claimed(
     db: &Db,
     topic: &str,
     handler: &impl Deliver,
-    claimed: Claimed,
+    mut claimed: Claimed,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Step> {
     let id = claimed.id;
-    let attempts = claimed.attempts.saturating_add(1);
-    let outcome = AssertUnwindSafe(handler.deliver(id, &claimed.payload))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| {
-            Err(anyhow::anyhow!(
-                "the handler panicked: {}",
-                panic_text(&panic)
-            ))
-        });
+    let attempts = claimed.attempt;
+    let delivered = CancellationToken::new();
+    let delivery = async {
+        let outcome = AssertUnwindSafe(handler.deliver(id, &claimed.payload))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(anyhow::anyhow!(
+                    "the handler panicked: {}",
+                    panic_text(&panic)
+                ))
+            });
+        delivered.cancel();
+        outcome
+    };
+    let (outcome, held) = tokio::join!(delivery, keep_lease(db, topic, &claimed, &delivered));
+    claimed.locked_until = held;
     match outcome {
         Ok(()) => {
             outbox::mark_delivered(db, id, now)
@@ -126,7 +136,7 @@ pub async fn deliver_claimed(
             let delay = jittered(backoff(attempts), rand::random::<f64>());
             let next_attempt_at = millis(now + to_chrono(delay));
             let message = truncate(&format!("{err:#}"), MAX_ERROR_CHARS);
-            outbox::record_failure(db, &claimed, attempts, &message, next_attempt_at)
+            outbox::record_failure(db, &claimed, &message, next_attempt_at)
                 .await
                 .with_context(|| format!("cannot record the failure of outbox row {id}"))?;
             let next = format_timestamp(&next_attempt_at);
@@ -138,6 +148,47 @@ pub async fn deliver_claimed(
                     "outbox delivery failed; will retry");
             }
             Ok(Step::Failed(id))
+        }
+    }
+}
+
+/// Renews the lease of `claimed` every third of its length until `done` is cancelled (the
+/// delivery is over), and returns the lease then held: the token the outcome is recorded with.
+/// A renewal in progress is finished before it returns, so the token is never one the database
+/// no longer has. When the lease turns out lost (it ran out, say during a database outage, and
+/// another relay took the row), it stops renewing; the delivery goes on, at least once.
+async fn keep_lease(
+    db: &Db,
+    topic: &str,
+    claimed: &Claimed,
+    done: &CancellationToken,
+) -> DateTime<Utc> {
+    let mut held = claimed.locked_until;
+    let every = claimed.lease / 3;
+    if every.is_zero() {
+        done.cancelled().await;
+        return held;
+    }
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return held,
+            _ = tokio::time::sleep(every) => {}
+        }
+        // Never shorter than the lease held (a test's clock may run behind the claim's `now`).
+        let until = millis(db.clock().now() + to_chrono(claimed.lease));
+        if until <= held {
+            continue;
+        }
+        match outbox::renew_lease(db, claimed.id, held, until).await {
+            Ok(true) => held = until,
+            Ok(false) => {
+                tracing::warn!(id = %claimed.id, topic,
+                    "outbox lease lost during the delivery; another relay may deliver it too");
+                done.cancelled().await;
+                return held;
+            }
+            Err(err) => tracing::warn!(id = %claimed.id, topic, error = %err,
+                "cannot renew the outbox lease; trying again"),
         }
     }
 }

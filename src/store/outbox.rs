@@ -43,11 +43,14 @@ impl State {
 pub struct Claimed {
     pub id: Uuid,
     pub payload: Value,
-    /// Failed or successful attempts before this one.
-    pub attempts: u32,
-    /// The lease: also the token that proves this relay still holds the row when it records a
-    /// failure.
+    /// Which attempt this is (1 = the first): the claim counts it, so an attempt lost with its
+    /// process (a crash, a kill) is counted too.
+    pub attempt: u32,
+    /// The lease: also the token that proves this relay still holds the row when it renews the
+    /// lease or records a failure.
     pub locked_until: DateTime<Utc>,
+    /// How long the lease lasts from its last renewal.
+    pub lease: Duration,
 }
 
 /// One outbox row as stored, for inspection (tests, operators).
@@ -148,7 +151,7 @@ async fn lock_partition(
 /// topic's partitions, in the order of `outbox_head_idx` (due first, then written first), that is
 /// due and free, taken `FOR UPDATE SKIP LOCKED`. The index holds only the heads, so the rows it
 /// reads are the leased heads ahead of the one claimed, whatever the backlog behind them.
-pub const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3 \
+pub const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3, attempts = attempts + 1 \
      WHERE id = (SELECT id FROM outbox \
                  WHERE topic = $1 AND head AND delivered_at IS NULL AND next_attempt_at <= $2 \
                    AND (locked_until IS NULL OR locked_until < $2) \
@@ -157,7 +160,7 @@ pub const CLAIM_POSTGRES: &str = "UPDATE outbox SET locked_until = $3 \
      RETURNING id, payload, attempts";
 
 /// [`CLAIM_POSTGRES`] on SQLite, where one relay runs and writers take turns.
-pub const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3 \
+pub const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3, attempts = attempts + 1 \
      WHERE id = (SELECT id FROM outbox \
                  WHERE topic = $1 AND head AND delivered_at IS NULL AND next_attempt_at <= $2 \
                    AND (locked_until IS NULL OR locked_until < $2) \
@@ -166,7 +169,8 @@ pub const CLAIM_SQLITE: &str = "UPDATE outbox SET locked_until = $3 \
 
 /// Claims the oldest due row of `topic` that heads its partition (undelivered,
 /// `next_attempt_at <= now`, no lease or an expired one, and no undelivered row of its partition
-/// written before it: `head`) by setting its lease to `now + lease`, in one statement. On
+/// written before it: `head`) by setting its lease to `now + lease` and counting the attempt, in
+/// one statement. On
 /// PostgreSQL the row is taken `FOR UPDATE SKIP LOCKED`, so relays on many replicas never claim
 /// the same row; a relay that skips a row another holds cannot take the row behind it in that
 /// partition either, since only a head can be claimed.
@@ -197,8 +201,9 @@ pub async fn claim(
         Ok(Claimed {
             id: row.uuid("id")?,
             payload: row.json("payload")?,
-            attempts: count(row.int("attempts")?),
+            attempt: count(row.int("attempts")?),
             locked_until,
+            lease,
         })
     })
     .transpose()
@@ -212,7 +217,7 @@ pub async fn mark_delivered(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = $2, \
-         locked_until = NULL, head = FALSE, attempts = attempts + 1 \
+         locked_until = NULL, head = FALSE \
          WHERE id = $1 AND delivered_at IS NULL RETURNING topic, partition_key";
     // After the partition's lock, so that a row written meanwhile is seen (it committed) or
     // sees this delivery (it waits for it).
@@ -267,27 +272,48 @@ pub async fn repair_heads(conn: &mut Conn<'_>, topic: &str) -> Result<u64, sqlx:
     conn.raw_execute(REPAIR, &[Param::Text(topic)]).await
 }
 
-/// Records a failed attempt and the next one — only while the row is still held under the lease
-/// of `claimed` (else another relay owns the row now and records its own outcome). Returns
-/// whether it was.
+/// Records the failure of the attempt `claimed` (counted when it was claimed) and the next
+/// attempt — only while the row is still held under the lease of `claimed` (else another relay
+/// owns the row now and records its own outcome). Returns whether it was.
 pub async fn mark_failed(
     conn: &mut Conn<'_>,
     claimed: &Claimed,
-    attempts: u32,
     error: &str,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let changed = conn
         .raw_execute(
-            "UPDATE outbox SET state = 'failed', attempts = $2, last_error = $3, \
-             next_attempt_at = $4, locked_until = NULL \
-             WHERE id = $1 AND locked_until = $5 AND delivered_at IS NULL",
+            "UPDATE outbox SET state = 'failed', last_error = $2, next_attempt_at = $3, \
+             locked_until = NULL \
+             WHERE id = $1 AND locked_until = $4 AND delivered_at IS NULL",
             &[
                 Param::Uuid(claimed.id),
-                Param::Int(i64::from(attempts)),
                 Param::Text(error),
                 Param::Instant(millis(next_attempt_at)),
                 Param::Instant(claimed.locked_until),
+            ],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Extends the lease of row `id`, held until `held`, to `until` — only while it is still held
+/// under that lease and undelivered. Returns whether it was (else the lease ran out and another
+/// relay may have taken the row).
+pub async fn renew_lease(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    held: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let changed = conn
+        .raw_execute(
+            "UPDATE outbox SET locked_until = $3 \
+             WHERE id = $1 AND locked_until = $2 AND delivered_at IS NULL",
+            &[
+                Param::Uuid(id),
+                Param::Instant(held),
+                Param::Instant(millis(until)),
             ],
         )
         .await?;
