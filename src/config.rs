@@ -115,6 +115,10 @@ pub struct Config {
     /// (`NATS_SUBJECT_PREFIX`: events go to `<prefix>.<type>`).
     pub nats_stream: String,
     pub nats_subject_prefix: String,
+    /// How long JetStream remembers an event's id to drop a second publication of it
+    /// (`NATS_DUPLICATE_WINDOW`, ms): longer than the relay's lease, after which an event whose
+    /// relay died before marking it delivered is published again.
+    pub nats_duplicate_window: Duration,
     pub lead_key_length: usize,
     pub lead_key_in_response: bool,
     pub smtp_url: Option<SecretString>,
@@ -246,6 +250,11 @@ pub const DEFAULT_SYSTEM_USER_ID: &str = "00000000-0000-0000-0000-000000000001";
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const MAX_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// The shortest `NATS_DUPLICATE_WINDOW` (ms): twice the outbox relay's lease
+/// (`events::RELAY_LEASE`, 30 s), the longest a redelivery after a relay died can come after the
+/// first publication, with room to spare.
+pub const MIN_NATS_DUPLICATE_WINDOW_MS: u64 = 60_000;
 
 impl Config {
     /// The configuration from the process environment.
@@ -466,6 +475,12 @@ impl Config {
             event_sink_secret,
             nats_stream: nats_name(&v, "NATS_STREAM", "TMS_EVENTS", false)?,
             nats_subject_prefix: nats_name(&v, "NATS_SUBJECT_PREFIX", "tms.events", true)?,
+            nats_duplicate_window: Duration::from_millis(v.number(
+                "NATS_DUPLICATE_WINDOW",
+                600_000u64,
+                MIN_NATS_DUPLICATE_WINDOW_MS,
+                7 * 24 * 3600 * 1000,
+            )?),
             lead_key_length,
             lead_key_in_response: v.boolean("LEAD_KEY_IN_RESPONSE", false)?,
             smtp_url,
@@ -627,6 +642,10 @@ impl Config {
             ("EVENT_SINK_SECRET", secret(&self.event_sink_secret)),
             ("NATS_STREAM", self.nats_stream.clone()),
             ("NATS_SUBJECT_PREFIX", self.nats_subject_prefix.clone()),
+            (
+                "NATS_DUPLICATE_WINDOW",
+                self.nats_duplicate_window.as_millis().to_string(),
+            ),
             ("LEAD_KEY_LENGTH", self.lead_key_length.to_string()),
             (
                 "LEAD_KEY_IN_RESPONSE",

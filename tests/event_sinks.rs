@@ -471,6 +471,63 @@ async fn the_nats_sink_publishes_to_jetstream_with_the_event_id() {
     assert_eq!(event["isolation"], "silo");
 }
 
+/// The stream's de-duplication window outlasts the relay's lease: an event published, then
+/// published again after its relay died before marking it delivered (at most a lease later), is
+/// dropped by JetStream as a duplicate. Checked on the window tms gives a stream it creates, on a
+/// stream created earlier with JetStream's default window (2 minutes, then no longer than the
+/// lease that was 2 minutes too), which tms widens, and by publishing one event twice.
+#[tokio::test]
+async fn the_nats_stream_drops_a_redelivery_after_a_lease() {
+    use tms::events::Deliver;
+    let test = "the_nats_stream_drops_a_redelivery_after_a_lease";
+    let (Some(fresh), Some(older)) = (Nats::available(test).await, Nats::available(test).await)
+    else {
+        return;
+    };
+    let client = async_nats::connect(older.url.as_str()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let created = jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: older.stream.clone(),
+            subjects: vec![format!("{}.>", older.prefix)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        created.cached_info().config.duplicate_window,
+        Duration::from_secs(120),
+        "JetStream's default window"
+    );
+    let wanted = Duration::from_secs(600);
+    for nats in [&fresh, &older] {
+        let storage = Storage::new(Db::Sqlite);
+        let config = storage.config(&[
+            ("EVENT_SINK", &format!("nats:{}", nats.url)),
+            ("NATS_STREAM", &nats.stream),
+            ("NATS_SUBJECT_PREFIX", &nats.prefix),
+        ]);
+        let sink = tms::events::sinks::Sink::from_config(
+            &config,
+            "http://127.0.0.1:9",
+            tms::clock::Clock::system(),
+        )
+        .unwrap();
+        let id = uuid::Uuid::new_v4();
+        let event = json!({"id": id.to_string(), "type": "TENANT_SUSPENDED", "reason": null});
+        sink.deliver(id, &event).await.unwrap();
+        let mut stream = jetstream.get_stream(&nats.stream).await.unwrap();
+        let window = stream.info().await.unwrap().config.duplicate_window;
+        assert_eq!(window, wanted, "the window of {}", nats.stream);
+        assert!(window >= 2 * tms::events::RELAY_LEASE);
+        // The relay died before marking it delivered: the event is published again.
+        sink.deliver(id, &event).await.unwrap();
+        let messages = nats.messages().await;
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(messages[0].1, id.to_string());
+    }
+}
+
 /// NATS unreachable while an event is pending, and the service stopped before it could publish:
 /// the event stays in the outbox and is published once NATS is back, by the restarted service.
 #[tokio::test]

@@ -336,6 +336,12 @@ mod tests {
     }
 
     #[test]
+    fn jetstream_remembers_an_event_longer_than_a_lease() {
+        let shortest = Duration::from_millis(crate::config::MIN_NATS_DUPLICATE_WINDOW_MS);
+        assert!(shortest >= 2 * RELAY_LEASE);
+    }
+
+    #[test]
     fn long_errors_are_truncated_on_a_character_boundary() {
         assert_eq!(truncate("abc", 5), "abc");
         assert_eq!(truncate("ééééé", 2), "éé…");

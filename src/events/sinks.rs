@@ -62,6 +62,7 @@ impl Sink {
                 url: url.clone(),
                 stream: config.nats_stream.clone(),
                 prefix: config.nats_subject_prefix.clone(),
+                duplicate_window: config.nats_duplicate_window,
                 jetstream: OnceCell::new(),
             })),
             EventSink::Command => Sink::Command(Arc::new(CommandSink {
@@ -183,13 +184,16 @@ impl HttpSink {
 }
 
 /// Publishes each event to NATS JetStream on `<NATS_SUBJECT_PREFIX>.<type>` (`tms.events.…`)
-/// with its id as `Nats-Msg-Id` (JetStream drops a duplicate within its window), creating the
-/// stream `NATS_STREAM` when it is missing; an event counts as delivered when JetStream
-/// acknowledged it.
+/// with its id as `Nats-Msg-Id`, so JetStream drops a second publication of it within the
+/// stream's de-duplication window (`NATS_DUPLICATE_WINDOW`, longer than the relay's lease, after
+/// which an event whose relay died before marking it delivered is published again); creates the
+/// stream `NATS_STREAM` with that window when it is missing and widens the window of an existing
+/// one that is shorter. An event counts as delivered when JetStream acknowledged it.
 pub struct NatsSink {
     url: String,
     stream: String,
     prefix: String,
+    duplicate_window: Duration,
     jetstream: OnceCell<async_nats::jetstream::Context>,
 }
 
@@ -205,19 +209,53 @@ impl NatsSink {
                     .await
                     .with_context(|| format!("cannot connect to NATS at {}", self.url))?;
                 let jetstream = async_nats::jetstream::new(client);
-                jetstream
+                let stream = jetstream
                     .get_or_create_stream(async_nats::jetstream::stream::Config {
                         name: self.stream.clone(),
                         subjects: vec![format!("{}.>", self.prefix)],
+                        duplicate_window: self.duplicate_window,
                         ..Default::default()
                     })
                     .await
                     .map_err(|e| {
                         anyhow!("cannot create the JetStream stream {}: {e}", self.stream)
                     })?;
+                self.widen_duplicate_window(&jetstream, &stream.cached_info().config)
+                    .await;
                 Ok::<_, anyhow::Error>(jetstream)
             })
             .await
+    }
+
+    /// Widens the de-duplication window of the existing stream `config` to `NATS_DUPLICATE_WINDOW`
+    /// when it is shorter (a stream created with JetStream's default of 2 minutes), keeping the
+    /// rest of its configuration; never beyond the stream's `max_age`, which JetStream refuses. A
+    /// stream that cannot be changed (no permission) is logged and used as it is.
+    async fn widen_duplicate_window(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+        config: &async_nats::jetstream::stream::Config,
+    ) {
+        let mut wanted = self.duplicate_window;
+        if !config.max_age.is_zero() {
+            wanted = wanted.min(config.max_age);
+        }
+        if config.duplicate_window >= wanted {
+            return;
+        }
+        let widened = async_nats::jetstream::stream::Config {
+            duplicate_window: wanted,
+            ..config.clone()
+        };
+        match jetstream.update_stream(&widened).await {
+            Ok(_) => tracing::info!(stream = %self.stream,
+                from_ms = config.duplicate_window.as_millis(), to_ms = wanted.as_millis(),
+                "JetStream de-duplication window widened"),
+            Err(err) => tracing::warn!(stream = %self.stream, error = %err,
+                window_ms = config.duplicate_window.as_millis(),
+                "cannot widen the JetStream de-duplication window; a redelivery after a \
+                 crash may reach consumers twice"),
+        }
     }
 
     async fn publish(&self, id: Uuid, payload: &Value) -> anyhow::Result<()> {
