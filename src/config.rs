@@ -146,6 +146,10 @@ pub struct Config {
     pub http_write_timeout: Duration,
     /// How long a shutdown waits for requests in flight (`SHUTDOWN_TIMEOUT`, ms).
     pub shutdown_timeout: Duration,
+    /// The bearer token `GET /metrics` asks for on the service's port (`METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
+    /// An address serving `GET /metrics` alone, without a token (`METRICS_ADDR`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -527,6 +531,23 @@ impl Config {
                 0,
                 600_000,
             )?),
+            metrics_token: match v.secret("METRICS_TOKEN") {
+                Some(token) if token.expose_secret().len() < 16 => {
+                    return Err(problem("METRICS_TOKEN", "must be at least 16 characters"));
+                }
+                token => token,
+            },
+            metrics_addr: v
+                .get("METRICS_ADDR")
+                .map(|raw| {
+                    raw.parse().map_err(|_| {
+                        problem(
+                            "METRICS_ADDR",
+                            format!("expected an address and port (127.0.0.1:9100), got {raw:?}"),
+                        )
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -677,6 +698,11 @@ impl Config {
             (
                 "SHUTDOWN_TIMEOUT",
                 self.shutdown_timeout.as_millis().to_string(),
+            ),
+            ("METRICS_TOKEN", secret(&self.metrics_token)),
+            (
+                "METRICS_ADDR",
+                self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
             ),
         ]
         .into_iter()

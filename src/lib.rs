@@ -13,6 +13,7 @@ pub mod http;
 pub mod idp;
 pub mod kv;
 pub mod mail;
+pub mod metrics;
 pub mod model;
 pub mod pdf;
 pub mod store;
@@ -46,6 +47,8 @@ pub struct App {
     sink: events::sinks::Sink,
     /// No `JWT_SECRET` was configured: the development secret of the data directory is in force.
     dev_secret: bool,
+    /// `METRICS_ADDR`: the listener serving `GET /metrics` alone.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -62,6 +65,14 @@ impl App {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (METRICS_ADDR)"))?,
+            ),
+            None => None,
+        };
         files::secure_data(&config);
         let (state, dev_secret) = connect_services(config, clock).await?;
         let router = http::router(state.clone());
@@ -76,6 +87,7 @@ impl App {
             state,
             sink,
             dev_secret,
+            metrics_listener,
         })
     }
 
@@ -87,6 +99,13 @@ impl App {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `GET /metrics` is served alone (`METRICS_ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &Services {
@@ -154,7 +173,11 @@ impl App {
             events::spawn_relay(
                 self.state.db.clone(),
                 mail::TOPIC,
-                self.state.mailer.clone(),
+                metrics::Counted {
+                    topic: mail::TOPIC,
+                    handler: self.state.mailer.clone(),
+                    metrics: self.state.metrics.clone(),
+                },
                 workers.clone(),
             ),
             self.state
@@ -163,10 +186,15 @@ impl App {
             events::spawn_relay(
                 self.state.db.clone(),
                 domain::events::TOPIC,
-                self.sink.clone(),
+                metrics::Counted {
+                    topic: domain::events::TOPIC,
+                    handler: self.sink.clone(),
+                    metrics: self.state.metrics.clone(),
+                },
                 workers.clone(),
             ),
             spawn_deadline_sweeper(self.state.clone(), workers.clone()),
+            spawn_metrics_listener(self.metrics_listener, self.state.clone(), workers.clone()),
             spawn_billing(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
         ];
@@ -206,6 +234,31 @@ impl App {
         tracing::info!("tms stopped");
         Ok(())
     }
+}
+
+/// Serves `GET /metrics` alone on the `METRICS_ADDR` listener, if there is one, until
+/// `shutdown`.
+fn spawn_metrics_listener(
+    listener: Option<TcpListener>,
+    services: Services,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(listener) = listener else {
+            return;
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics are served on their own address");
+        }
+        let router = http::metrics::dedicated_router(services);
+        let stopped = shutdown.cancelled_owned();
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::warn!(error = %err, "the metrics listener stopped");
+        }
+    })
 }
 
 /// How often operations past their deadline are looked for.
@@ -250,8 +303,12 @@ fn spawn_billing(services: Services, shutdown: CancellationToken) -> tokio::task
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = interval;
-            if let Err(err) = billing.run().await {
-                tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
+            match billing.run().await {
+                Ok(report) => services.metrics.billing_run(Some(report.issued)),
+                Err(err) => {
+                    services.metrics.billing_run(None);
+                    tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
+                }
             }
         }
     })
@@ -275,6 +332,7 @@ async fn connect_services(config: Config, clock: Clock) -> anyhow::Result<(Servi
         mailer,
         idp: idp::IdentityProviders::new(clock.clone())?,
         clock,
+        metrics: metrics::Metrics::new(),
     };
     Ok((services, jwt_secret.generated_for_dev))
 }

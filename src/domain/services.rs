@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::idp::IdentityProviders;
 use crate::kv::Kv;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::store::Db;
 
 /// What the rules work with; cheap to clone (every part is shared).
@@ -32,6 +33,8 @@ pub struct Services {
     pub config: Arc<Config>,
     /// The one clock of the service (a manual one in tests).
     pub clock: Clock,
+    /// What is counted for `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl Services {
@@ -53,6 +56,7 @@ impl Services {
             kv: &self.kv,
             mailer: &self.mailer,
             config: &self.config,
+            metrics: &self.metrics,
         }
     }
 
@@ -72,6 +76,7 @@ impl Services {
             kv: &self.kv,
             mailer: &self.mailer,
             config: &self.config,
+            metrics: &self.metrics,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 mod funnel;
 mod identity;
 mod invoices;
+pub mod metrics;
 mod money_text;
 mod onboarding;
 pub mod openapi;
@@ -43,6 +44,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit;
     let timeout = state.config.request_timeout;
+    let counted = state.metrics.clone();
     let public_limit = rate_limit::RateLimit::new(
         state.kv.clone(),
         state.config.public_api_max_attempts,
@@ -78,10 +80,12 @@ pub fn router(state: AppState) -> Router {
         .merge(collections::router())
         .merge(invoices::router())
         .merge(onboarding::router())
+        .merge(metrics::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     with_middleware(routes, body_limit, timeout)
+        .layer(middleware::from_fn_with_state(counted, metrics::record))
 }
 
 /// The middleware every route gets: request id (generated or passed through, echoed back),
