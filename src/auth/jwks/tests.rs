@@ -123,6 +123,9 @@ fn published_keys_are_pinned_to_the_one_algorithm_they_fit() {
         pinned(&rsa_key(json!({"key_ops": ["verify"], "use": null}))),
         Ok(Algorithm::RS256)
     );
+    let ed25519 = json!({"kty": "OKP", "crv": "Ed25519", "kid": "d",
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+    assert_eq!(pinned(&ed25519), Ok(Algorithm::EdDSA));
 
     for (key, why) in [
         (ec_key(json!({"alg": "RS256"})), "does not fit"),
