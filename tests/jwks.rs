@@ -604,14 +604,27 @@ async fn without_the_keys_provider_tokens_answer_503(db: Db, test: &str) {
     // tms's own tokens do not need the provider.
     assert_eq!(w.count(&w.app.admin_token()).await.0, 200);
 
+    // Tried again once the interval has passed, when such a token comes.
+    w.advance(MIN_REFRESH);
+    assert_eq!(
+        w.app.get_raw("/tenants/count", Some(&token)).await.status,
+        503
+    );
+    assert_eq!(w.idp.fetches(), 2);
+    assert!(
+        logs.text()
+            .contains("still no keys from the identity provider")
+    );
+
     // The provider is back: its tokens pass once the next fetch may go.
     w.idp.answer_with(200);
     assert_eq!(
         w.app.get_raw("/tenants/count", Some(&token)).await.status,
         503
     );
-    assert_eq!(w.idp.fetches(), 1);
+    assert_eq!(w.idp.fetches(), 2);
     w.advance(MIN_REFRESH);
     assert_eq!(w.count(&token).await.0, 200);
-    assert_eq!(w.idp.fetches(), 2);
+    assert_eq!(w.idp.fetches(), 3);
+    assert!(logs.text().contains("identity provider keys loaded"));
 }

@@ -91,20 +91,14 @@ impl Jwks {
     /// either way: without keys, the provider's tokens answer 503 until a later fetch (when
     /// one of them comes, at most once per minimum interval) brings them.
     pub async fn load(&self) {
-        match self.refresh().await {
-            Some(Ok(count)) => tracing::info!(
-                url = %self.config.url,
-                keys = count,
-                "identity provider keys loaded (JWT_JWKS_URL)"
-            ),
-            Some(Err(err)) => tracing::error!(
+        if let Some(Err(err)) = self.refresh().await {
+            tracing::error!(
                 url = %self.config.url,
                 "JWT_JWKS_URL: cannot load the identity provider's keys: {err}; its tokens \
                  answer 503 until the keys arrive (fetched again when such a token comes, at \
                  most every {} s)",
                 self.config.min_refresh_interval.as_secs()
-            ),
-            None => {}
+            );
         }
     }
 
@@ -162,14 +156,12 @@ impl Jwks {
             if stale && self.may_fetch(now) {
                 // The request goes on with the key it has; the set is renewed beside it.
                 let jwks = Arc::clone(self);
-                tokio::spawn(async move {
-                    let _ = jwks.refresh().await;
-                });
+                tokio::spawn(async move { jwks.refresh_logged().await });
             }
             return Ok(key);
         }
         // Not in the set: perhaps the provider has rotated its keys.
-        self.refresh().await;
+        self.refresh_logged().await;
         let cache = self.read();
         if let Some(key) = cache.keys.get(kid) {
             return Ok(Arc::clone(key));
@@ -195,19 +187,25 @@ impl Jwks {
             return None;
         }
         self.write().attempted_at = Some(now);
-        let outcome = match self.fetch().await {
-            Ok(fetched) => Ok(self.install(fetched, now)),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = &outcome
-            && self.read().fetched_at.is_some()
-        {
-            tracing::warn!(
-                url = %self.config.url,
-                "cannot refresh the identity provider's keys: {err}; the keys in force stay"
-            );
+        Some(self.fetch().await.map(|fetched| self.install(fetched, now)))
+    }
+
+    /// [`Jwks::refresh`] after start-up, with a failed fetch in the log.
+    async fn refresh_logged(&self) {
+        if let Some(Err(err)) = self.refresh().await {
+            if self.read().fetched_at.is_some() {
+                tracing::warn!(
+                    url = %self.config.url,
+                    "cannot refresh the identity provider's keys: {err}; the keys in force stay"
+                );
+            } else {
+                tracing::warn!(
+                    url = %self.config.url,
+                    "still no keys from the identity provider (JWT_JWKS_URL): {err}; its \
+                     tokens answer 503"
+                );
+            }
         }
-        Some(outcome)
     }
 
     /// Puts `fetched` in force at `now`; returns how many keys it has.
@@ -220,7 +218,13 @@ impl Jwks {
         let mut cache = self.write();
         let before: BTreeSet<&String> = cache.keys.keys().collect();
         let after: BTreeSet<&String> = fetched.keys.keys().collect();
-        if cache.fetched_at.is_some() && before != after {
+        if cache.fetched_at.is_none() {
+            tracing::info!(
+                url = %self.config.url,
+                kids = ?after,
+                "identity provider keys loaded (JWT_JWKS_URL)"
+            );
+        } else if before != after {
             tracing::info!(
                 added = ?after.difference(&before).collect::<Vec<_>>(),
                 removed = ?before.difference(&after).collect::<Vec<_>>(),
