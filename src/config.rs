@@ -13,10 +13,12 @@ pub use billing::BillingConfig;
 pub use database::{DatabaseConfig, is_identifier, mask_url_password};
 use database::{database_config, encode};
 pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
+pub use jwks::JwksConfig;
 
 mod billing;
 mod database;
 mod identity;
+mod jwks;
 
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
@@ -83,6 +85,9 @@ pub struct Config {
     /// with a warning at every start: one shared with the original's other services.
     pub jwt_short_secret_allowed: bool,
     pub jwt_issuer: String,
+    /// Tokens of an identity provider, verified with the keys of its JWKS URL (`JWT_JWKS_*`,
+    /// `JWT_AUDIENCE`, `JWT_PERMISSIONS_CLAIM`); `None`: only tms's own HS256 tokens.
+    pub jwks: Option<JwksConfig>,
     pub system_user_id: String,
     pub from_email: String,
     pub app_name: String,
@@ -409,6 +414,7 @@ impl Config {
             jwt_previous_secret: v.secret("JWT_PREVIOUS_SECRET"),
             jwt_short_secret_allowed,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
+            jwks: JwksConfig::from_vars(&v, env)?,
             system_user_id: v.string("SYSTEM_USER_ID", DEFAULT_SYSTEM_USER_ID),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
             app_name: v.string("APP_NAME", "tms"),
@@ -608,6 +614,10 @@ impl Config {
                 self.jwt_short_secret_allowed.to_string(),
             ),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
+        ]
+        .into_iter()
+        .chain(JwksConfig::lines(self.jwks.as_ref()))
+        .chain([
             ("SYSTEM_USER_ID", self.system_user_id.clone()),
             ("FROM_EMAIL", self.from_email.clone()),
             ("APP_NAME", self.app_name.clone()),
@@ -704,8 +714,7 @@ impl Config {
                 "METRICS_ADDR",
                 self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
             ),
-        ]
-        .into_iter()
+        ])
         .chain(self.tiers.lines())
         .chain(self.billing.lines())
         .map(|(k, v)| format!("{k}={v}"))

@@ -53,8 +53,10 @@ pub struct App {
 
 impl App {
     /// Binds `HOST:PORT` (port 0 picks a free port, as tests do), resolves the JWT secret,
-    /// opens and migrates the database and connects the key store, on the system clock. The
-    /// listener comes first: a bad address fails before anything is migrated.
+    /// opens and migrates the database, connects the key store and loads the identity
+    /// provider's keys (when `JWT_JWKS_URL` is set; it starts without them if they cannot be
+    /// had), on the system clock. The listener comes first: a bad address fails before
+    /// anything is migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Clock::system()).await
     }
@@ -75,6 +77,9 @@ impl App {
         };
         files::secure_data(&config);
         let (state, dev_secret) = connect_services(config, clock).await?;
+        if let Some(jwks) = state.jwt.jwks() {
+            jwks.load().await;
+        }
         let router = http::router(state.clone());
         let sink = events::sinks::Sink::from_config(
             &state.config,
@@ -322,11 +327,16 @@ async fn connect_services(config: Config, clock: Clock) -> anyhow::Result<(Servi
     let db = Db::connect(&config).await?.with_clock(clock.clone());
     db.migrate().await?;
     let kv = Kv::connect(&config, &db, clock.clone()).await?;
+    let jwks = match &config.jwks {
+        Some(settings) => Some(auth::jwks::Jwks::new(settings.clone(), clock.clone())?),
+        None => None,
+    };
     let services = Services {
         db,
         jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer)
             .with_previous(config.jwt_previous_secret.as_ref())
-            .with_clock(clock.clone()),
+            .with_clock(clock.clone())
+            .with_jwks(jwks),
         config: Arc::new(config),
         kv,
         mailer,
