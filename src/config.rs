@@ -140,6 +140,9 @@ pub struct Config {
     pub billing: BillingConfig,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
+    /// How long the first answer to a POST with an `Idempotency-Key` is replayed
+    /// (`IDEMPOTENCY_TTL`, ms).
+    pub idempotency_ttl: Duration,
     /// The most rows a list answers, and related rows per row of an include
     /// (`MAX_LIST_LIMIT`).
     pub max_list_limit: u64,
@@ -507,6 +510,12 @@ impl Config {
                 100,
                 600_000,
             )?),
+            idempotency_ttl: Duration::from_millis(v.number(
+                "IDEMPOTENCY_TTL",
+                86_400_000u64,
+                1_000,
+                MAX_MS,
+            )?),
             max_list_limit: v.number(
                 "MAX_LIST_LIMIT",
                 crate::store::filter::MAX_LIMIT,
@@ -691,6 +700,10 @@ impl Config {
             (
                 "REQUEST_TIMEOUT",
                 self.request_timeout.as_millis().to_string(),
+            ),
+            (
+                "IDEMPOTENCY_TTL",
+                self.idempotency_ttl.as_millis().to_string(),
             ),
             ("MAX_LIST_LIMIT", self.max_list_limit.to_string()),
             (

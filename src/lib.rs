@@ -158,9 +158,9 @@ impl App {
         )))
     }
 
-    /// Serves, with the background workers (mail relay, expired-key janitor), until `shutdown`
-    /// completes; lets in-flight requests finish (within `SHUTDOWN_TIMEOUT`), stops the
-    /// workers, then closes the pool.
+    /// Serves, with the background workers (relays, deadline sweeper, billing, outbox pruner,
+    /// expired-key and idempotency-key janitors), until `shutdown` completes; lets in-flight
+    /// requests finish (within `SHUTDOWN_TIMEOUT`), stops the workers, then closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -202,6 +202,7 @@ impl App {
             spawn_metrics_listener(self.metrics_listener, self.state.clone(), workers.clone()),
             spawn_billing(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
+            spawn_idempotency_janitor(self.state.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
             header_timeout: self.state.config.http_header_timeout,
@@ -284,6 +285,31 @@ fn spawn_deadline_sweeper(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(DEADLINE_SWEEP) => {}
+            }
+        }
+    })
+}
+
+/// How often expired `Idempotency-Key` records are deleted.
+const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(600);
+
+/// Deletes expired `Idempotency-Key` records (`domain::idempotency`, on the application's
+/// clock) now and every [`IDEMPOTENCY_PURGE`], until `shutdown`. Expired records are ignored
+/// already; this reclaims their space.
+fn spawn_idempotency_janitor(
+    services: Services,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match services.idempotency().purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "expired idempotency keys purged"),
+                Err(err) => tracing::warn!(error = %err, "purging idempotency keys failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(IDEMPOTENCY_PURGE) => {}
             }
         }
     })

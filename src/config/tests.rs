@@ -30,6 +30,13 @@ fn defaults_are_the_embedded_mode() {
     assert_eq!(c.app_login_url, "http://localhost:3005/");
     let c = config(&[("PORT", "8080")]).unwrap();
     assert_eq!(c.app_login_url, "http://localhost:8080/");
+    assert_eq!(c.idempotency_ttl, Duration::from_secs(24 * 3600));
+    let c = config(&[("IDEMPOTENCY_TTL", "60000")]).unwrap();
+    assert_eq!(c.idempotency_ttl, Duration::from_secs(60));
+    assert!(
+        c.masked_lines()
+            .contains(&"IDEMPOTENCY_TTL=60000".to_string())
+    );
 }
 
 #[test]
@@ -86,6 +93,8 @@ fn bad_values_name_the_variable() {
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ("KEYCLOAK_HOST", "sso.example.com"),
+        ("IDEMPOTENCY_TTL", "0"),
+        ("IDEMPOTENCY_TTL", "1d"),
     ] {
         let err = config(&[(var, value)])
             .err()

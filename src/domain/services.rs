@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::admin_user::AdminUsers;
 use super::billing_run::BillingRun;
 use super::funnel::Funnel;
+use super::idempotency::Idempotency;
 use super::offboarding::Offboarding;
 use super::provisioning::Provisioning;
 use super::webhook::Webhook;
@@ -86,6 +87,14 @@ impl Services {
             db: &self.db,
             kv: &self.kv,
             idp: &self.idp,
+            config: &self.config,
+        }
+    }
+
+    /// The `Idempotency-Key` records of POST requests.
+    pub fn idempotency(&self) -> Idempotency<'_> {
+        Idempotency {
+            db: &self.db,
             config: &self.config,
         }
     }

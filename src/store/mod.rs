@@ -6,6 +6,7 @@
 pub mod adopt;
 pub mod crud;
 pub mod filter;
+pub mod idempotency;
 pub mod invoices;
 pub mod kv;
 pub mod leads;

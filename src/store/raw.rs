@@ -1,8 +1,9 @@
-//! Hand-written statements for both databases (the key-value store, the outbox): one SQL text
-//! with `$n` placeholders, typed parameters bound as each backend stores them, and typed reads of
-//! the returned columns. The representation of each type per backend is the one the migrations
-//! describe (instants as `timestamptz` / ISO 8601 text, UUIDs as `uuid` / text, JSON as `jsonb` /
-//! text), so no caller branches on the database.
+//! Hand-written statements for both databases (the key-value store, the outbox, idempotency
+//! keys): one SQL text with `$n` placeholders, typed parameters bound as each backend stores
+//! them, and typed reads of the returned columns. The representation of each type per backend is
+//! the one the migrations describe (instants as `timestamptz` / ISO 8601 text, UUIDs as `uuid` /
+//! text, JSON as `jsonb` / text, bytes as `bytea` / `BLOB`), so no caller branches on the
+//! database.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -32,6 +33,8 @@ pub enum Param<'a> {
     /// Money: `numeric(19,4)` / integer ten-thousandths.
     Money(Decimal),
     OptInstant(Option<DateTime<Utc>>),
+    /// Bytes: `bytea` / `BLOB`.
+    Bytes(&'a [u8]),
 }
 
 /// The parameters bound for `backend`.
@@ -63,6 +66,7 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
             (Param::OptInstant(t), Backend::Sqlite) => {
                 SqlValue::String(t.as_ref().map(format_timestamp))
             }
+            (Param::Bytes(b), _) => SqlValue::Bytes(Some(b.to_vec())),
         })
         .collect();
     SqlxValues(sea_query::Values(values))
@@ -156,6 +160,14 @@ impl RawRow {
         match self {
             Self::Postgres(row) => row.try_get(column),
             Self::Sqlite(row) => Ok(Decimal::new(row.try_get(column)?, MONEY_SCALE)),
+        }
+    }
+
+    /// A `bytea` / `BLOB` column that may be NULL.
+    pub fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => row.try_get(column),
         }
     }
 
