@@ -1,13 +1,19 @@
-//! Bearer JWTs (HS256 pinned, issuer checked, `exp` required, `exp`/`nbf`/`iat` checked against
-//! the application's clock), the caller they name, and the permission codes. Free of HTTP: the
-//! extractors that read a request's token (`Principal`, `Require<ViewTenant>`) are in
-//! `http::auth`.
+//! Bearer JWTs and the caller they name. tms's own tokens: HS256 pinned, issuer checked, `exp`
+//! required, `exp`/`nbf`/`iat` checked against the application's clock. With `JWT_JWKS_URL`,
+//! also an identity provider's tokens, verified with its published keys ([`jwks`]). And the
+//! permission codes. Free of HTTP: the extractors that read a request's token (`Principal`,
+//! `Require<ViewTenant>`) are in `http::auth`.
 
+pub mod jwks;
+
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{
+    Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +26,16 @@ impl AuthError {
     fn new(message: &str) -> Self {
         Self(message.to_string())
     }
+}
+
+/// Why a bearer token was not accepted: it does not verify (401), or the identity provider's
+/// keys it needs are not available yet (503, the client may try again).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Invalid(#[from] AuthError),
+    #[error("The identity provider's signing keys are not available yet; try again later")]
+    KeysUnavailable { retry_after_secs: u64 },
 }
 
 /// The claims tms reads from (and writes into) a bearer token.
@@ -76,7 +92,8 @@ impl Principal {
 }
 
 /// Signs and verifies HS256 tokens with `JWT_SECRET` and `JWT_ISSUER`; during a rotation, also
-/// verifies tokens signed with `JWT_PREVIOUS_SECRET`.
+/// verifies tokens signed with `JWT_PREVIOUS_SECRET`. With an identity provider's key set
+/// ([`JwtKeys::with_jwks`]), [`JwtKeys::authenticate`] also accepts the tokens it signs.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
@@ -85,6 +102,7 @@ pub struct JwtKeys {
     validation: Validation,
     issuer: String,
     clock: Clock,
+    jwks: Option<Arc<jwks::Jwks>>,
 }
 
 impl JwtKeys {
@@ -105,6 +123,7 @@ impl JwtKeys {
             validation,
             issuer: issuer.to_string(),
             clock: Clock::system(),
+            jwks: None,
         }
     }
 
@@ -120,6 +139,31 @@ impl JwtKeys {
     /// The same keys, minting and checking times on `clock`.
     pub fn with_clock(self, clock: Clock) -> Self {
         Self { clock, ..self }
+    }
+
+    /// The same keys, also accepting the tokens an identity provider signs with the keys of
+    /// `jwks` (which checks their times on its own clock).
+    pub fn with_jwks(self, jwks: Option<Arc<jwks::Jwks>>) -> Self {
+        Self { jwks, ..self }
+    }
+
+    /// The identity provider's key set, when one is configured.
+    pub fn jwks(&self) -> Option<&Arc<jwks::Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// Verifies the bearer token of a request. An HMAC token (or one whose header does not
+    /// parse) is tms's own and goes to [`JwtKeys::verify`], exactly as without an identity
+    /// provider; any other algorithm is the identity provider's, when one is configured — so
+    /// an HS256 token signed with one of its public keys meets `JWT_SECRET`, and fails.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, TokenError> {
+        if let Some(jwks) = &self.jwks
+            && let Ok(header) = jsonwebtoken::decode_header(token)
+            && header.alg.family() != AlgorithmFamily::Hmac
+        {
+            return jwks.verify(token, &header).await;
+        }
+        Ok(self.verify(token)?)
     }
 
     /// Mints a token for `id` with `permissions`, valid for `ttl_secs`.
@@ -173,9 +217,10 @@ impl JwtKeys {
         )?)
     }
 
-    /// Verifies a bearer token: signature, algorithm, issuer; expired (`exp` not after now),
-    /// not valid yet (`nbf`) or issued in the future (`iat`), beyond [`CLOCK_SKEW_SECS`], is
-    /// refused.
+    /// Verifies one of tms's own tokens (HS256, the only kind that can be a lead token):
+    /// signature, algorithm, issuer; expired (`exp` not after now), not valid yet (`nbf`) or
+    /// issued in the future (`iat`), beyond [`CLOCK_SKEW_SECS`], is refused. Requests go through
+    /// [`JwtKeys::authenticate`], which also knows the identity provider's tokens.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
         let decoded = match (&decoded, &self.previous) {
@@ -184,26 +229,13 @@ impl JwtKeys {
             }
             _ => decoded,
         };
-        let data = decoded.map_err(|err| {
-            AuthError::new(match err.kind() {
-                ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
-                ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
-                ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
-                _ => "TokenInvalid",
-            })
-        })?;
-        let claims = data.claims;
-        let now = self.clock.unix_seconds();
-        let invalid = AuthError::new;
-        if claims.exp <= now {
-            return Err(invalid("TokenExpired"));
-        }
-        if claims.nbf.is_some_and(|nbf| nbf > now + CLOCK_SKEW_SECS) {
-            return Err(invalid("TokenInvalid: not valid yet (nbf)"));
-        }
-        if claims.iat > now + CLOCK_SKEW_SECS {
-            return Err(invalid("TokenInvalid: issued in the future (iat)"));
-        }
+        let claims = decoded.map_err(|err| refusal(&err))?.claims;
+        check_times(
+            self.clock.unix_seconds(),
+            claims.exp,
+            claims.nbf,
+            Some(claims.iat),
+        )?;
         let lead = match claims.lead_id.as_deref() {
             None => None,
             Some(raw) => Some(
@@ -224,6 +256,31 @@ impl JwtKeys {
             lead,
         })
     }
+}
+
+/// The 401 message for a token `jsonwebtoken` refused.
+fn refusal(err: &jsonwebtoken::errors::Error) -> AuthError {
+    AuthError::new(match err.kind() {
+        ErrorKind::InvalidIssuer => "TokenInvalid: wrong issuer",
+        ErrorKind::InvalidAlgorithm => "TokenInvalid: algorithm not allowed",
+        ErrorKind::InvalidSignature => "TokenInvalid: bad signature",
+        _ => "TokenInvalid",
+    })
+}
+
+/// A token's times at `now` (seconds): expired when `exp` is not after now; refused when `nbf`
+/// (not before) or `iat` (issued at) lie more than [`CLOCK_SKEW_SECS`] in the future.
+fn check_times(now: u64, exp: u64, nbf: Option<u64>, iat: Option<u64>) -> Result<(), AuthError> {
+    if exp <= now {
+        return Err(AuthError::new("TokenExpired"));
+    }
+    if nbf.is_some_and(|nbf| nbf > now + CLOCK_SKEW_SECS) {
+        return Err(AuthError::new("TokenInvalid: not valid yet (nbf)"));
+    }
+    if iat.is_some_and(|iat| iat > now + CLOCK_SKEW_SECS) {
+        return Err(AuthError::new("TokenInvalid: issued in the future (iat)"));
+    }
+    Ok(())
 }
 
 pub fn now_secs() -> u64 {

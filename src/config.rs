@@ -13,10 +13,12 @@ pub use billing::BillingConfig;
 pub use database::{DatabaseConfig, is_identifier, mask_url_password};
 use database::{database_config, encode};
 pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
+pub use jwks::JwksConfig;
 
 mod billing;
 mod database;
 mod identity;
+mod jwks;
 
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
@@ -83,6 +85,9 @@ pub struct Config {
     /// with a warning at every start: one shared with the original's other services.
     pub jwt_short_secret_allowed: bool,
     pub jwt_issuer: String,
+    /// Tokens of an identity provider, verified with the keys of its JWKS URL (`JWT_JWKS_*`,
+    /// `JWT_AUDIENCE`, `JWT_PERMISSIONS_CLAIM`); `None`: only tms's own HS256 tokens.
+    pub jwks: Option<JwksConfig>,
     pub system_user_id: String,
     pub from_email: String,
     pub app_name: String,
@@ -139,6 +144,9 @@ pub struct Config {
     pub billing: BillingConfig,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
+    /// How long the first answer to a POST with an `Idempotency-Key` is replayed
+    /// (`IDEMPOTENCY_TTL`, ms).
+    pub idempotency_ttl: Duration,
     /// The most rows a list answers, and related rows per row of an include
     /// (`MAX_LIST_LIMIT`).
     pub max_list_limit: u64,
@@ -150,6 +158,10 @@ pub struct Config {
     pub http_write_timeout: Duration,
     /// How long a shutdown waits for requests in flight (`SHUTDOWN_TIMEOUT`, ms).
     pub shutdown_timeout: Duration,
+    /// The bearer token `GET /metrics` asks for on the service's port (`METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
+    /// An address serving `GET /metrics` alone, without a token (`METRICS_ADDR`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -414,6 +426,7 @@ impl Config {
             jwt_previous_secret: v.secret("JWT_PREVIOUS_SECRET"),
             jwt_short_secret_allowed,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
+            jwks: JwksConfig::from_vars(&v, env)?,
             system_user_id: v.string("SYSTEM_USER_ID", DEFAULT_SYSTEM_USER_ID),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
             app_name: v.string("APP_NAME", "tms"),
@@ -512,6 +525,12 @@ impl Config {
                 100,
                 600_000,
             )?),
+            idempotency_ttl: Duration::from_millis(v.number(
+                "IDEMPOTENCY_TTL",
+                86_400_000u64,
+                1_000,
+                MAX_MS,
+            )?),
             max_list_limit: v.number(
                 "MAX_LIST_LIMIT",
                 crate::store::filter::MAX_LIMIT,
@@ -542,6 +561,23 @@ impl Config {
                 0,
                 600_000,
             )?),
+            metrics_token: match v.secret("METRICS_TOKEN") {
+                Some(token) if token.expose_secret().len() < 16 => {
+                    return Err(problem("METRICS_TOKEN", "must be at least 16 characters"));
+                }
+                token => token,
+            },
+            metrics_addr: v
+                .get("METRICS_ADDR")
+                .map(|raw| {
+                    raw.parse().map_err(|_| {
+                        problem(
+                            "METRICS_ADDR",
+                            format!("expected an address and port (127.0.0.1:9100), got {raw:?}"),
+                        )
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -602,6 +638,10 @@ impl Config {
                 self.jwt_short_secret_allowed.to_string(),
             ),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
+        ]
+        .into_iter()
+        .chain(JwksConfig::lines(self.jwks.as_ref()))
+        .chain([
             ("SYSTEM_USER_ID", self.system_user_id.clone()),
             ("FROM_EMAIL", self.from_email.clone()),
             ("APP_NAME", self.app_name.clone()),
@@ -680,6 +720,10 @@ impl Config {
                 "REQUEST_TIMEOUT",
                 self.request_timeout.as_millis().to_string(),
             ),
+            (
+                "IDEMPOTENCY_TTL",
+                self.idempotency_ttl.as_millis().to_string(),
+            ),
             ("MAX_LIST_LIMIT", self.max_list_limit.to_string()),
             (
                 "HTTP_HEADER_TIMEOUT",
@@ -697,8 +741,12 @@ impl Config {
                 "SHUTDOWN_TIMEOUT",
                 self.shutdown_timeout.as_millis().to_string(),
             ),
-        ]
-        .into_iter()
+            ("METRICS_TOKEN", secret(&self.metrics_token)),
+            (
+                "METRICS_ADDR",
+                self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ),
+        ])
         .chain(self.tiers.lines())
         .chain(self.billing.lines())
         .map(|(k, v)| format!("{k}={v}"))

@@ -13,6 +13,7 @@ pub mod http;
 pub mod idp;
 pub mod kv;
 pub mod mail;
+pub mod metrics;
 pub mod model;
 pub mod pdf;
 pub mod store;
@@ -46,12 +47,16 @@ pub struct App {
     sink: events::sinks::Sink,
     /// No `JWT_SECRET` was configured: the development secret of the data directory is in force.
     dev_secret: bool,
+    /// `METRICS_ADDR`: the listener serving `GET /metrics` alone.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
     /// Binds `HOST:PORT` (port 0 picks a free port, as tests do), resolves the JWT secret,
-    /// opens and migrates the database and connects the key store, on the system clock. The
-    /// listener comes first: a bad address fails before anything is migrated.
+    /// opens and migrates the database, connects the key store and loads the identity
+    /// provider's keys (when `JWT_JWKS_URL` is set; it starts without them if they cannot be
+    /// had), on the system clock. The listener comes first: a bad address fails before
+    /// anything is migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Clock::system()).await
     }
@@ -62,8 +67,19 @@ impl App {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (HOST, PORT)"))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (METRICS_ADDR)"))?,
+            ),
+            None => None,
+        };
         files::secure_data(&config);
         let (state, dev_secret) = connect_services(config, clock).await?;
+        if let Some(jwks) = state.jwt.jwks() {
+            jwks.load().await;
+        }
         let router = http::router(state.clone());
         let sink = events::sinks::Sink::from_config(
             &state.config,
@@ -76,6 +92,7 @@ impl App {
             state,
             sink,
             dev_secret,
+            metrics_listener,
         })
     }
 
@@ -87,6 +104,13 @@ impl App {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `GET /metrics` is served alone (`METRICS_ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &Services {
@@ -134,9 +158,9 @@ impl App {
         )))
     }
 
-    /// Serves, with the background workers (mail relay, expired-key janitor), until `shutdown`
-    /// completes; lets in-flight requests finish (within `SHUTDOWN_TIMEOUT`), stops the
-    /// workers, then closes the pool.
+    /// Serves, with the background workers (relays, deadline sweeper, billing, outbox pruner,
+    /// expired-key and idempotency-key janitors), until `shutdown` completes; lets in-flight
+    /// requests finish (within `SHUTDOWN_TIMEOUT`), stops the workers, then closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -154,7 +178,11 @@ impl App {
             events::spawn_relay(
                 self.state.db.clone(),
                 mail::TOPIC,
-                self.state.mailer.clone(),
+                metrics::Counted {
+                    topic: mail::TOPIC,
+                    handler: self.state.mailer.clone(),
+                    metrics: self.state.metrics.clone(),
+                },
                 workers.clone(),
             ),
             self.state
@@ -163,12 +191,18 @@ impl App {
             events::spawn_relay(
                 self.state.db.clone(),
                 domain::events::TOPIC,
-                self.sink.clone(),
+                metrics::Counted {
+                    topic: domain::events::TOPIC,
+                    handler: self.sink.clone(),
+                    metrics: self.state.metrics.clone(),
+                },
                 workers.clone(),
             ),
             spawn_deadline_sweeper(self.state.clone(), workers.clone()),
+            spawn_metrics_listener(self.metrics_listener, self.state.clone(), workers.clone()),
             spawn_billing(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
+            spawn_idempotency_janitor(self.state.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
             header_timeout: self.state.config.http_header_timeout,
@@ -208,6 +242,31 @@ impl App {
     }
 }
 
+/// Serves `GET /metrics` alone on the `METRICS_ADDR` listener, if there is one, until
+/// `shutdown`.
+fn spawn_metrics_listener(
+    listener: Option<TcpListener>,
+    services: Services,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(listener) = listener else {
+            return;
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics are served on their own address");
+        }
+        let router = http::metrics::dedicated_router(services);
+        let stopped = shutdown.cancelled_owned();
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::warn!(error = %err, "the metrics listener stopped");
+        }
+    })
+}
+
 /// How often operations past their deadline are looked for.
 const DEADLINE_SWEEP: Duration = Duration::from_secs(30);
 
@@ -226,6 +285,31 @@ fn spawn_deadline_sweeper(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(DEADLINE_SWEEP) => {}
+            }
+        }
+    })
+}
+
+/// How often expired `Idempotency-Key` records are deleted.
+const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(600);
+
+/// Deletes expired `Idempotency-Key` records (`domain::idempotency`, on the application's
+/// clock) now and every [`IDEMPOTENCY_PURGE`], until `shutdown`. Expired records are ignored
+/// already; this reclaims their space.
+fn spawn_idempotency_janitor(
+    services: Services,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match services.idempotency().purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "expired idempotency keys purged"),
+                Err(err) => tracing::warn!(error = %err, "purging idempotency keys failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(IDEMPOTENCY_PURGE) => {}
             }
         }
     })
@@ -250,8 +334,12 @@ fn spawn_billing(services: Services, shutdown: CancellationToken) -> tokio::task
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = interval;
-            if let Err(err) = billing.run().await {
-                tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
+            match billing.run().await {
+                Ok(report) => services.metrics.billing_run(Some(report.issued)),
+                Err(err) => {
+                    services.metrics.billing_run(None);
+                    tracing::warn!(error = %err, "the billing run did not complete; the next one resumes it");
+                }
             }
         }
     })
@@ -265,16 +353,22 @@ async fn connect_services(config: Config, clock: Clock) -> anyhow::Result<(Servi
     let db = Db::connect(&config).await?.with_clock(clock.clone());
     db.migrate().await?;
     let kv = Kv::connect(&config, &db, clock.clone()).await?;
+    let jwks = match &config.jwks {
+        Some(settings) => Some(auth::jwks::Jwks::new(settings.clone(), clock.clone())?),
+        None => None,
+    };
     let services = Services {
         db,
         jwt: JwtKeys::new(&jwt_secret.secret, &config.jwt_issuer)
             .with_previous(config.jwt_previous_secret.as_ref())
-            .with_clock(clock.clone()),
+            .with_clock(clock.clone())
+            .with_jwks(jwks),
         config: Arc::new(config),
         kv,
         mailer,
         idp: idp::IdentityProviders::new(clock.clone())?,
         clock,
+        metrics: metrics::Metrics::new(),
     };
     Ok((services, jwt_secret.generated_for_dev))
 }

@@ -1,5 +1,5 @@
 //! The `tms` command line: `serve` (default), `migrate`, `config`, `token`, `openapi`,
-//! `billing run`.
+//! `billing run`, `health`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -53,6 +53,13 @@ enum Command {
     Billing {
         #[command(subcommand)]
         command: BillingCommand,
+    },
+    /// Exit 0 when the server on this machine (PORT) is ready (`GET /health/ready` answers 200),
+    /// else 1: a container's health check, with no HTTP client in the image.
+    Health {
+        /// The readiness URL (default: http://127.0.0.1:<PORT>/health/ready).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -112,6 +119,21 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", keys.mint(&id, permissions, ttl)?);
             Ok(())
         }
+        Command::Health { url } => runtime()?.block_on(async {
+            let url =
+                url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health/ready", config.port));
+            let answer = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?
+                .get(&url)
+                .send()
+                .await;
+            match answer {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => anyhow::bail!("{url} answered {}", response.status()),
+                Err(err) => anyhow::bail!("{url}: {err}"),
+            }
+        }),
         Command::Migrate => runtime()?.block_on(async {
             tms::telemetry::init(&config);
             tms::files::secure_data(&config);

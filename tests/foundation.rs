@@ -63,6 +63,39 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `tms health`, a container's health check: 0 while the server answers ready, 1 when it does
+/// not (nothing listens, or not ready).
+#[tokio::test]
+async fn the_health_command_tells_whether_the_server_is_ready() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let ready = app.url("/health/ready");
+    let url = ready.clone();
+    let out = tokio::task::spawn_blocking(move || run_tms(&["health", "--url", &url], &[]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let port = closed.port().to_string();
+    let out = tokio::task::spawn_blocking(move || run_tms(&["health"], &[("PORT", &port)]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("/health/ready"),
+        "{}",
+        text(&out.stderr)
+    );
+    let missing = app.url("/health/nothing");
+    let out = tokio::task::spawn_blocking(move || run_tms(&["health", "--url", &missing], &[]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+}
+
 type BadConfig<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]

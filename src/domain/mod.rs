@@ -1,8 +1,8 @@
 //! The rules of the service, free of HTTP and SQL (the store runs the statements): request
 //! validation, the lead funnel, onboarding, contacts, the tenant lifecycle, provisioning and
-//! offboarding, the event contract, billing and its run, identity providers. Each returns a
-//! typed error that the HTTP edge maps to an answer; [`Services`] is the context they share,
-//! built once.
+//! offboarding, the event contract, billing and its run, identity providers, the replay of
+//! answers to requests with an `Idempotency-Key`. Each returns a typed error that the HTTP edge
+//! maps to an answer; [`Services`] is the context they share, built once.
 
 pub mod admin_user;
 pub mod billing;
@@ -10,6 +10,7 @@ pub mod billing_run;
 pub mod contacts;
 pub mod events;
 pub mod funnel;
+pub mod idempotency;
 pub mod idp_settings;
 pub mod invoices;
 pub mod money;

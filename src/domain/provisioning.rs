@@ -16,6 +16,7 @@ use super::validation::{ValidationDetail, missing_property, not_an_object, unkno
 use crate::config::{Config, Isolation};
 use crate::kv::{Kv, KvError};
 use crate::mail::{Mailer, Template};
+use crate::metrics::{Metrics, OperationOutcome};
 use crate::model::{RESOURCES, TENANTS, fields};
 use crate::store::crud::{self, Actor, Scope, Target, WriteError};
 use crate::store::filter::{Filter, Op, Where};
@@ -228,6 +229,7 @@ pub struct Provisioning<'a> {
     pub kv: &'a Kv,
     pub mailer: &'a Mailer,
     pub config: &'a Config,
+    pub metrics: &'a Metrics,
 }
 
 impl Provisioning<'_> {
@@ -346,6 +348,11 @@ impl Provisioning<'_> {
             }
             forget_secret(self.kv, &mut tx, rec.tenant_id).await?;
             tx.commit().await?;
+            self.metrics.operation_finished(
+                rec.operation.as_str(),
+                OperationOutcome::TimedOut,
+                (now - rec.started_at).to_std().unwrap_or_default(),
+            );
             tracing::warn!(tenant = %rec.tenant_id, operation = rec.operation.as_str(),
                 "operation passed its deadline: failed as timed out");
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::admin_user::AdminUsers;
 use super::billing_run::BillingRun;
 use super::funnel::Funnel;
+use super::idempotency::Idempotency;
 use super::offboarding::Offboarding;
 use super::provisioning::Provisioning;
 use super::webhook::Webhook;
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::idp::IdentityProviders;
 use crate::kv::Kv;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::store::Db;
 
 /// What the rules work with; cheap to clone (every part is shared).
@@ -32,6 +34,8 @@ pub struct Services {
     pub config: Arc<Config>,
     /// The one clock of the service (a manual one in tests).
     pub clock: Clock,
+    /// What is counted for `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl Services {
@@ -53,6 +57,7 @@ impl Services {
             kv: &self.kv,
             mailer: &self.mailer,
             config: &self.config,
+            metrics: &self.metrics,
         }
     }
 
@@ -72,6 +77,7 @@ impl Services {
             kv: &self.kv,
             mailer: &self.mailer,
             config: &self.config,
+            metrics: &self.metrics,
         }
     }
 
@@ -81,6 +87,14 @@ impl Services {
             db: &self.db,
             kv: &self.kv,
             idp: &self.idp,
+            config: &self.config,
+        }
+    }
+
+    /// The `Idempotency-Key` records of POST requests.
+    pub fn idempotency(&self) -> Idempotency<'_> {
+        Idempotency {
+            db: &self.db,
             config: &self.config,
         }
     }

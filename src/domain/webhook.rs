@@ -17,6 +17,7 @@ use super::validation::{ValidationDetail, missing_property, not_an_object, unkno
 use crate::config::Config;
 use crate::kv::{Kv, KvError};
 use crate::mail::Mailer;
+use crate::metrics::{Metrics, OperationOutcome};
 use crate::store::provisioning::{self as record, Operation};
 use crate::store::{Db, Tx};
 
@@ -246,6 +247,7 @@ pub struct Webhook<'a> {
     pub kv: &'a Kv,
     pub mailer: &'a Mailer,
     pub config: &'a Config,
+    pub metrics: &'a Metrics,
 }
 
 impl Webhook<'_> {
@@ -313,6 +315,16 @@ impl Webhook<'_> {
         }
         forget_secret(self.kv, &mut tx, tenant).await?;
         tx.commit().await?;
+        let took = (self.db.clock().now() - rec.started_at)
+            .to_std()
+            .unwrap_or_default();
+        let outcome = if report.succeeded {
+            OperationOutcome::Succeeded
+        } else {
+            OperationOutcome::Failed
+        };
+        self.metrics
+            .operation_finished(rec.operation.as_str(), outcome, took);
         tracing::info!(%tenant, operation = rec.operation.as_str(), succeeded = report.succeeded,
             "pipeline result accepted");
         Ok(())

@@ -7,10 +7,11 @@ use std::marker::PhantomData;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{header, request::Parts};
 
-use crate::auth::{JwtKeys, Permission, Principal};
+use crate::auth::{JwtKeys, Permission, Principal, TokenError};
 use crate::http::error::AppError;
 
-/// The bearer token of a request, verified.
+/// The bearer token of a request, verified: 401 when it does not verify, 503 while the
+/// identity provider's keys it needs are not available.
 impl<S> FromRequestParts<S> for Principal
 where
     JwtKeys: FromRef<S>,
@@ -21,8 +22,15 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers)?;
         JwtKeys::from_ref(state)
-            .verify(token)
-            .map_err(|err| AppError::Unauthorized(err.0))
+            .authenticate(token)
+            .await
+            .map_err(|err| match err {
+                TokenError::Invalid(invalid) => AppError::Unauthorized(invalid.0),
+                TokenError::KeysUnavailable { retry_after_secs } => AppError::Unavailable {
+                    message: err.to_string(),
+                    retry_after_secs,
+                },
+            })
     }
 }
 

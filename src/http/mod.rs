@@ -1,13 +1,16 @@
 //! The HTTP surface: router assembly, the middleware stack (request ids, tracing, panics, timeout,
-//! body limit), the LoopBack error body on every failure, and the project's own extractors.
+//! body limit; rate limits and `Idempotency-Key` on their groups of routes), the LoopBack error
+//! body on every failure, and the project's own extractors.
 
 pub mod auth;
 mod collections;
 mod docs;
 pub mod error;
 mod funnel;
+pub mod idempotency;
 mod identity;
 mod invoices;
+pub mod metrics;
 mod money_text;
 mod onboarding;
 pub mod openapi;
@@ -43,6 +46,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit;
     let timeout = state.config.request_timeout;
+    let counted = state.metrics.clone();
     let public_limit = rate_limit::RateLimit::new(
         state.kv.clone(),
         state.config.public_api_max_attempts,
@@ -57,31 +61,49 @@ pub fn router(state: AppState) -> Router {
         state.config.trusted_proxies.clone(),
     )
     .with_clock(state.clock.clone());
+    // Every POST route takes an Idempotency-Key. On the rate-limited groups the limit comes
+    // first: a replay counts as a request, and a client over the limit never reaches the
+    // records.
+    let keyed = |callers| {
+        middleware::from_fn_with_state(
+            idempotency::Idempotent::new(state.clone(), callers),
+            idempotency::enforce,
+        )
+    };
     let routes = Router::new()
         .merge(
-            funnel::public_router().layer(middleware::from_fn_with_state(
-                public_limit,
-                rate_limit::enforce,
-            )),
+            funnel::public_router()
+                .layer(keyed(idempotency::Callers::Anyone))
+                .layer(middleware::from_fn_with_state(
+                    public_limit,
+                    rate_limit::enforce,
+                )),
         )
         .merge(
             provisioning::webhook_router()
                 .merge(identity::router())
+                .layer(keyed(idempotency::Callers::Anyone))
                 .layer(middleware::from_fn_with_state(
                     webhook_limit,
                     rate_limit::enforce,
                 )),
         )
-        .merge(provisioning::router())
+        .merge(
+            Router::new()
+                .merge(provisioning::router())
+                .merge(collections::router())
+                .merge(invoices::router())
+                .merge(onboarding::router())
+                .layer(keyed(idempotency::Callers::TokenHolders)),
+        )
         .merge(ping::router())
         .merge(docs::router())
-        .merge(collections::router())
-        .merge(invoices::router())
-        .merge(onboarding::router())
+        .merge(metrics::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     with_middleware(routes, body_limit, timeout)
+        .layer(middleware::from_fn_with_state(counted, metrics::record))
 }
 
 /// The middleware every route gets: request id (generated or passed through, echoed back),

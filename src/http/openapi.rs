@@ -48,6 +48,11 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         entry[route.method] = route.operation;
     }
+    for entry in paths.values_mut() {
+        if let Some(post) = entry.get_mut("post") {
+            take_idempotency_key(post);
+        }
+    }
 
     let mut schemas = Map::new();
     schemas.insert(
@@ -86,6 +91,11 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"HTTPBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "parameters": {"IdempotencyKey": idempotency_key_parameter()},
+            "headers": {"IdempotencyReplayed": {
+                "description": "`true` on an answer sent again for its Idempotency-Key",
+                "schema": {"type": "string", "enum": ["true"]}
+            }},
             "schemas": schemas,
         },
     })
@@ -296,6 +306,77 @@ fn error_schema() -> Value {
         "statusCode": {"type": "number"}, "name": {"type": "string"}, "message": {"type": "string"},
         "code": {"type": "string"}, "details": {"type": "array", "items": {"type": "object"}}
     }}}})
+}
+
+/// The `Idempotency-Key` request header every POST takes (`docs/idempotency.md`).
+fn idempotency_key_parameter() -> Value {
+    json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Makes the POST safe to retry: the same key with the same body (and \
+            query string) within IDEMPOTENCY_TTL (24 h) gets the first answer again, status \
+            and body, with `Idempotency-Replayed: true`, and the work is done once. The same \
+            key with another body is 422; while the first request runs, 409 with \
+            `Retry-After`. Keys belong to the caller (the token's caller id; on public routes \
+            the credentials, client address and body) and the method and path. 5xx, 401, \
+            403, 408, 413, 415 and 429 answers are not kept: send the request again with the \
+            same key.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    })
+}
+
+/// Adds the `Idempotency-Key` header and the answers it brings to a POST operation.
+fn take_idempotency_key(operation: &mut Value) {
+    let Some(operation) = operation.as_object_mut() else {
+        return;
+    };
+    let parameter = json!({"$ref": "#/components/parameters/IdempotencyKey"});
+    match operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    {
+        Some(parameters) => parameters.push(parameter),
+        None => {
+            operation.insert("parameters".into(), json!([parameter]));
+        }
+    }
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if status.starts_with('2') {
+            response["headers"] = json!({"Idempotency-Replayed":
+                {"$ref": "#/components/headers/IdempotencyReplayed"}});
+        }
+    }
+    for (status, why) in [
+        ("400", "A malformed Idempotency-Key"),
+        (
+            "409",
+            "A request with the same Idempotency-Key is in progress (see Retry-After)",
+        ),
+        (
+            "422",
+            "The Idempotency-Key was used for another request body or query string",
+        ),
+    ] {
+        match responses.get_mut(status) {
+            Some(response) => {
+                let described = match response["description"].as_str() {
+                    Some(first) if !first.is_empty() => format!("{first}; or: {why}"),
+                    _ => why.to_string(),
+                };
+                response["description"] = json!(described);
+            }
+            None => {
+                responses.insert(status.into(), error_response(why));
+            }
+        }
+    }
 }
 
 /// A response entry with the LoopBack error body.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{Extensions, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -69,7 +69,7 @@ impl RateLimit {
 /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix seconds) (the legacy headers of
 /// express-rate-limit, which the original's limiter is built on).
 pub async fn enforce(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
-    let Some(peer) = peer_address(&request) else {
+    let Some(peer) = peer_address(request.extensions()) else {
         return AppError::Internal(anyhow::anyhow!(
             "rate limiting needs the peer address: serve with into_make_service_with_connect_info"
         ))
@@ -126,10 +126,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The TCP peer, as `into_make_service_with_connect_info` (or `MockConnectInfo` in tests) records
-/// it.
-fn peer_address(request: &Request) -> Option<SocketAddr> {
-    let extensions = request.extensions();
+/// The TCP peer, as the server (or `MockConnectInfo` in tests) records it in a request's
+/// `extensions`.
+pub(crate) fn peer_address(extensions: &Extensions) -> Option<SocketAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr)

@@ -6,12 +6,14 @@
 pub mod adopt;
 pub mod crud;
 pub mod filter;
+pub mod idempotency;
 pub mod invoices;
 pub mod kv;
 pub mod leads;
 pub mod outbox;
 pub mod provisioning;
 pub mod raw;
+pub mod stats;
 pub mod values;
 
 use std::future::Future;
@@ -59,6 +61,14 @@ pub struct Db {
 pub enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+}
+
+/// The connections of the pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// A row read as its wire object (`{"id": …, "name": …}`).
@@ -210,6 +220,29 @@ impl Db {
     /// The clock the database stamps rows with.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// How many connections the pool holds now, how many of them are idle, and how many it may
+    /// open at most.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max) = match &self.pool {
+            Pool::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Pool::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        PoolStats {
+            in_use: size - idle,
+            idle,
+            max,
+        }
     }
 
     /// The pool, for code that needs the backend's own connection (tests, tools).

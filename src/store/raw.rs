@@ -1,8 +1,9 @@
-//! Hand-written statements for both databases (the key-value store, the outbox): one SQL text
-//! with `$n` placeholders, typed parameters bound as each backend stores them, and typed reads of
-//! the returned columns. The representation of each type per backend is the one the migrations
-//! describe (instants as `timestamptz` / ISO 8601 text, UUIDs as `uuid` / text, JSON as `jsonb` /
-//! text), so no caller branches on the database.
+//! Hand-written statements for both databases (the key-value store, the outbox, idempotency
+//! keys): one SQL text with `$n` placeholders, typed parameters bound as each backend stores
+//! them, and typed reads of the returned columns. The representation of each type per backend is
+//! the one the migrations describe (instants as `timestamptz` / ISO 8601 text, UUIDs as `uuid` /
+//! text, JSON as `jsonb` / text, bytes as `bytea` / `BLOB`), so no caller branches on the
+//! database.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -34,6 +35,8 @@ pub enum Param<'a> {
     OptInstant(Option<DateTime<Utc>>),
     /// A flag: `boolean` / integer 0 or 1.
     Bool(bool),
+    /// Bytes: `bytea` / `BLOB`.
+    Bytes(&'a [u8]),
 }
 
 /// The parameters bound for `backend`.
@@ -67,6 +70,7 @@ pub fn arguments(backend: Backend, params: &[Param<'_>]) -> SqlxValues {
             }
             (Param::Bool(b), Backend::Postgres) => SqlValue::Bool(Some(b)),
             (Param::Bool(b), Backend::Sqlite) => SqlValue::BigInt(Some(i64::from(b))),
+            (Param::Bytes(b), _) => SqlValue::Bytes(Some(b.to_vec())),
         })
         .collect();
     SqlxValues(sea_query::Values(values))
@@ -160,6 +164,14 @@ impl RawRow {
         match self {
             Self::Postgres(row) => row.try_get(column),
             Self::Sqlite(row) => Ok(Decimal::new(row.try_get(column)?, MONEY_SCALE)),
+        }
+    }
+
+    /// A `bytea` / `BLOB` column that may be NULL.
+    pub fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        match self {
+            Self::Postgres(row) => row.try_get(column),
+            Self::Sqlite(row) => row.try_get(column),
         }
     }
 

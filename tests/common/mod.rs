@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use tms::auth::{ALL_PERMISSIONS, JwtKeys};
+use tms::clock::Clock;
 use tms::config::Config;
 
 /// The JWT secret every test server is configured with.
@@ -416,8 +417,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start(config: Config) -> (Self, SocketAddr) {
-        let app = tms::App::build(config)
+    async fn start(config: Config, clock: Clock) -> (Self, SocketAddr) {
+        let app = tms::App::build_with_clock(config, clock)
             .await
             .unwrap_or_else(|err| panic!("the app did not start: {err:#}"));
         let addr = app.local_addr();
@@ -470,6 +471,8 @@ pub struct TestApp {
     pub db: Db,
     /// The PostgreSQL schema of this test (`t_<uuid>`), `None` on SQLite.
     pub schema: Option<String>,
+    /// The server's clock: the system's, or the manual one of [`TestApp::spawn_on_clock`].
+    pub clock: Clock,
     server: Server,
     // Last: dropped after the server has been told to stop.
     storage: Storage,
@@ -486,17 +489,27 @@ impl TestApp {
     pub async fn spawn_with(db: Db, overrides: &[(&str, &str)]) -> TestApp {
         let storage = Storage::new(db);
         let config = storage.config(overrides);
-        Self::start(config, storage).await
+        Self::start(config, storage, Clock::system()).await
     }
 
     /// A server on `storage` (see [`Storage::new`]) with the harness defaults plus `overrides`.
     pub async fn spawn_on(storage: Storage, overrides: &[(&str, &str)]) -> TestApp {
         let config = storage.config(overrides);
-        Self::start(config, storage).await
+        Self::start(config, storage, Clock::system()).await
     }
 
-    async fn start(config: Config, storage: Storage) -> TestApp {
-        let (server, addr) = Server::start(config.clone()).await;
+    /// [`TestApp::spawn_on`] with the server on `clock` (a manual one: the test moves time).
+    pub async fn spawn_on_clock(
+        storage: Storage,
+        overrides: &[(&str, &str)],
+        clock: Clock,
+    ) -> TestApp {
+        let config = storage.config(overrides);
+        Self::start(config, storage, clock).await
+    }
+
+    async fn start(config: Config, storage: Storage, clock: Clock) -> TestApp {
+        let (server, addr) = Server::start(config.clone(), clock.clone()).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
@@ -510,6 +523,7 @@ impl TestApp {
             data_dir: storage.data_dir.path().to_path_buf(),
             db: storage.db(),
             schema: storage.postgres.as_ref().map(|pg| pg.schema.clone()),
+            clock,
             server,
             storage,
         }
@@ -560,6 +574,7 @@ impl TestApp {
         let TestApp {
             mut server,
             storage,
+            clock,
             ..
         } = self;
         server.signal();
@@ -569,7 +584,7 @@ impl TestApp {
             .unwrap_or_else(|err| panic!("the server did not stop cleanly: {err:#}"));
         drop(server);
         let config = storage.config(overrides);
-        Self::start(config, storage).await
+        Self::start(config, storage, clock).await
     }
 
     /// The absolute URL of `path`.

@@ -231,6 +231,7 @@ impl Sweeper {
             jwt: app.jwt_keys().with_clock(clock.clone()),
             config: std::sync::Arc::new(config),
             clock: clock.clone(),
+            metrics: tms::metrics::Metrics::new(),
         };
         Sweeper {
             services,

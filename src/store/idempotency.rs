@@ -1,0 +1,128 @@
+//! The `idempotency_keys` table: one row per `Idempotency-Key` of a caller on a route
+//! (`domain::idempotency` decides what the row's id and fingerprint are and which answers are
+//! kept). A row is claimed by the request that does the work (`owner`, until `locked_until`),
+//! then holds its answer until `expires_at`. Every time is bound from the application's clock,
+//! never the database's, so both databases give the same answers.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Conn, Param};
+
+// The statements are the same text on both databases; instants, UUIDs, JSON and bytes are bound
+// as each stores them.
+
+/// `$6` = now. A new key is inserted; an expired row, or one whose request was abandoned (still
+/// without an answer after its lease), is taken over. Anything else stays as it is — and on
+/// PostgreSQL stays locked by this statement until the transaction ends.
+const CLAIM: &str = "INSERT INTO idempotency_keys \
+     (id, fingerprint, owner, status, headers, body, locked_until, expires_at) \
+     VALUES ($1, $2, $3, NULL, NULL, NULL, $4, $5) \
+     ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, owner = excluded.owner, \
+     status = NULL, headers = NULL, body = NULL, locked_until = excluded.locked_until, \
+     expires_at = excluded.expires_at \
+     WHERE idempotency_keys.expires_at <= $6 \
+     OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= $6)";
+
+const FIND: &str = "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE id = $1";
+
+const COMPLETE: &str = "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
+     WHERE id = $1 AND owner = $2 AND status IS NULL";
+
+const RELEASE: &str =
+    "DELETE FROM idempotency_keys WHERE id = $1 AND owner = $2 AND status IS NULL";
+
+const PURGE: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
+
+/// A claim to write: the row a request holds while it does the work.
+#[derive(Debug, Clone, Copy)]
+pub struct NewClaim<'a> {
+    pub id: &'a str,
+    pub fingerprint: &'a str,
+    /// Who holds it: only this owner completes or releases it.
+    pub owner: Uuid,
+    /// Until when the claim holds without an answer; after that it counts as abandoned.
+    pub locked_until: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A row that was already there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Existing {
+    pub fingerprint: String,
+    /// `None` while its request is still running.
+    pub status: Option<i64>,
+    /// The answer's headers as stored (`[[name, value], …]`).
+    pub headers: Option<Value>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// Writes `claim` unless a live row holds its id, at `now`; whether the claim is now this
+/// caller's. Run it in a transaction and read the existing row with [`find`] in the same one
+/// when it is not: PostgreSQL keeps that row locked until the transaction ends (an upsert
+/// locks the conflicting row even when it updates nothing), SQLite's write transaction holds
+/// the whole database.
+pub async fn claim(
+    conn: &mut Conn<'_>,
+    claim: &NewClaim<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let params = [
+        Param::Text(claim.id),
+        Param::Text(claim.fingerprint),
+        Param::Uuid(claim.owner),
+        Param::Instant(claim.locked_until),
+        Param::Instant(claim.expires_at),
+        Param::Instant(now),
+    ];
+    Ok(conn.raw_execute(CLAIM, &params).await? == 1)
+}
+
+/// The row under `id`, expired or not.
+pub async fn find(conn: &mut Conn<'_>, id: &str) -> Result<Option<Existing>, sqlx::Error> {
+    let Some(row) = conn
+        .raw_fetch_optional(FIND, &[Param::Text(id)], false)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Existing {
+        fingerprint: row.text("fingerprint")?.unwrap_or_default(),
+        status: row.opt_int("status")?,
+        headers: row.opt_json("headers")?,
+        body: row.opt_bytes("body")?,
+    }))
+}
+
+/// Stores the answer of the request that holds the claim `id` as `owner`; `false` when it no
+/// longer does (its lease ran out and another request took the key over).
+pub async fn complete(
+    conn: &mut Conn<'_>,
+    id: &str,
+    owner: Uuid,
+    status: u16,
+    headers: &Value,
+    body: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let params = [
+        Param::Text(id),
+        Param::Uuid(owner),
+        Param::Int(i64::from(status)),
+        Param::Json(headers),
+        Param::Bytes(body),
+    ];
+    Ok(conn.raw_execute(COMPLETE, &params).await? == 1)
+}
+
+/// Deletes the claim `id` of `owner` that has no answer yet, so that the key can be used again;
+/// whether there was one.
+pub async fn release(conn: &mut Conn<'_>, id: &str, owner: Uuid) -> Result<bool, sqlx::Error> {
+    let params = [Param::Text(id), Param::Uuid(owner)];
+    Ok(conn.raw_execute(RELEASE, &params).await? == 1)
+}
+
+/// Deletes the rows expired at `now` and returns how many.
+pub async fn purge_expired(conn: &mut Conn<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    conn.raw_execute(PURGE, &[Param::Instant(now)]).await
+}
