@@ -611,6 +611,95 @@ both_dbs!(
     }
 );
 
+// A replica that dies after its work committed and before it kept the answer: once its lease
+// has run out the key answers 409 "answer lost", and the work is never done again — one lead,
+// one mail. (Before the work's transaction marked the key, the key was taken over and the
+// lead signed up a second time.)
+both_dbs!(
+    work_committed_by_a_replica_that_died_is_never_done_again,
+    |app| async move {
+        use tms::domain::idempotency::{Begun, Caller, IdempotencyKey, Request};
+        let db = database(&app).await;
+        let body = json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@acme.io",
+                          "companyName": "Acme"});
+        let raw = serde_json::to_vec(&body).unwrap();
+        let key = IdempotencyKey::parse(KEY.as_bytes()).unwrap();
+        // The request as the middleware describes it for this client (no credentials, from
+        // the loopback address the test client connects from).
+        let request = Request {
+            caller: Caller::Public {
+                credentials: Vec::new(),
+                client: Some("127.0.0.1".parse().unwrap()),
+            },
+            method: "POST",
+            path: "/leads",
+            query: "",
+            body: &raw,
+            key: &key,
+        };
+        // The replica that dies: an hour behind, so that its lease has run out by now.
+        let then = chrono::Utc::now() - chrono::Duration::hours(1);
+        let dying = Replica::start(&app, &[], tms::clock::Clock::manual(then)).await;
+        let idempotency = dying.services.idempotency();
+        let Begun::Started(claim) = idempotency.begin(&request).await.unwrap() else {
+            panic!("a new key is claimed");
+        };
+        let signed_up = idempotency
+            .within(&claim, dying.services.funnel().sign_up(&body))
+            .await
+            .expect("the lead signs up");
+        dying.stop().await;
+        assert_eq!(written(&db).await[3..], [1, 0, 1], "one lead, its mail");
+
+        for _ in 0..2 {
+            let again = post_keyed(&app, "/leads", None, KEY, &body).await;
+            again.assert_error(409, "ConflictError");
+            assert!(again.text.contains("answer was lost"), "{}", again.text);
+            assert!(!replayed(&again));
+        }
+        assert_eq!(written(&db).await[3..], [1, 0, 1], "nothing done again");
+        let id = signed_up.id.to_string();
+        assert_eq!(
+            sql_count(
+                &db,
+                &format!("SELECT COUNT(*) FROM leads WHERE id = '{id}'")
+            )
+            .await,
+            1
+        );
+
+        // A request whose work committed and whose answer is then not kept (a 5xx after the
+        // commit, a cancellation) ends its lease at once instead of freeing its key.
+        let other = json!({"firstName": "Grace", "lastName": "Hopper", "email": "grace@acme.io",
+                           "companyName": "Acme"});
+        let raw = serde_json::to_vec(&other).unwrap();
+        let request = Request {
+            body: &raw,
+            ..request
+        };
+        let live = Replica::start(&app, &[], tms::clock::Clock::system()).await;
+        let idempotency = live.services.idempotency();
+        let Begun::Started(claim) = idempotency.begin(&request).await.unwrap() else {
+            panic!("a new key is claimed");
+        };
+        idempotency
+            .within(&claim, live.services.funnel().sign_up(&other))
+            .await
+            .expect("the lead signs up");
+        assert_eq!(
+            idempotency.begin(&request).await.unwrap(),
+            Begun::InProgress
+        );
+        idempotency.abandon(&claim).await.unwrap();
+        live.stop().await;
+        let again = post_keyed(&app, "/leads", None, KEY, &other).await;
+        again.assert_error(409, "ConflictError");
+        assert!(again.text.contains("answer was lost"), "{}", again.text);
+        assert_eq!(written(&db).await[3..], [2, 0, 2], "Grace once");
+        db.close().await;
+    }
+);
+
 both_dbs!(malformed_keys_are_400_and_write_nothing, |app| async move {
     let db = database(&app).await;
     let admin = app.admin_token();

@@ -3,9 +3,11 @@
 //! path); the request it names is the query string and body (their SHA-256, the fingerprint).
 //! The first request with a key claims it, does the work and keeps its answer for
 //! `IDEMPOTENCY_TTL` — unless the answer says the request may succeed when sent again (5xx, a
-//! rate limit, missing credentials), in which case the key is freed. The records live in the
-//! database (`store::idempotency`), shared by every replica.
+//! rate limit, missing credentials), in which case the key is freed. A key whose work committed
+//! is never freed: the work's own transactions mark it, so a lost answer cannot make the work
+//! run twice. The records live in the database (`store::idempotency`), shared by every replica.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -174,6 +176,9 @@ pub enum Begun {
     Replay(Answer),
     /// The same request is running now (here or on another replica).
     InProgress,
+    /// The same request did its work (its transaction committed) but its answer was lost: its
+    /// server stopped, or it was cancelled, before the answer was kept. Nothing is done again.
+    AnswerLost,
     /// The key was used for another request (another query string or body).
     Mismatch,
 }
@@ -224,7 +229,7 @@ impl Idempotency<'_> {
             match record::find(&mut tx.conn(), &id).await? {
                 // The claim conflicted with this row, which the transaction holds.
                 None => return Err(IdempotencyError::Unreadable("the record vanished".into())),
-                Some(existing) => decide(existing, &fingerprint)?,
+                Some(existing) => decide(existing, &fingerprint, now)?,
             }
         };
         tx.commit().await?;
@@ -252,10 +257,22 @@ impl Idempotency<'_> {
         .await
     }
 
+    /// Does `work`, the request holding `claim`, so that each transaction it commits marks the
+    /// key's work committed in that transaction (see [`Begun::AnswerLost`]).
+    pub async fn within<F: Future>(&self, claim: &Claim, work: F) -> F::Output {
+        let running = record::ClaimRef {
+            id: claim.id.clone(),
+            owner: claim.owner,
+        };
+        record::within(running, work).await
+    }
+
     /// Frees `claim`'s key without an answer (the answer is not kept, or the request never got
-    /// one), so that the request can be sent again.
+    /// one), so that the request can be sent again — unless its work committed: then the key
+    /// answers [`Begun::AnswerLost`] from now on.
     pub async fn abandon(&self, claim: &Claim) -> Result<(), sqlx::Error> {
-        record::release(&mut self.db.conn(), &claim.id, claim.owner).await?;
+        let now = self.db.clock().now();
+        record::release(&mut self.db.conn(), &claim.id, claim.owner, now).await?;
         Ok(())
     }
 
@@ -267,12 +284,20 @@ impl Idempotency<'_> {
 }
 
 /// What an existing live record means for a request with `fingerprint`.
-fn decide(existing: Existing, fingerprint: &str) -> Result<Begun, IdempotencyError> {
+fn decide(
+    existing: Existing,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<Begun, IdempotencyError> {
     if existing.fingerprint != fingerprint {
         return Ok(Begun::Mismatch);
     }
     let Some(status) = existing.status else {
-        return Ok(Begun::InProgress);
+        // Until its lease ends the request may still keep its answer.
+        return Ok(match existing.committed_at {
+            Some(_) if existing.locked_until <= now => Begun::AnswerLost,
+            _ => Begun::InProgress,
+        });
     };
     let status = u16::try_from(status)
         .map_err(|_| IdempotencyError::Unreadable(format!("status {status}")))?;
@@ -428,13 +453,17 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_record_is_a_mismatch_a_request_in_progress_or_an_answer() {
+    fn an_existing_record_is_a_mismatch_a_request_in_progress_an_answer_or_a_lost_answer() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let existing = |fingerprint: &str, status: Option<i64>| Existing {
             fingerprint: fingerprint.into(),
             status,
             headers: Some(serde_json::json!([["content-type", "application/json"]])),
             body: Some(b"{}".to_vec()),
+            locked_until: now + TimeDelta::seconds(5),
+            committed_at: None,
         };
+        let decide = |existing: Existing, fingerprint: &str| decide(existing, fingerprint, now);
         assert_eq!(
             decide(existing("a", Some(200)), "b").unwrap(),
             Begun::Mismatch
@@ -452,5 +481,20 @@ mod tests {
         let mut broken = existing("a", Some(200));
         broken.headers = Some(serde_json::json!({"not": "a list"}));
         assert!(decide(broken, "a").is_err());
+
+        // Work committed, no answer: in progress while its request may still keep one, then
+        // lost — never a new claim. Another body is still a mismatch; a kept answer wins.
+        let mut committed = existing("a", None);
+        committed.committed_at = Some(now - TimeDelta::seconds(1));
+        assert_eq!(decide(committed.clone(), "a").unwrap(), Begun::InProgress);
+        committed.locked_until = now;
+        assert_eq!(decide(committed.clone(), "a").unwrap(), Begun::AnswerLost);
+        assert_eq!(decide(committed.clone(), "b").unwrap(), Begun::Mismatch);
+        committed.status = Some(204);
+        committed.body = Some(Vec::new());
+        assert!(matches!(
+            decide(committed, "a").unwrap(),
+            Begun::Replay(Answer { status: 204, .. })
+        ));
     }
 }

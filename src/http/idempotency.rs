@@ -147,6 +147,13 @@ pub async fn enforce(State(keyed): State<Idempotent>, request: Request, next: Ne
             replay(answer)
         }
         Ok(Begun::InProgress) => in_progress(),
+        Ok(Begun::AnswerLost) => AppError::Conflict(
+            "The request with this Idempotency-Key was carried out, but its answer was lost \
+             (its server stopped or it was cancelled after its work was saved); look the result \
+             up instead of sending the request again."
+                .into(),
+        )
+        .into_response(),
         Ok(Begun::Mismatch) => AppError::Unprocessable(
             "This Idempotency-Key was used for another request (another body or query string); \
              a new request needs a new key."
@@ -154,8 +161,10 @@ pub async fn enforce(State(keyed): State<Idempotent>, request: Request, next: Ne
         )
         .into_response(),
         Ok(Begun::Started(claim)) => {
+            // Held first: a request dropped while it runs frees (or ends) its claim.
             let held = Held::new(keyed.services.clone(), claim);
-            let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+            let work = next.run(Request::from_parts(parts, Body::from(body)));
+            let response = held.services.idempotency().within(&held.claim, work).await;
             keep(held, response).await
         }
     }

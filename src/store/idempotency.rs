@@ -1,8 +1,12 @@
 //! The `idempotency_keys` table: one row per `Idempotency-Key` of a caller on a route
 //! (`domain::idempotency` decides what the row's id and fingerprint are and which answers are
 //! kept). A row is claimed by the request that does the work (`owner`, until `locked_until`),
-//! then holds its answer until `expires_at`. Every time is bound from the application's clock,
-//! never the database's, so both databases give the same answers.
+//! then holds its answer until `expires_at`. The transactions of the work itself mark the row
+//! committed (`committed_at`, see [`within`]), so a key whose work was saved is never run again,
+//! even when its answer is lost. Every time is bound from the application's clock, never the
+//! database's, so both databases give the same answers.
+
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -14,24 +18,36 @@ use super::{Conn, Param};
 // as each stores them.
 
 /// `$6` = now. A new key is inserted; an expired row, or one whose request was abandoned (still
-/// without an answer after its lease), is taken over. Anything else stays as it is — and on
-/// PostgreSQL stays locked by this statement until the transaction ends.
+/// without an answer after its lease, and its work never committed), is taken over. Anything
+/// else stays as it is — and on PostgreSQL stays locked by this statement until the transaction
+/// ends.
 const CLAIM: &str = "INSERT INTO idempotency_keys \
-     (id, fingerprint, owner, status, headers, body, locked_until, expires_at) \
-     VALUES ($1, $2, $3, NULL, NULL, NULL, $4, $5) \
+     (id, fingerprint, owner, status, headers, body, locked_until, expires_at, committed_at) \
+     VALUES ($1, $2, $3, NULL, NULL, NULL, $4, $5, NULL) \
      ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, owner = excluded.owner, \
      status = NULL, headers = NULL, body = NULL, locked_until = excluded.locked_until, \
-     expires_at = excluded.expires_at \
+     expires_at = excluded.expires_at, committed_at = NULL \
      WHERE idempotency_keys.expires_at <= $6 \
-     OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= $6)";
+     OR (idempotency_keys.status IS NULL AND idempotency_keys.committed_at IS NULL \
+         AND idempotency_keys.locked_until <= $6)";
 
-const FIND: &str = "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE id = $1";
+const FIND: &str = "SELECT fingerprint, status, headers, body, locked_until, committed_at \
+     FROM idempotency_keys WHERE id = $1";
+
+/// Run inside the work's transaction: `$3` = now.
+const MARK_COMMITTED: &str = "UPDATE idempotency_keys SET committed_at = $3 \
+     WHERE id = $1 AND owner = $2 AND status IS NULL";
 
 const COMPLETE: &str = "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
      WHERE id = $1 AND owner = $2 AND status IS NULL";
 
-const RELEASE: &str =
-    "DELETE FROM idempotency_keys WHERE id = $1 AND owner = $2 AND status IS NULL";
+const RELEASE: &str = "DELETE FROM idempotency_keys \
+     WHERE id = $1 AND owner = $2 AND status IS NULL AND committed_at IS NULL";
+
+/// A released claim whose work committed stays, its lease ended at `$3` (now): the key answers
+/// that its work was done.
+const RELEASE_COMMITTED: &str = "UPDATE idempotency_keys SET locked_until = $3 \
+     WHERE id = $1 AND owner = $2 AND status IS NULL AND committed_at IS NOT NULL";
 
 const PURGE: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 
@@ -56,6 +72,48 @@ pub struct Existing {
     /// The answer's headers as stored (`[[name, value], …]`).
     pub headers: Option<Value>,
     pub body: Option<Vec<u8>>,
+    /// Until when its request holds it without an answer.
+    pub locked_until: DateTime<Utc>,
+    /// When its work committed, if it did.
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+/// The claim of the request running in this task, which its transactions mark committed.
+#[derive(Debug, Clone)]
+pub struct ClaimRef {
+    pub id: String,
+    pub owner: Uuid,
+}
+
+tokio::task_local! {
+    static RUNNING: ClaimRef;
+}
+
+/// Runs `work` (a request holding the claim `claim`) so that every transaction it commits
+/// ([`super::Tx::commit`]) marks the claim committed in that same transaction. Work spawned into
+/// other tasks is not covered.
+pub async fn within<F: Future>(claim: ClaimRef, work: F) -> F::Output {
+    RUNNING.scope(claim, work).await
+}
+
+/// The claim of the request running in this task, if it holds one.
+pub(super) fn running() -> Option<ClaimRef> {
+    RUNNING.try_with(ClaimRef::clone).ok()
+}
+
+/// Marks `claim` committed at `now`, in the transaction `conn` is in; `false` when the claim is
+/// no longer its request's (taken over after its lease, or already answered).
+pub(super) async fn mark_committed(
+    conn: &mut Conn<'_>,
+    claim: &ClaimRef,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let params = [
+        Param::Text(&claim.id),
+        Param::Uuid(claim.owner),
+        Param::Instant(now),
+    ];
+    Ok(conn.raw_execute(MARK_COMMITTED, &params).await? == 1)
 }
 
 /// Writes `claim` unless a live row holds its id, at `now`; whether the claim is now this
@@ -92,6 +150,8 @@ pub async fn find(conn: &mut Conn<'_>, id: &str) -> Result<Option<Existing>, sql
         status: row.opt_int("status")?,
         headers: row.opt_json("headers")?,
         body: row.opt_bytes("body")?,
+        locked_until: row.required_instant("locked_until")?,
+        committed_at: row.instant("committed_at")?,
     }))
 }
 
@@ -115,11 +175,21 @@ pub async fn complete(
     Ok(conn.raw_execute(COMPLETE, &params).await? == 1)
 }
 
-/// Deletes the claim `id` of `owner` that has no answer yet, so that the key can be used again;
-/// whether there was one.
-pub async fn release(conn: &mut Conn<'_>, id: &str, owner: Uuid) -> Result<bool, sqlx::Error> {
+/// Frees the claim `id` of `owner` that has no answer yet, at `now`: deleted, so that the key can
+/// be used again, unless its work committed — then it stays, its lease ended. Whether there was
+/// one.
+pub async fn release(
+    conn: &mut Conn<'_>,
+    id: &str,
+    owner: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     let params = [Param::Text(id), Param::Uuid(owner)];
-    Ok(conn.raw_execute(RELEASE, &params).await? == 1)
+    if conn.raw_execute(RELEASE, &params).await? == 1 {
+        return Ok(true);
+    }
+    let params = [Param::Text(id), Param::Uuid(owner), Param::Instant(now)];
+    Ok(conn.raw_execute(RELEASE_COMMITTED, &params).await? == 1)
 }
 
 /// Deletes the rows expired at `now` and returns how many.

@@ -510,7 +510,23 @@ impl Tx {
         }
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Commits. Inside a request holding an `Idempotency-Key` claim ([`idempotency::within`]),
+    /// the claim is first marked committed in this same transaction, so that the key never runs
+    /// its work again; a claim no longer the request's (taken over after its lease) rolls the
+    /// work back instead, since another request now does it.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        if let Some(claim) = idempotency::running() {
+            let now = self.clock.now();
+            if !idempotency::mark_committed(&mut self.conn(), &claim, now).await? {
+                tracing::warn!(
+                    "the Idempotency-Key of this request was taken over while it ran; its work \
+                     is rolled back"
+                );
+                return Err(sqlx::Error::Protocol(
+                    "the request's Idempotency-Key was taken over by another request".into(),
+                ));
+            }
+        }
         match self.open {
             OpenTx::Postgres(tx) => tx.commit().await,
             OpenTx::Sqlite(tx) => tx.commit().await,
