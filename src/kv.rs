@@ -621,7 +621,15 @@ impl RedisKv {
 
 /// Where Redis is, for messages: the URL with its password masked, or the sentinels.
 fn describe(config: &RedisConfig) -> String {
-    match &config.target {
+    let trust = match &config.tls {
+        RedisTls::CaFile { path, .. } => format!(
+            ", trusting only certificates issued by the CA of REDIS_TLS_CERT ({})",
+            path.display()
+        ),
+        RedisTls::PublicRoots => ", over TLS with the public root certificates".into(),
+        RedisTls::Off => String::new(),
+    };
+    let place = match &config.target {
         RedisTarget::Direct(url) => {
             format!("{} (REDIS_URL)", mask_url_password(url.expose_secret()))
         }
@@ -637,7 +645,8 @@ fn describe(config: &RedisConfig) -> String {
                 nodes.join(", ")
             )
         }
-    }
+    };
+    format!("{place}{trust}")
 }
 
 /// The namespace of a key (`lead-key` of `lead-key:<secret>`), the only part of it that error

@@ -173,17 +173,20 @@ impl SentinelLink {
                 Some((generation, conn)) if Some(generation) != seen => Ok((generation, conn)),
                 _ => self.reconnect(seen).await,
             };
-            let err = match attempt {
+            // Until the sentinels have promoted a replica they name the dead primary, and
+            // asking them fails whatever the error's kind: wait for them too.
+            let (err, retry) = match attempt {
                 Ok((generation, mut conn)) => match request.send(&mut conn).await {
                     Ok(value) => return Ok(value),
                     Err(err) => {
                         seen = Some(generation);
-                        err
+                        let retry = means_failover(&err);
+                        (err, retry)
                     }
                 },
-                Err(err) => err,
+                Err(err) => (err, true),
             };
-            if !means_failover(&err) || started.elapsed() + pause > FAILOVER_PATIENCE {
+            if !retry || started.elapsed() + pause > FAILOVER_PATIENCE {
                 return Err(err);
             }
             tracing::warn!(error = %err, "Redis primary unavailable; asking the sentinels again");
