@@ -202,6 +202,8 @@ struct Tally {
     wrong: Vec<(String, u16, String)>,
     /// 503 answers (each with `Retry-After`), retried, by request.
     unavailable: std::collections::BTreeMap<String, u64>,
+    /// The longest a request took (the ones in flight at the kill wait for the promotion).
+    slowest: Duration,
     /// The bodies of those 503 answers (for the report).
     unavailable_bodies: std::collections::BTreeSet<String>,
     /// Sign-ups left unverified until the end, to be verified after the failover.
@@ -231,7 +233,13 @@ async fn call(
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = match request.send().await {
+        let sent = Instant::now();
+        let response = request.send().await;
+        {
+            let mut tally = tally.lock().await;
+            tally.slowest = tally.slowest.max(sent.elapsed());
+        }
+        let response = match response {
             Ok(response) => response,
             Err(err) => {
                 tally
@@ -563,12 +571,21 @@ async fn sentinel_failover_under_load() {
         deferred.len(),
         tally.unavailable
     );
-    println!("503 bodies: {:?}", tally.unavailable_bodies);
+    println!(
+        "503 bodies: {:?}; the slowest request took {:?}",
+        tally.unavailable_bodies, tally.slowest
+    );
     assert!(
         tally.wrong.is_empty(),
         "{} answers other than 200 or 503 with Retry-After, the first: {:?}",
         tally.wrong.len(),
         &tally.wrong[..tally.wrong.len().min(5)]
+    );
+    // Requests met the dead primary and waited for the promoted one rather than failing.
+    assert!(
+        tally.slowest >= Duration::from_secs(1),
+        "no request waited through the failover: {:?}",
+        tally.slowest
     );
     // Every acknowledged sign-up went through verification (and onboarding, unless deferred):
     // no key was lost.
@@ -598,4 +615,122 @@ async fn sentinel_failover_under_load() {
     verify(&app, &lead).await;
     drop(replicas);
     drop(sentinel);
+}
+
+/// TLS and Sentinel together, as the original configures them: the sentinel answers in plain
+/// TCP and names a primary that speaks TLS only, whose certificate must chain to
+/// `REDIS_TLS_CERT`. A master group the sentinel does not monitor stops the start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_with_a_tls_primary() {
+    let name = "sentinel_with_a_tls_primary";
+    if !tools_available(name, true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "operator");
+    let other_ca = make_ca(dir.path(), "other");
+    let (cert, key) = make_server_cert(dir.path(), "operator");
+    let tls_files = |conf: bool| -> Vec<String> {
+        let pairs = [
+            ("tls-cert-file", cert.to_str().unwrap()),
+            ("tls-key-file", key.to_str().unwrap()),
+            ("tls-ca-cert-file", ca.to_str().unwrap()),
+            ("tls-auth-clients", "no"),
+        ];
+        pairs
+            .iter()
+            .flat_map(|(k, v)| {
+                if conf {
+                    vec![format!("{k} {v}")]
+                } else {
+                    vec![format!("--{k}"), v.to_string()]
+                }
+            })
+            .collect()
+    };
+    let port = free_port();
+    let mut args: Vec<String> = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    args.extend(tls_files(false));
+    let _primary = Server::start("tls-primary", port, dir.path(), &args);
+    // The sentinel reaches the primary over TLS (tls-replication) and answers clients in plain.
+    let sentinel_port = free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ntls-replication yes\n{}\n\
+             sentinel monitor {MASTER} 127.0.0.1 {port} 1\n",
+            tls_files(true).join("\n")
+        ),
+    )
+    .unwrap();
+    let sentinel = Server::start(
+        "sentinel",
+        sentinel_port,
+        dir.path(),
+        &[conf.to_str().unwrap().to_string(), "--sentinel".into()],
+    );
+    let mut sentinel_conn = connection(&sentinel.url()).await;
+    eventually(
+        Duration::from_secs(20),
+        "the sentinel to reach the primary",
+        async || primary_port(&mut sentinel_conn).await == Some(port),
+    )
+    .await;
+
+    let prefix = format!("t{}:", Uuid::new_v4().simple());
+    let sentinels = format!(r#"[{{"host":"127.0.0.1","port":{sentinel_port}}}]"#);
+    let vars = |ca: &Path, master: &str| -> Vec<(String, String)> {
+        [
+            ("REDIS_HAS_SENTINELS", "1"),
+            ("REDIS_SENTINELS", sentinels.as_str()),
+            ("REDIS_NAME", master),
+            ("REDIS_TLS_ENABLED", "1"),
+            ("REDIS_TLS_CERT", ca.to_str().unwrap()),
+            // No replica here to confirm keys.
+            ("REDIS_WAIT_REPLICAS", "0"),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+            ("LEAD_KEY_IN_RESPONSE", "true"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
+    };
+    let good = vars(&ca, MASTER);
+    let overrides: Vec<(&str, &str)> = good.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = TestApp::spawn_with(Db::Sqlite, &overrides).await;
+    let lead = sign_up(&app, "sentinel-tls@example.com").await;
+    verify(&app, &lead).await;
+
+    // Refused at start-up: a certificate from another CA, and a master group nobody monitors.
+    for (vars, expected) in [
+        (vars(&other_ca, MASTER), "invalid peer certificate"),
+        (vars(&ca, "nobody-monitors-this"), "not found in sentinel"),
+    ] {
+        let overrides: Vec<(&str, &str)> =
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let config = app.config_with(&overrides);
+        let db = tms::store::Db::connect(&config).await.unwrap();
+        let err = tms::kv::Kv::connect(&config, &db, tms::clock::Clock::system())
+            .await
+            .err()
+            .expect("refused");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("cannot connect to Redis") && text.contains(expected),
+            "{expected}: {text}"
+        );
+    }
 }
