@@ -365,7 +365,7 @@ fn redis_url(v: &Vars) -> Result<Option<SecretString>, ConfigError> {
             let database: u32 = v.number("REDIS_DATABASE", 0, 0, 15)?;
             let auth = v
                 .get("REDIS_PASSWORD")
-                .map(|p| format!(":{p}@"))
+                .map(|p| format!(":{}@", super::encode(p)))
                 .unwrap_or_default();
             Some(SecretString::from(format!(
                 "redis://{auth}{host}:{port}/{database}"

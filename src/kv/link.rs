@@ -140,6 +140,9 @@ impl SentinelLink {
         {
             return Ok(current);
         }
+        if seen.is_some() {
+            tracing::warn!("the Redis primary failed; asking the sentinels which one to use");
+        }
         let client = sentinels.async_get_client().await?;
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.connection)
@@ -189,7 +192,7 @@ impl SentinelLink {
             if !retry || started.elapsed() + pause > FAILOVER_PATIENCE {
                 return Err(err);
             }
-            tracing::warn!(error = %err, "Redis primary unavailable; asking the sentinels again");
+            tracing::debug!(error = %err, "Redis primary unavailable; asking the sentinels again");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }

@@ -67,6 +67,12 @@ fn tls_uses_the_ca_file_and_switches_the_url_to_rediss() {
         ("REDIS_TLS_CERT", ca.to_str().unwrap()),
     ]);
     assert_eq!(url(&c), "rediss://:pw@cache.internal:6379/0");
+    // A password is its own field in the original: any character works.
+    let odd = redis(&[
+        ("REDIS_HOST", "cache.internal"),
+        ("REDIS_PASSWORD", "p@ss:w/rd"),
+    ]);
+    assert_eq!(url(&odd), "redis://:p%40ss%3Aw%2Frd@cache.internal:6379/0");
     assert_eq!(
         c.tls,
         RedisTls::CaFile {
