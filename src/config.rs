@@ -14,6 +14,7 @@ pub use database::{DatabaseConfig, is_identifier, mask_url_password};
 use database::{database_config, encode};
 pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
 pub use jwks::JwksConfig;
+pub use redis::{RedisConfig, RedisTarget, RedisTls, ReplicaWait, SentinelConfig, SentinelNode};
 
 mod billing;
 mod database;
@@ -72,7 +73,9 @@ pub struct Config {
     /// How long a request waits for a database connection before it answers 503
     /// (`DB_ACQUIRE_TIMEOUT`, ms).
     pub db_acquire_timeout: Duration,
-    pub redis_url: Option<SecretString>,
+    /// Redis (`REDIS_URL`, `REDIS_HOST`, or Sentinel, with TLS); `None`: the key-value entries
+    /// stay in the database.
+    pub redis: Option<RedisConfig>,
     /// Prepended to every key of the key-value store (Redis or database): `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
     /// How lead keys and webhook secrets are written (`REDIS_ENTRY_FORMAT`: `tms` or the
@@ -303,7 +306,7 @@ impl Config {
         let data_dir = PathBuf::from(v.string("TMS_DATA_DIR", "./data"));
         let database = database_config(&v, &data_dir)?;
 
-        let redis_url = redis::redis_url(&v)?;
+        let redis = redis::redis_config(&v)?;
 
         let jwt_secret = v.secret("JWT_SECRET");
         let jwt_short_secret_allowed = v.boolean("JWT_SECRET_ALLOW_SHORT", false)?;
@@ -380,7 +383,7 @@ impl Config {
                 )
             })?,
         };
-        if redis_entry_format == crate::kv::original::EntryFormat::Original && redis_url.is_none() {
+        if redis_entry_format == crate::kv::original::EntryFormat::Original && redis.is_none() {
             return Err(problem(
                 "REDIS_ENTRY_FORMAT",
                 "original needs Redis (REDIS_URL or REDIS_HOST): the original keeps its entries there",
@@ -401,7 +404,7 @@ impl Config {
                 100,
                 600_000,
             )?),
-            redis_url,
+            redis,
             redis_key_prefix: redis::redis_key_prefix(&v)?,
             redis_entry_format,
             jwt_secret,

@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod link;
 pub mod original;
 
+pub use link::FAILOVER_PATIENCE;
+
 use crate::clock::Clock;
-use crate::config::{Config, mask_url_password};
+use crate::config::{Config, RedisConfig, RedisTarget, RedisTls, ReplicaWait, mask_url_password};
 use crate::store::{self, Conn, Db, Tx};
 
 /// The longest expiry the store keeps (longer ones are shortened to it), so that every expiry
@@ -46,6 +48,10 @@ pub enum Cause {
     Redis(#[from] redis::RedisError),
     #[error("{0}")]
     Corrupt(String),
+    #[error(
+        "written, but only {acknowledged} of {wanted} replicas confirmed it (REDIS_WAIT_REPLICAS)"
+    )]
+    NotReplicated { acknowledged: i64, wanted: u32 },
 }
 
 impl KvError {
@@ -55,7 +61,7 @@ impl KvError {
     pub fn is_transient(&self) -> bool {
         match &self.cause {
             Cause::Database(err) => crate::store::is_transient(err),
-            Cause::Redis(_) => true,
+            Cause::Redis(_) | Cause::NotReplicated { .. } => true,
             Cause::Corrupt(_) => false,
         }
     }
@@ -103,9 +109,11 @@ pub struct DbKv {
 /// The Redis backend.
 #[derive(Clone)]
 pub struct RedisKv {
-    conn: ConnectionManager,
+    conn: link::Link,
     prefix: Arc<str>,
     hit_script: Arc<redis::Script>,
+    /// Replicas that must confirm a write of a key before it is acknowledged.
+    wait: ReplicaWait,
 }
 
 /// Increments the counter, gives it its expiry when it has none (it was just created), and
@@ -137,15 +145,16 @@ impl Claim {
 }
 
 impl Kv {
-    /// Redis when `REDIS_URL` (or `REDIS_HOST`) is set — start-up fails when it cannot be
-    /// reached, and warns when its settings can lose or evict keys — otherwise the database `db`.
+    /// Redis when `REDIS_URL`, `REDIS_HOST` or Sentinel is set — start-up fails when it cannot
+    /// be reached (or its certificate does not chain to `REDIS_TLS_CERT`), and warns when its
+    /// settings can lose or evict keys — otherwise the database `db`.
     pub async fn connect(config: &Config, db: &Db, clock: Clock) -> anyhow::Result<Kv> {
-        match &config.redis_url {
-            Some(url) => {
-                let masked = mask_url_password(url.expose_secret());
-                let kv = Self::redis(url.expose_secret(), &config.redis_key_prefix)
+        match &config.redis {
+            Some(redis) => {
+                let masked = describe(redis);
+                let kv = Self::redis_with(redis, &config.redis_key_prefix)
                     .await
-                    .with_context(|| format!("cannot connect to Redis at {masked} (REDIS_URL)"))?;
+                    .with_context(|| format!("cannot connect to Redis at {masked}"))?;
                 if let Kv::Redis(redis) = &kv {
                     for warning in redis.durability_warnings().await {
                         tracing::warn!(redis = %masked, "{warning}; see docs/keys-and-limits.md");
@@ -170,19 +179,35 @@ impl Kv {
         })
     }
 
-    /// The Redis backend at `url` (`redis://` or `rediss://`), checked with a `PING`.
+    /// The Redis backend at `url` (`redis://` or `rediss://`, public roots), checked with a
+    /// `PING`.
     pub async fn redis(url: &str, prefix: &str) -> anyhow::Result<Kv> {
-        let client = redis::Client::open(url).context("invalid Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(2);
-        let mut conn = ConnectionManager::new_with_config(client, config).await?;
+        let config = RedisConfig {
+            target: RedisTarget::Direct(SecretString::from(url.to_string())),
+            tls: if url.starts_with("rediss://") {
+                RedisTls::PublicRoots
+            } else {
+                RedisTls::Off
+            },
+            wait: ReplicaWait {
+                replicas: 0,
+                timeout: Duration::ZERO,
+            },
+        };
+        Self::redis_with(&config, prefix).await
+    }
+
+    /// The Redis backend `config` describes (one server or Sentinel, TLS), checked with a
+    /// `PING`.
+    pub async fn redis_with(config: &RedisConfig, prefix: &str) -> anyhow::Result<Kv> {
+        let timeout = REDIS_TIMEOUT + config.wait.timeout;
+        let mut conn = link::Link::open(config, timeout).await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(Kv::Redis(RedisKv {
             conn,
             prefix: prefix.into(),
             hit_script: Arc::new(redis::Script::new(HIT_SCRIPT)),
+            wait: config.wait,
         }))
     }
 
@@ -458,8 +483,8 @@ impl RedisKv {
         prefixed(&self.prefix, key)
     }
 
-    /// A connection handle (cheap: the manager multiplexes one connection and reconnects).
-    fn conn(&self) -> ConnectionManager {
+    /// A connection handle (cheap: one multiplexed connection, reconnected on failure).
+    fn conn(&self) -> link::Link {
         self.conn.clone()
     }
 
@@ -498,15 +523,31 @@ impl RedisKv {
         })
     }
 
-    /// `SET … PX` of a key as stored (prefixed, or the original's).
+    /// `SET … PX` of a key as stored (prefixed, or the original's), followed on the same
+    /// connection by `WAIT` when replicas must confirm it (`REDIS_WAIT_REPLICAS`): a primary
+    /// lost before replicating would otherwise take an acknowledged key with it.
     async fn put_bytes(&self, stored: &str, value: &[u8], ttl: Duration) -> Outcome<()> {
-        redis::cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(stored)
             .arg(value)
             .arg("PX")
             .arg(millis(ttl.min(MAX_TTL)).max(1))
-            .query_async::<()>(&mut self.conn())
-            .await?;
+            .ignore();
+        if self.wait.replicas == 0 {
+            pipe.query_async::<()>(&mut self.conn()).await?;
+            return Ok(());
+        }
+        pipe.cmd("WAIT")
+            .arg(self.wait.replicas)
+            .arg(millis(self.wait.timeout));
+        let (acknowledged,): (i64,) = pipe.query_async(&mut self.conn()).await?;
+        if acknowledged < i64::from(self.wait.replicas) {
+            return Err(Cause::NotReplicated {
+                acknowledged,
+                wanted: self.wait.replicas,
+            });
+        }
         Ok(())
     }
 
@@ -576,6 +617,36 @@ impl RedisKv {
         }
         warnings
     }
+}
+
+/// Where Redis is, for messages: the URL with its password masked, or the sentinels.
+fn describe(config: &RedisConfig) -> String {
+    let trust = match &config.tls {
+        RedisTls::CaFile { path, .. } => format!(
+            ", trusting only certificates issued by the CA of REDIS_TLS_CERT ({})",
+            path.display()
+        ),
+        RedisTls::PublicRoots => ", over TLS with the public root certificates".into(),
+        RedisTls::Off => String::new(),
+    };
+    let place = match &config.target {
+        RedisTarget::Direct(url) => {
+            format!("{} (REDIS_URL)", mask_url_password(url.expose_secret()))
+        }
+        RedisTarget::Sentinel(s) => {
+            let nodes: Vec<String> = s
+                .nodes
+                .iter()
+                .map(|n| format!("{}:{}", n.host, n.port))
+                .collect();
+            format!(
+                "master group {} of the sentinels {} (REDIS_SENTINELS)",
+                s.master_name,
+                nodes.join(", ")
+            )
+        }
+    };
+    format!("{place}{trust}")
 }
 
 /// The namespace of a key (`lead-key` of `lead-key:<secret>`), the only part of it that error

@@ -3,7 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Config, DatabaseConfig, EventSink, JwksConfig, mask_url_password};
+use super::{Config, DatabaseConfig, EventSink, JwksConfig, RedisConfig, mask_url_password};
 
 impl Config {
     /// The effective configuration as `NAME=value` lines, secrets masked.
@@ -50,7 +50,10 @@ impl Config {
                 "DB_ACQUIRE_TIMEOUT",
                 self.db_acquire_timeout.as_millis().to_string(),
             ),
-            ("REDIS_URL", url_of(&self.redis_url)),
+        ]
+        .into_iter()
+        .chain(RedisConfig::lines(self.redis.as_ref()))
+        .chain([
             ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
             (
                 "REDIS_ENTRY_FORMAT",
@@ -63,8 +66,7 @@ impl Config {
                 self.jwt_short_secret_allowed.to_string(),
             ),
             ("JWT_ISSUER", self.jwt_issuer.clone()),
-        ]
-        .into_iter()
+        ])
         .chain(JwksConfig::lines(self.jwks.as_ref()))
         .chain([
             ("SYSTEM_USER_ID", self.system_user_id.clone()),
