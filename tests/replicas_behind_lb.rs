@@ -497,8 +497,8 @@ async fn three_replicas_act_as_one_behind_haproxy() {
          again ({} lost answers, {} waits for a key in progress, {} replays); {} steps done by a \
          try whose answer was lost after it committed ({signed_up_twice} sign-ups done twice)\n\
          {invoices_wanted} invoices INV-000001..{invoices_wanted:06}; {events} events on NATS, \
-         all delivered {drained_after:.1?} after the load began, {redelivered} published more \
-         than once and stored once; whole test {:.1?}",
+         all delivered {drained_after:.1?} after the load began, {redelivered} of them taken \
+         over from the killed replica's relay and stored once; whole test {:.1?}",
         count(&tally.requests),
         count(&tally.interrupted),
         count(&tally.lost),
