@@ -266,10 +266,10 @@ pub struct Tally {
     /// Operations that had to be sent again at least once (after a lost answer or while their
     /// key was in progress).
     pub interrupted: AtomicUsize,
-    /// Interrupted operations whose first try had done the work but died before its answer was
-    /// kept: the try again did it a second time (a sign-up) or was refused by the state the
-    /// first left (docs/idempotency.md, "Which answers are kept").
-    pub done_unanswered: AtomicUsize,
+    /// Steps whose first try did the work but died before its answer was kept, so that the try
+    /// again was refused by the state the first left (docs/idempotency.md, "Which answers are
+    /// kept"), by step: `verify`, `onboard`, `provision`. (A sign-up is done again instead.)
+    pub done_unanswered: std::sync::Mutex<BTreeMap<&'static str, usize>>,
     /// Answered from the kept answer (`Idempotency-Replayed: true`).
     pub replayed: AtomicUsize,
     pub by_replica: std::sync::Mutex<BTreeMap<String, usize>>,
