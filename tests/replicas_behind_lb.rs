@@ -2,8 +2,10 @@
 //! behind HAProxy (Debian's `haproxy`, round robin, health checks on `/health/ready`): the funnel,
 //! the shared rate limits, single-use keys, `Idempotency-Key`, the billing run and the event
 //! relay act as one instance; one replica killed (SIGKILL) in the middle of the load loses no
-//! sign-up, no event and no invoice, and duplicates nothing. The recipe is in
-//! docs/operations.md ("Behind a load balancer").
+//! sign-up, no event and no invoice, and duplicates no invoice and no stored event. What it can
+//! still do twice is a step whose replica died between its commit and keeping its answer (see
+//! `walk`); the closing line counts those. The recipe is in docs/operations.md ("Behind a load
+//! balancer").
 
 mod common;
 mod lb_support;
