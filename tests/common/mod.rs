@@ -325,8 +325,9 @@ impl Storage {
         }
     }
 
-    /// The harness variables for this storage, then `overrides` (an empty value unsets).
-    fn variables(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    /// The harness variables for this storage, then `overrides` (an empty value unsets): the
+    /// environment of a `tms` process on it.
+    pub fn variables(&self, overrides: &[(&str, &str)]) -> HashMap<String, String> {
         let mut vars: HashMap<String, String> = [
             ("TMS_ENV", "test"),
             ("HOST", "127.0.0.1"),
