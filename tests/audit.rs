@@ -33,8 +33,7 @@ async fn of(app: &TestApp, entity: &str, id: &str) -> Vec<Value> {
     trail(app, json!({"entity": entity, "entityId": id})).await
 }
 
-/// The one record of `entity` `id` with `action` (and, if given, whose `after` has `field` =
-/// `value`); panics naming what there is otherwise.
+/// The one record of `entity` `id` with `action`; panics naming what there is otherwise.
 async fn the_record(app: &TestApp, entity: &str, id: &str, action: &str) -> Value {
     let all = of(app, entity, id).await;
     let found: Vec<&Value> = all.iter().filter(|r| r["action"] == action).collect();
@@ -455,5 +454,25 @@ both_dbs!(
         );
         later.close().await;
         assert!(trail(&app, json!({})).await.is_empty());
+    }
+);
+
+both_dbs!(
+    a_passed_deadline_is_the_systems_move,
+    [("PROVISIONING_TIMEOUT", "60000")],
+    |app| async move {
+        let t = a_tenant(&app, "late").await;
+        assert_eq!(provision(&app, &t, &subscription("BASIC")).await.0, 204);
+        wait_for_events(&app, 1).await;
+        let sweeper = Sweeper::at(&app, &[("PROVISIONING_TIMEOUT", "60000")], 61).await;
+        assert_eq!(sweeper.fail_overdue().await, 1);
+        sweeper.close().await;
+        let failed = the_record(&app, "Tenant", &t, "provisioning-failed").await;
+        assert_eq!(failed["actorKind"], "system", "{failed}");
+        assert_eq!(failed["actorId"], app.config.system_user_id.as_str());
+        assert_eq!(
+            (&failed["before"]["status"], &failed["after"]["status"]),
+            (&json!(2), &json!(3))
+        );
     }
 );
