@@ -331,6 +331,7 @@ permissions! {
     ViewTenantConfig = "10221",
     UpdateTenantConfig = "10222",
     DeleteTenantConfig = "10223",
+    ViewAuditLog = "10224",
 }
 
 /// The codes a lead token carries: the original's set (tenant onboarding and provisioning, reading

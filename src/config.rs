@@ -9,6 +9,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::client_ip::TrustedProxies;
+pub use audit::AuditConfig;
 pub use billing::BillingConfig;
 pub use database::{DatabaseConfig, is_identifier, mask_url_password};
 use database::{database_config, encode};
@@ -16,6 +17,7 @@ pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
 pub use jwks::JwksConfig;
 pub use redis::{RedisConfig, RedisTarget, RedisTls, ReplicaWait, SentinelConfig, SentinelNode};
 
+mod audit;
 mod billing;
 mod database;
 mod identity;
@@ -147,6 +149,8 @@ pub struct Config {
     pub aws_region: Option<String>,
     /// Invoices and billing runs (`BILLING_*`).
     pub billing: BillingConfig,
+    /// The audit trail's retention (`AUDIT_RETENTION_DAYS`).
+    pub audit: AuditConfig,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
     /// How long the first answer to a POST with an `Idempotency-Key` is replayed
@@ -503,6 +507,7 @@ impl Config {
                 .map_err(|err| problem("IDP_ALLOWED_HOSTS", err))?,
             aws_region: v.get("AWS_REGION").map(str::to_string),
             billing,
+            audit: AuditConfig::from_vars(&v)?,
             request_body_limit: v.number("REQUEST_BODY_LIMIT", 1_048_576usize, 1_024, 1 << 30)?,
             request_timeout: Duration::from_millis(v.number(
                 "REQUEST_TIMEOUT",

@@ -159,7 +159,7 @@ impl App {
     }
 
     /// Serves, with the background workers (relays, deadline sweeper, billing, outbox pruner,
-    /// expired-key and idempotency-key janitors), until `shutdown` completes; lets in-flight
+    /// expired-key, idempotency-key and audit-trail janitors), until `shutdown` completes; lets in-flight
     /// requests finish (within `SHUTDOWN_TIMEOUT`), stops the workers, then closes the pool.
     pub async fn run_until_stopped(
         self,
@@ -203,6 +203,7 @@ impl App {
             spawn_billing(self.state.clone(), workers.clone()),
             events::spawn_pruner(self.state.db.clone(), workers.clone()),
             spawn_idempotency_janitor(self.state.clone(), workers.clone()),
+            spawn_audit_janitor(self.state.clone(), workers.clone()),
         ];
         let limits = http::server::Limits {
             header_timeout: self.state.config.http_header_timeout,
@@ -310,6 +311,33 @@ fn spawn_idempotency_janitor(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(IDEMPOTENCY_PURGE) => {}
+            }
+        }
+    })
+}
+
+/// How often audit records past their retention are deleted.
+const AUDIT_PRUNE: Duration = Duration::from_secs(3600);
+
+/// Deletes audit records older than `AUDIT_RETENTION_DAYS` (on the application's clock) now and
+/// every [`AUDIT_PRUNE`], until `shutdown`; does nothing when they are kept for ever.
+fn spawn_audit_janitor(
+    services: Services,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if services.config.audit.retention_days.is_none() {
+            return;
+        }
+        loop {
+            match services.audit_trail().prune().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "audit records past their retention deleted"),
+                Err(err) => tracing::warn!(error = %err, "pruning the audit trail failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(AUDIT_PRUNE) => {}
             }
         }
     })

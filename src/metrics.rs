@@ -112,6 +112,7 @@ struct Inner {
     operations: Family<OperationLabels, Histogram>,
     billing_runs: Family<ResultLabels, Counter>,
     invoices_issued: Counter,
+    audit_records: Counter,
     pool: Family<StateLabels, Gauge>,
     pool_max: Gauge,
     outbox_rows: Family<BacklogLabels, Gauge>,
@@ -168,6 +169,13 @@ impl Metrics {
             "Invoices issued by the billing runs of this server",
             invoices_issued.clone(),
         );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records_written",
+            "Audit records written by this server (including those of transactions that rolled \
+             back)",
+            audit_records.clone(),
+        );
         let pool = Family::<StateLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -203,6 +211,7 @@ impl Metrics {
             operations,
             billing_runs,
             invoices_issued,
+            audit_records,
             pool,
             pool_max,
             outbox_rows,
@@ -279,6 +288,10 @@ impl Metrics {
             .get_or_create(&StateLabels { state: "idle" })
             .set(i64::from(state.pool.idle));
         inner.pool_max.set(i64::from(state.pool.max));
+        let written = state
+            .audit_records
+            .saturating_sub(inner.audit_records.get());
+        inner.audit_records.inc_by(written);
         // A backlog that emptied since the last scrape must read 0, not its last value.
         inner.outbox_rows.clear();
         inner.outbox_oldest.clear();
@@ -336,6 +349,8 @@ pub struct Scraped {
     pub outbox: Vec<OutboxBacklog>,
     /// (status name, live tenants), every status.
     pub tenants: Vec<(&'static str, i64)>,
+    /// Audit records this process has written (`store::audit::written`).
+    pub audit_records: u64,
 }
 
 #[cfg(test)]
@@ -370,6 +385,7 @@ mod tests {
                 oldest: Some(now - chrono::Duration::seconds(90)),
             }],
             tenants: vec![("ACTIVE", 5), ("PROVISIONING", 1), ("SUSPENDED", 0)],
+            audit_records: 7,
         });
         for line in [
             r#"tms_http_requests_total{route="/tenants/{id}",method="GET",status="200"} 1"#,
@@ -379,6 +395,7 @@ mod tests {
             r#"tms_provisioning_duration_seconds_count{operation="provision",outcome="succeeded"} 1"#,
             r#"tms_billing_runs_total{result="completed"} 1"#,
             "tms_billing_invoices_issued_total 3",
+            "tms_audit_records_written_total 7",
             r#"tms_db_pool_connections{state="in_use"} 2"#,
             "tms_db_pool_max_connections 10",
             r#"tms_outbox_undelivered_rows{topic="event",state="pending"} 4"#,
@@ -402,6 +419,7 @@ mod tests {
             },
             outbox: vec![],
             tenants: vec![],
+            audit_records: 0,
         });
         assert!(!text.contains("tms_outbox_undelivered_rows{"), "{text}");
     }

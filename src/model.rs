@@ -403,6 +403,59 @@ pub static TENANT_CONFIGS: Resource = Resource {
     relations: BELONGS_TO_TENANT,
 };
 
+/// The audit trail (`GET /audit-logs`, `docs/audit.md`): read-only, its rows written by the
+/// store with every change. Not one of [`ALL`]: no audit columns, no soft delete, no write routes.
+pub static AUDIT_LOGS: Resource = Resource {
+    path: "audit-logs",
+    table: "audit_logs",
+    title: "AuditLog",
+    description: "one change of one row: who made it, what it changed, when",
+    fields: &[
+        server(field("id", "id", FieldType::Uuid)),
+        doc(
+            field("occurredOn", "occurred_on", FieldType::Timestamp),
+            "when the change was made (its transaction)",
+        ),
+        doc(
+            field("actorKind", "actor_kind", FieldType::Text),
+            "user, lead, pipeline or system",
+        ),
+        doc(
+            field("actorId", "actor_id", FieldType::Text),
+            "the token's id, the lead's id, or SYSTEM_USER_ID",
+        ),
+        doc(
+            field("actorTenantId", "actor_tenant_id", FieldType::Text),
+            "a user token's userTenantId (else its id)",
+        ),
+        doc(
+            field("entity", "entity", FieldType::Text),
+            "the model name of the row (Tenant, Contact, Invoice, …)",
+        ),
+        doc(
+            field("entityId", "entity_id", FieldType::Text),
+            "the row's id",
+        ),
+        doc(
+            field("action", "action", FieldType::Text),
+            "create, update, delete, or the move made (suspend, provisioned, pay, …)",
+        ),
+        doc(
+            field("tenantId", "tenant_id", FieldType::Uuid),
+            "the tenant the row concerns, if any",
+        ),
+        doc(
+            field("before", "before", FieldType::Json),
+            "the changed fields before (the whole row for a delete), secrets masked",
+        ),
+        doc(
+            field("after", "after", FieldType::Json),
+            "the changed fields after (the whole row for a create), secrets masked",
+        ),
+    ],
+    relations: &[],
+};
+
 /// Every table, in creation order.
 pub static ALL: [&Resource; 7] = [
     &ADDRESSES,

@@ -359,7 +359,11 @@ both_dbs!(
                 &mut store.db.conn(),
                 &tms::model::TENANT_CONFIGS,
                 &row,
-                "before-the-rules",
+                &tms::store::crud::Actor {
+                    id: "before-the-rules".into(),
+                    scope: tms::store::crud::Scope::All,
+                    who: tms::domain::audit::Who::system("before-the-rules"),
+                },
             )
             .await
             .unwrap();

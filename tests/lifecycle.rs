@@ -15,6 +15,7 @@ fn actor() -> Actor {
     Actor {
         id: "lifecycle-test".into(),
         scope: Scope::All,
+        who: tms::domain::audit::Who::system("lifecycle-test"),
     }
 }
 
@@ -23,7 +24,7 @@ async fn a_tenant(db: &Store, key: &str, status: TenantStatus) -> Uuid {
         "name": key, "key": key, "domains": [format!("{key}.io")], "status": status.code(),
     }))
     .unwrap();
-    let row = crud::create(&mut db.conn(), &TENANTS, &values, "lifecycle-test")
+    let row = crud::create(&mut db.conn(), &TENANTS, &values, &actor())
         .await
         .unwrap();
     Uuid::parse_str(row["id"].as_str().unwrap()).unwrap()

@@ -176,6 +176,7 @@ impl Config {
         ])
         .chain(self.tiers.lines())
         .chain(self.billing.lines())
+        .chain(self.audit.lines())
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
     }

@@ -187,8 +187,9 @@ impl AdminUsers<'_> {
             last_name: &last_name,
         };
         let auth_id = self.idp.create_admin(&provider, &info, &admin).await?;
-        let system = super::system_actor(self.config);
-        record_spoc(&mut self.db.conn(), &system, tenant_id, &auth_id).await?;
+        // A pipeline's signed request: its write is recorded as the pipeline's.
+        let pipeline = super::pipeline_actor(self.config);
+        record_spoc(&mut self.db.conn(), &pipeline, tenant_id, &auth_id).await?;
         tracing::info!(tenant = %tenant_id, provider = request.provider.key(),
             "tenant admin user created");
         Ok(auth_id)

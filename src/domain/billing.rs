@@ -412,7 +412,14 @@ pub(super) async fn bill_due_periods(
         values.insert("dueDate".into(), json!(format_timestamp(&due)));
         values.insert("status".into(), json!(0));
         values.insert("tenantId".into(), json!(tenant.to_string()));
-        invoices::issue(tx, &config.billing, values, Some(k), &config.system_user_id).await?;
+        invoices::issue(
+            tx,
+            &config.billing,
+            values,
+            Some(k),
+            &super::system_actor(config),
+        )
+        .await?;
         issued += 1;
         k += 1;
     }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::audit::{self, Who};
 use super::billing::{BillingError, bill_due_periods, pause};
 use super::contacts::primary_contact;
 use super::events::EventType;
@@ -86,7 +87,13 @@ impl BillingRun<'_> {
                 break;
             }
         }
-        report.overdue = announce_overdue(self.db, self.mailer, &config.billing, now).await?;
+        report.overdue = announce_overdue(
+            self.db,
+            self.mailer,
+            (&config.billing, &Who::system(&config.system_user_id)),
+            now,
+        )
+        .await?;
         if let Some(days) = config.billing.suspend_after_days {
             report.suspended = self.suspend_overdue(now, days).await?;
         }
@@ -164,7 +171,7 @@ impl BillingRun<'_> {
 async fn announce_overdue(
     db: &Db,
     mailer: &Mailer,
-    config: &BillingConfig,
+    (config, who): (&BillingConfig, &Who),
     now: DateTime<Utc>,
 ) -> Result<usize, BillingError> {
     let mut announced = 0;
@@ -172,7 +179,7 @@ async fn announce_overdue(
         let batch = store::newly_overdue(&mut db.conn(), now, BATCH).await?;
         let mut progressed = false;
         for overdue in &batch {
-            match announce_one(db, mailer, config, overdue, now).await {
+            match announce_one(db, mailer, (config, who), overdue, now).await {
                 Ok(marked) => {
                     progressed = true;
                     announced += usize::from(marked);
@@ -194,7 +201,7 @@ async fn announce_overdue(
 async fn announce_one(
     db: &Db,
     mailer: &Mailer,
-    config: &BillingConfig,
+    (config, who): (&BillingConfig, &Who),
     overdue: &store::Overdue,
     now: DateTime<Utc>,
 ) -> Result<bool, BillingError> {
@@ -202,6 +209,16 @@ async fn announce_one(
     if !store::mark_overdue(&mut tx.conn(), overdue.id, now).await? {
         return Ok(false);
     }
+    let at = Value::from(crate::store::values::format_timestamp(&now));
+    let marked = audit::change(
+        &INVOICES,
+        who,
+        "overdue",
+        (overdue.id, Some(overdue.tenant_id)),
+        Object::from_iter([("overdueAt".to_string(), Value::Null)]),
+        Object::from_iter([("overdueAt".to_string(), at)]),
+    );
+    crate::store::audit::record(&mut tx.conn(), &[marked]).await?;
     let Some(row) = crud::find_by_id(
         &mut tx.conn(),
         &INVOICES,

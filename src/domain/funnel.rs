@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::audit::Who;
 use super::onboarding::{self, OnboardingError};
+use super::system_actor;
 use super::validation::{ValidationDetail, check_fields, not_an_object};
 use crate::auth::JwtKeys;
 use crate::config::Config;
@@ -155,19 +157,23 @@ impl Funnel<'_> {
         if leads::validated_email_exists(&mut self.db.conn(), &email).await? {
             return Err(FunnelError::EmailTaken);
         }
-        let system = self.config.system_user_id.as_str();
         let id = Uuid::new_v4();
+        // Recorded as the lead's own write, stamped with SYSTEM_USER_ID as the original does.
+        let system = Actor {
+            who: Who::lead(id),
+            ..system_actor(self.config)
+        };
         // The key is stored before the lead commits (and outside its transaction, which on
         // SQLite holds the write lock): a key whose lead never committed verifies nothing, while
         // a committed lead always has its key.
         let key = self.store_new_key(id, &email).await?;
         let mut tx = self.db.begin().await?;
         if !address.is_empty() {
-            let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, system).await?;
+            let created = crud::create(&mut tx.conn(), &ADDRESSES, &address, &system).await?;
             lead.insert("addressId".into(), created["id"].clone());
         }
         lead.insert("isValidated".into(), json!(false));
-        crud::create_with_id(&mut tx.conn(), &LEADS, id, &lead, system).await?;
+        crud::create_with_id(&mut tx.conn(), &LEADS, id, &lead, &system).await?;
         self.mail_link(&mut tx.conn(), id, &lead, &key).await?;
         tx.commit().await?;
         Ok(SignedUp { id, key })
@@ -277,13 +283,15 @@ impl Funnel<'_> {
         let actor = Actor {
             id: id.to_string(),
             scope: Scope::Lead(lead_id),
+            who: Who::lead(lead_id),
         };
-        crud::update(
+        crud::update_as(
             &mut tx.conn(),
             &LEADS,
             Target::Id(lead_id),
             &validated,
             &actor,
+            "verify",
         )
         .await
         .map_err(|err| match err {
@@ -393,7 +401,11 @@ impl Funnel<'_> {
                 .and_then(|a| Uuid::parse_str(a).ok());
         }
         onboarding.lead_id = Some(lead_id);
-        Ok(onboarding::onboard(self.db, &onboarding, id).await?)
+        let actor = Actor {
+            id: id.to_string(),
+            ..super::lead_actor(lead_id)
+        };
+        Ok(onboarding::onboard(self.db, &onboarding, &actor).await?)
     }
 }
 

@@ -143,7 +143,7 @@ pub async fn create(
     db: &Db,
     config: &BillingConfig,
     mut values: Object,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Object, InvoiceError> {
     normalise_new(&mut values)?;
     let mut tx = db.begin().await?;
@@ -160,7 +160,7 @@ pub async fn issue(
     config: &BillingConfig,
     mut values: Object,
     period: Option<i64>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Object, InvoiceError> {
     let n = store::next_number(&mut tx.conn(), &config.seller_name).await?;
     values.insert("seller".into(), json!(config.seller_name));
@@ -363,12 +363,18 @@ async fn update_in(
         let these = Where::cmp(INVOICES.id_field(), Op::Inq, &Value::Array(ids)).map_err(|e| {
             InvoiceError::Invalid(vec![ValidationDetail::new("", "id", e.0, Value::Null)])
         })?;
-        crud::update(
+        let action = match wanted {
+            Some(InvoiceStatus::Paid) => "pay",
+            Some(InvoiceStatus::Cancelled) => "cancel",
+            _ => crate::domain::audit::UPDATE,
+        };
+        crud::update_as(
             &mut tx.conn(),
             &INVOICES,
             Target::Matching(Some(&these)),
             &values,
             actor,
+            action,
         )
         .await?;
     }

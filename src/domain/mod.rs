@@ -5,6 +5,8 @@
 //! maps to an answer; [`Services`] is the context they share, built once.
 
 pub mod admin_user;
+pub mod audit;
+pub mod audit_trail;
 pub mod billing;
 pub mod billing_run;
 pub mod contacts;
@@ -36,5 +38,25 @@ pub fn system_actor(config: &Config) -> Actor {
     Actor {
         id: config.system_user_id.clone(),
         scope: Scope::All,
+        who: audit::Who::system(&config.system_user_id),
+    }
+}
+
+/// The actor of a pipeline's signed result: stamped as tms's own moves, recorded as the
+/// pipeline's.
+pub fn pipeline_actor(config: &Config) -> Actor {
+    Actor {
+        who: audit::Who::pipeline(&config.system_user_id),
+        ..system_actor(config)
+    }
+}
+
+/// The actor of a lead's own writes (its verification, its tenant's onboarding), stamped with
+/// the lead's id.
+pub fn lead_actor(lead: uuid::Uuid) -> Actor {
+    Actor {
+        id: lead.to_string(),
+        scope: Scope::Lead(lead),
+        who: audit::Who::lead(lead),
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::validation::ValidationDetail;
 use super::validation::{self, check_fields, not_an_object};
 use crate::model::{ADDRESSES, CONTACTS, TENANTS, fields};
-use crate::store::crud::{self, Scope, WriteError};
+use crate::store::crud::{self, Actor, Scope, WriteError};
 use crate::store::filter::Filter;
 use crate::store::{Db, Object};
 
@@ -182,7 +182,7 @@ impl From<sqlx::Error> for OnboardingError {
 pub async fn onboard(
     db: &Db,
     onboarding: &Onboarding,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Object, OnboardingError> {
     let contact_email = onboarding
         .contact

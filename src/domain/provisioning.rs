@@ -333,8 +333,14 @@ impl Provisioning<'_> {
         let mut failed = 0;
         for rec in overdue {
             let mut tx = self.db.begin().await?;
-            let moved =
-                finish_operation(&mut tx, self.config, &rec, Outcome::Failed("timed out")).await;
+            let moved = finish_operation(
+                &mut tx,
+                self.config,
+                &rec,
+                Outcome::Failed("timed out"),
+                &system_actor(self.config),
+            )
+            .await;
             match moved {
                 Ok(()) => failed += 1,
                 // Moved by an operator meanwhile: the record just ends.
@@ -406,12 +412,14 @@ pub enum Outcome<'a> {
 
 /// Ends the running operation of `rec` in `tx`: provisioning moves the tenant to ACTIVE or
 /// PROVISIONFAILED; offboarding to INACTIVE or back to where it started; the record keeps the
-/// reason of a failure, and billing follows the move (`domain::billing::on_move`).
+/// reason of a failure, and billing follows the move (`domain::billing::on_move`). `actor` is
+/// who ended it: the pipeline (its result) or the system (a passed deadline).
 pub async fn finish_operation(
     tx: &mut Tx,
     config: &Config,
     rec: &record::Record,
     outcome: Outcome<'_>,
+    actor: &Actor,
 ) -> Result<(), ProvisioningError> {
     let step = match (rec.operation, outcome) {
         (Operation::Provision, Outcome::Succeeded) => Move::Provisioned,
@@ -424,14 +432,8 @@ pub async fn finish_operation(
         ),
     };
     let to = step.target();
-    let from = tenant::make_move(
-        &mut tx.conn(),
-        rec.tenant_id,
-        step,
-        &Object::new(),
-        &system_actor(config),
-    )
-    .await?;
+    let from =
+        tenant::make_move(&mut tx.conn(), rec.tenant_id, step, &Object::new(), actor).await?;
     super::billing::on_move(tx, config, rec.tenant_id, from, to).await?;
     let reason = match outcome {
         Outcome::Succeeded => None,
@@ -482,7 +484,7 @@ pub async fn store_resources(
                 json!(resource.external_identifier),
             );
             values.insert("tenantId".into(), json!(tenant.to_string()));
-            crud::create(conn, &RESOURCES, &values, &actor.id).await?;
+            crud::create(conn, &RESOURCES, &values, actor).await?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::admin_user::AdminUsers;
+use super::audit_trail::AuditTrail;
 use super::billing_run::BillingRun;
 use super::funnel::Funnel;
 use super::idempotency::Idempotency;
@@ -96,6 +97,14 @@ impl Services {
         Idempotency {
             db: &self.db,
             config: &self.config,
+        }
+    }
+
+    /// The audit trail's retention.
+    pub fn audit_trail(&self) -> AuditTrail<'_> {
+        AuditTrail {
+            db: &self.db,
+            config: &self.config.audit,
         }
     }
 

@@ -87,6 +87,20 @@ impl Move {
         Self::Reactivate,
     ];
 
+    /// Its name in audit records (`action`).
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Provisioned => "provisioned",
+            Self::ProvisioningFailed => "provisioning-failed",
+            Self::Deprovision => "deprovision",
+            Self::Offboarded => "offboarded",
+            Self::OffboardingFailed(_) => "offboarding-failed",
+            Self::Suspend => "suspend",
+            Self::Reactivate => "reactivate",
+        }
+    }
+
     /// Where the move takes the tenant.
     pub fn target(self) -> TenantStatus {
         use TenantStatus::*;
@@ -197,12 +211,13 @@ pub async fn make_move(
     ]);
     let mut values = extra.clone();
     values.insert("status".into(), Value::from(to.code()));
-    let moved = crud::update(
+    let moved = crud::update_as(
         conn,
         &TENANTS,
         Target::Matching(Some(&in_current)),
         &values,
         actor,
+        step.action(),
     )
     .await?;
     if moved == 0 {

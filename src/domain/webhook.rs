@@ -8,10 +8,10 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::pipeline_actor;
 use super::provisioning::{self, Outcome, ProvisionedResource, ProvisioningError};
 use super::secrets::{forget_secret, stored_secret};
 use super::signature;
-use super::system_actor;
 use super::tenant::{self, TenantStatus};
 use super::validation::{ValidationDetail, missing_property, not_an_object, unknown_property};
 use crate::config::Config;
@@ -283,7 +283,8 @@ impl Webhook<'_> {
         } else {
             Outcome::Failed(&reason)
         };
-        provisioning::finish_operation(&mut tx, self.config, &rec, outcome)
+        let pipeline = pipeline_actor(self.config);
+        provisioning::finish_operation(&mut tx, self.config, &rec, outcome, &pipeline)
             .await
             .map_err(|err| match err {
                 // Moved by a concurrent request between the check and the move.
@@ -293,13 +294,8 @@ impl Webhook<'_> {
                 other => other.into(),
             })?;
         if report.succeeded && rec.operation == Operation::Provision {
-            provisioning::store_resources(
-                &mut tx.conn(),
-                &system_actor(self.config),
-                tenant,
-                &report.resources,
-            )
-            .await?;
+            provisioning::store_resources(&mut tx.conn(), &pipeline, tenant, &report.resources)
+                .await?;
             provisioning::mail_welcome(
                 &mut tx.conn(),
                 self.mailer,
@@ -310,8 +306,7 @@ impl Webhook<'_> {
             .await?;
         }
         if report.succeeded && rec.operation == Operation::Deprovision {
-            provisioning::retire_resources(&mut tx.conn(), &system_actor(self.config), tenant)
-                .await?;
+            provisioning::retire_resources(&mut tx.conn(), &pipeline, tenant).await?;
         }
         forget_secret(self.kv, &mut tx, tenant).await?;
         tx.commit().await?;

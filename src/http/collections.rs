@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::Require;
 use super::{Json, Path, money_text};
 use crate::auth::{self, Permission, Principal};
+use crate::domain::audit::Who;
 use crate::domain::contacts::{self, ContactError};
 use crate::domain::idp_settings::{Author, SettingsError};
 use crate::domain::invoices::Change;
@@ -213,7 +214,7 @@ fn invalid(param: &'static str) -> impl Fn(filter::FilterError) -> AppError {
 }
 
 /// The `filter` of a read, capped at `MAX_LIST_LIMIT` rows (and related rows per row).
-fn parse_filter(
+pub(super) fn parse_filter(
     state: &AppState,
     resource: &'static Resource,
     query: Option<&str>,
@@ -225,7 +226,7 @@ fn parse_filter(
     Ok(filter.capped(state.config.max_list_limit))
 }
 
-fn parse_where(
+pub(super) fn parse_where(
     resource: &'static Resource,
     query: Option<&str>,
 ) -> AppResult<Option<filter::Where>> {
@@ -262,9 +263,14 @@ pub fn scope_of(principal: &Principal) -> Scope {
 }
 
 pub(super) fn actor(principal: &Principal) -> Actor {
+    let who = match principal.lead {
+        Some(lead) => Who::lead(lead),
+        None => Who::user(&principal.user_id, &principal.id),
+    };
     Actor {
         id: principal.id.clone(),
         scope: scope_of(principal),
+        who,
     }
 }
 
@@ -376,7 +382,7 @@ async fn create<C: Collection>(
         &mut state.db.conn(),
         C::RESOURCE,
         &values,
-        &auth.principal.id,
+        &actor(&auth.principal),
     )
     .await
     .map_err(|e| write_error::<C>(e, &body))?;

@@ -70,7 +70,13 @@ pub(super) async fn create(
     principal: &Principal,
     values: Object,
 ) -> AppResult<Object> {
-    Ok(invoices::create(&state.db, &state.config.billing, values, &principal.id).await?)
+    Ok(invoices::create(
+        &state.db,
+        &state.config.billing,
+        values,
+        &super::collections::actor(principal),
+    )
+    .await?)
 }
 
 /// `PATCH`/`PUT /invoices/{id}` and `PATCH /invoices?where=` (validated `values`): how many

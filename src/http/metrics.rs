@@ -75,6 +75,7 @@ async fn scrape(State(state): State<AppState>) -> AppResult<Response> {
         pool: state.db.pool_stats(),
         outbox,
         tenants,
+        audit_records: crate::store::audit::written(),
     });
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }

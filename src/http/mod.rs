@@ -2,6 +2,7 @@
 //! body limit; rate limits and `Idempotency-Key` on their groups of routes), the LoopBack error
 //! body on every failure, and the project's own extractors.
 
+mod audit;
 pub mod auth;
 mod collections;
 mod docs;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(collections::router())
                 .merge(invoices::router())
                 .merge(onboarding::router())
+                .merge(audit::router())
                 .layer(keyed(idempotency::Callers::TokenHolders)),
         )
         .merge(ping::router())
@@ -350,6 +352,7 @@ pub fn documented_routes() -> Vec<crate::http::openapi::DocumentedRoute> {
     routes.extend(provisioning::documented_routes());
     routes.extend(identity::documented_routes());
     routes.extend(invoices::documented_routes());
+    routes.extend(audit::documented_routes());
     routes
 }
 

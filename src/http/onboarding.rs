@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::AppState;
 use super::Json;
 use super::auth::Require;
-use super::collections::scope_of;
+use super::collections::{actor, scope_of};
 use crate::auth::CreateTenant;
 use crate::domain::onboarding::{self, OnboardingError};
 use crate::http::error::{AppError, AppResult};
@@ -29,7 +29,7 @@ async fn onboard_tenant(
         return Err(AppError::Forbidden("NotAllowedAccess".into()));
     }
     let onboarding = onboarding::admin_body(&body).map_err(AppError::Validation)?;
-    let tenant = onboarding::onboard(&state.db, &onboarding, &auth.principal.id).await?;
+    let tenant = onboarding::onboard(&state.db, &onboarding, &actor(&auth.principal)).await?;
     Ok(Json(Value::Object(tenant)))
 }
 

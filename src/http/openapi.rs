@@ -68,6 +68,10 @@ pub fn document() -> Value {
     );
     schemas.insert("Error".into(), error_schema());
     schemas.extend(funnel_schemas());
+    schemas.insert(
+        model::AUDIT_LOGS.title.into(),
+        model_schema(&model::AUDIT_LOGS, Variant::Full),
+    );
     for resource in model::ALL {
         schemas.insert(resource.title.into(), model_schema(resource, Variant::Full));
         schemas.insert(

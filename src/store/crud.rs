@@ -15,9 +15,11 @@ use sea_query::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::audit as store_audit;
 use super::filter::{self, Filter, Where};
 use super::values::{self, Backend};
 use super::{Conn, Object};
+use crate::domain::audit::{self, Who};
 use crate::model::{self, Cardinality, Field, Relation, Resource};
 
 /// What can go wrong when writing, beyond a plain database error.
@@ -129,12 +131,12 @@ fn uuid_value(backend: Backend, id: Uuid) -> Expr {
 }
 
 /// Inserts a row from `values` (validated, client-settable fields only) with a new id and
-/// audit columns for `actor`, and returns the stored row.
+/// audit columns for `actor`, with its audit record, and returns the stored row.
 pub async fn create(
     conn: &mut Conn<'_>,
     resource: &'static Resource,
     values: &Object,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Object, WriteError> {
     create_with_id(conn, resource, Uuid::new_v4(), values, actor).await
 }
@@ -146,7 +148,7 @@ pub async fn create_with_id(
     resource: &'static Resource,
     id: Uuid,
     values: &Object,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Object, WriteError> {
     check_references(conn, resource, values).await?;
     let backend = conn.backend();
@@ -157,7 +159,7 @@ pub async fn create_with_id(
             "id" => Value::from(id.to_string()),
             "deleted" => Value::Bool(false),
             "createdOn" | "modifiedOn" => now.clone(),
-            "createdBy" | "modifiedBy" => Value::from(actor),
+            "createdBy" | "modifiedBy" => Value::from(actor.id.as_str()),
             _ => values.get(field.name).cloned().unwrap_or(Value::Null),
         };
         row.insert(field.name.to_string(), value);
@@ -171,7 +173,15 @@ pub async fn create_with_id(
                 .iter()
                 .map(|f| bind(backend, f, &row[f.name])),
         );
-    conn.execute(&stmt).await.map_err(classify)?;
+    let entries: Vec<_> = audit::entry(resource, &actor.who, audit::CREATE, None, Some(&row))
+        .into_iter()
+        .collect();
+    conn.atomically(async |conn| {
+        conn.execute(&stmt).await.map_err(classify)?;
+        store_audit::record(conn, &entries).await?;
+        Ok::<_, WriteError>(())
+    })
+    .await?;
     Ok(row)
 }
 
@@ -455,11 +465,13 @@ pub fn count_statement(
     stmt
 }
 
-/// Who writes: the id stamped into the audit columns and the scope the write is confined to.
+/// Who writes: the id stamped into the audit columns, the scope the write is confined to, and
+/// who its audit records name.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub id: String,
     pub scope: Scope,
+    pub who: Who,
 }
 
 /// Which rows an update touches.
@@ -469,13 +481,27 @@ pub enum Target<'a> {
 }
 
 /// Sets `values` (validated; keys are wire names) on the live rows of `target`, stamping
-/// `modifiedOn`/`modifiedBy`. Returns the number of rows changed.
+/// `modifiedOn`/`modifiedBy`, with an `update` audit record per row. Returns the number of rows
+/// changed.
 pub async fn update(
     conn: &mut Conn<'_>,
     resource: &'static Resource,
     target: Target<'_>,
     values: &Object,
     actor: &Actor,
+) -> Result<u64, WriteError> {
+    update_as(conn, resource, target, values, actor, audit::UPDATE).await
+}
+
+/// [`update`], recorded as `action` (a move of the domain: `suspend`, `pay`, …). The rows are
+/// read (locked) before and returned by the UPDATE after, in one transaction with their records.
+pub async fn update_as(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    target: Target<'_>,
+    values: &Object,
+    actor: &Actor,
+    action: audit::Action,
 ) -> Result<u64, WriteError> {
     check_references(conn, resource, values).await?;
     let backend = conn.backend();
@@ -494,8 +520,33 @@ pub async fn update(
         &[("modifiedOn", "modifiedBy")],
         &actor.id,
     );
-    restrict(&mut stmt, resource, target, actor.scope, backend);
-    conn.execute(&stmt).await.map_err(classify)
+    let condition = target_condition(resource, target, actor.scope, backend);
+    stmt.cond_where(condition.clone())
+        .returning(Query::returning().columns(resource.fields.iter().map(|f| col(f.column))));
+    conn.atomically(async |conn| {
+        let before = locked(conn, resource, condition).await?;
+        if before.is_empty() {
+            return Ok(0);
+        }
+        let after = conn
+            .fetch_written(&stmt, &all_fields(resource))
+            .await
+            .map_err(classify)?;
+        let before: HashMap<&Value, &Object> = before
+            .iter()
+            .filter_map(|r| Some((r.get("id")?, r)))
+            .collect();
+        let entries: Vec<_> = after
+            .iter()
+            .filter_map(|row| {
+                let was = row.get("id").and_then(|id| before.get(id)).copied();
+                audit::entry(resource, &actor.who, action, was, Some(row))
+            })
+            .collect();
+        store_audit::record(conn, &entries).await?;
+        Ok(after.len() as u64)
+    })
+    .await
 }
 
 /// Replaces every client-settable field of the row `id` (absent optional fields become null).
@@ -526,8 +577,8 @@ pub fn replacement(resource: &'static Resource, values: &Object) -> Object {
 }
 
 /// Marks the live rows of `target` deleted, stamping `deletedBy` with `deleted_by` and
-/// `modifiedBy` with the actor (the original takes them from different claims of the token).
-/// Returns how many there were.
+/// `modifiedBy` with the actor (the original takes them from different claims of the token),
+/// with a `delete` audit record per row holding the row as it was. Returns how many there were.
 pub async fn soft_delete(
     conn: &mut Conn<'_>,
     resource: &'static Resource,
@@ -553,8 +604,22 @@ pub async fn soft_delete(
         &[("modifiedOn", "modifiedBy")],
         &actor.id,
     );
-    restrict(&mut stmt, resource, target, actor.scope, backend);
-    conn.execute(&stmt).await.map_err(classify)
+    let condition = target_condition(resource, target, actor.scope, backend);
+    stmt.cond_where(condition.clone());
+    conn.atomically(async |conn| {
+        let before = locked(conn, resource, condition).await?;
+        if before.is_empty() {
+            return Ok(0);
+        }
+        let deleted = conn.execute(&stmt).await.map_err(classify)?;
+        let entries: Vec<_> = before
+            .iter()
+            .filter_map(|row| audit::entry(resource, &actor.who, audit::DELETE, Some(row), None))
+            .collect();
+        store_audit::record(conn, &entries).await?;
+        Ok(deleted)
+    })
+    .await
 }
 
 /// Sets each `(when, who)` pair of audit columns to `now` and `actor`.
@@ -573,16 +638,6 @@ fn stamp(
             }
         }
     }
-}
-
-fn restrict(
-    stmt: &mut UpdateStatement,
-    resource: &Resource,
-    target: Target<'_>,
-    scope: Scope,
-    backend: Backend,
-) {
-    stmt.cond_where(target_condition(resource, target, scope, backend));
 }
 
 /// The live rows of `target` that `scope` reaches.
@@ -612,10 +667,20 @@ pub async fn find_for_update(
     target: Target<'_>,
     scope: Scope,
 ) -> Result<Vec<Object>, sqlx::Error> {
+    let condition = target_condition(resource, target, scope, conn.backend());
+    locked(conn, resource, condition).await
+}
+
+/// Every field of the rows matching `condition`, locked (see [`find_for_update`]).
+async fn locked(
+    conn: &mut Conn<'_>,
+    resource: &'static Resource,
+    condition: Condition,
+) -> Result<Vec<Object>, sqlx::Error> {
     let mut stmt = Query::select();
     stmt.columns(resource.fields.iter().map(|f| col(f.column)))
         .from(table(resource))
-        .cond_where(target_condition(resource, target, scope, conn.backend()))
+        .cond_where(condition)
         .order_by(col("id"), Order::Asc)
         .lock(LockType::Update);
     conn.fetch_objects(&stmt, &all_fields(resource)).await

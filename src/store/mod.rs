@@ -4,6 +4,7 @@
 //! the database kind.
 
 pub mod adopt;
+pub mod audit;
 pub mod crud;
 pub mod filter;
 pub mod idempotency;
@@ -627,10 +628,10 @@ impl Conn<'_> {
     /// Runs `work` in one transaction: the one this connection is in, or, on the pool, a new
     /// one (`BEGIN IMMEDIATE` on SQLite), committed when `work` succeeds and rolled back when it
     /// fails.
-    pub(crate) async fn atomically<T>(
+    pub(crate) async fn atomically<T, E: From<sqlx::Error>>(
         &mut self,
-        work: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, sqlx::Error>,
-    ) -> Result<T, sqlx::Error> {
+        work: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let clock = self.clock;
         match &mut self.target {
             Target::PgPool(pool, health) => {
@@ -678,6 +679,25 @@ impl Conn<'_> {
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
         on_conn!(self, Retry::Always, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
+            }
+        )
+    }
+
+    /// Runs an INSERT, UPDATE or DELETE with `RETURNING` the columns of `fields` (in that
+    /// order) and returns each row it wrote as its wire object. Never retried.
+    pub async fn fetch_written<S: SqlxBinder>(
+        &mut self,
+        stmt: &S,
+        fields: &[&'static Field],
+    ) -> Result<Vec<Object>, sqlx::Error> {
+        on_conn!(self, Retry::Never, |ex, backend|
             pg: async move {
                 let (sql, args) = build(stmt, backend);
                 decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
