@@ -2,6 +2,7 @@
 //! binds the listener and assembles the router; `run_until_stopped` serves until a shutdown signal.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod client_ip;
 pub mod clock;

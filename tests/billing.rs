@@ -179,7 +179,7 @@ both_dbs!(
         let system = tms::store::crud::Actor {
             id: "ops".into(),
             scope: tms::store::crud::Scope::All,
-            who: tms::domain::audit::Who::user("ops", "ops"),
+            who: tms::audit::Who::user("ops", "ops"),
         };
 
         let clock = tms::clock::Clock::manual(anchor + chrono::Duration::days(10));
@@ -411,7 +411,7 @@ both_dbs!(
         let ops = tms::store::crud::Actor {
             id: "ops".into(),
             scope: tms::store::crud::Scope::All,
-            who: tms::domain::audit::Who::user("ops", "ops"),
+            who: tms::audit::Who::user("ops", "ops"),
         };
         // Period 1 began an hour ago and no run has billed it yet.
         let clock = tms::clock::Clock::manual(

@@ -362,7 +362,7 @@ both_dbs!(
                 &tms::store::crud::Actor {
                     id: "before-the-rules".into(),
                     scope: tms::store::crud::Scope::All,
-                    who: tms::domain::audit::Who::system("before-the-rules"),
+                    who: tms::audit::Who::system("before-the-rules"),
                 },
             )
             .await

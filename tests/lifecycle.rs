@@ -15,7 +15,7 @@ fn actor() -> Actor {
     Actor {
         id: "lifecycle-test".into(),
         scope: Scope::All,
-        who: tms::domain::audit::Who::system("lifecycle-test"),
+        who: tms::audit::Who::system("lifecycle-test"),
     }
 }
 

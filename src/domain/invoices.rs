@@ -366,7 +366,7 @@ async fn update_in(
         let action = match wanted {
             Some(InvoiceStatus::Paid) => "pay",
             Some(InvoiceStatus::Cancelled) => "cancel",
-            _ => crate::domain::audit::UPDATE,
+            _ => crate::audit::UPDATE,
         };
         crud::update_as(
             &mut tx.conn(),

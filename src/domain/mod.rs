@@ -5,7 +5,6 @@
 //! maps to an answer; [`Services`] is the context they share, built once.
 
 pub mod admin_user;
-pub mod audit;
 pub mod audit_trail;
 pub mod billing;
 pub mod billing_run;
@@ -29,6 +28,7 @@ pub mod webhook;
 
 pub use services::Services;
 
+use crate::audit;
 use crate::config::Config;
 use crate::store::crud::{Actor, Scope};
 

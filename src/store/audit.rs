@@ -1,6 +1,6 @@
 //! The audit trail's table (`audit_logs`, `docs/audit.md`): records written in the caller's
 //! transaction, read with a LoopBack filter, and pruned by age. What a record holds is decided
-//! by `domain::audit`.
+//! by `audit`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::filter::{self, Filter, Where};
 use super::values::{self, Backend};
 use super::{Conn, Object};
-use crate::domain::audit::Entry;
+use crate::audit::Entry;
 use crate::model::AUDIT_LOGS;
 
 /// Records per INSERT statement: 11 values each, far below both databases' parameter limits.

@@ -19,7 +19,7 @@ use super::audit as store_audit;
 use super::filter::{self, Filter, Where};
 use super::values::{self, Backend};
 use super::{Conn, Object};
-use crate::domain::audit::{self, Who};
+use crate::audit::{self, Who};
 use crate::model::{self, Cardinality, Field, Relation, Resource};
 
 /// What can go wrong when writing, beyond a plain database error.
