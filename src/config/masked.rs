@@ -3,7 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Config, DatabaseConfig, EventSink, JwksConfig, mask_url_password};
+use super::{Config, DatabaseConfig, EventSink, JwksConfig, TracesConfig, mask_url_password};
 
 impl Config {
     /// The effective configuration as `NAME=value` lines, secrets masked.
@@ -174,6 +174,7 @@ impl Config {
         ])
         .chain(self.tiers.lines())
         .chain(self.billing.lines())
+        .chain(TracesConfig::lines(self.traces.as_ref()))
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
     }

@@ -216,7 +216,9 @@ async fn webhook(
         signature: header("x-signature"),
         timestamp: header("x-timestamp"),
     };
-    state.webhook().accept(&signed).await?;
+    // A pipeline that passes `traceparent` on continues the trace itself (the request's span).
+    let traced = headers.contains_key("traceparent");
+    state.webhook().accept(&signed, traced).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

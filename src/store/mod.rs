@@ -33,6 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseConfig};
@@ -596,6 +597,20 @@ fn build<S: SqlxBinder>(stmt: &S, backend: Backend) -> (String, sea_query_sqlx::
 }
 
 impl Conn<'_> {
+    /// The span of a statement (`docs/operations.md`, "Traces"): its kind and table, from the
+    /// text `sql` renders only when traces are on; never its bound values.
+    fn span(&self, sql: impl FnOnce(Backend) -> String) -> tracing::Span {
+        if !crate::telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        let backend = self.backend();
+        let system = match backend {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        };
+        crate::telemetry::sql_span(system, &sql(backend))
+    }
+
     pub fn backend(&self) -> Backend {
         match self.target {
             Target::PgPool(..) | Target::PgTx(_) => Backend::Postgres,
@@ -661,30 +676,40 @@ impl Conn<'_> {
         stmt: &SelectStatement,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
-        on_conn!(self, Retry::Always, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Always, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a SELECT of one integer (a count).
     pub async fn fetch_count(&mut self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
-        on_conn!(self, Retry::Always, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Always, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// `SELECT 1`.
@@ -697,16 +722,21 @@ impl Conn<'_> {
 
     /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
     pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::Never, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Never, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a hand-written statement (`$1`, `$2`, … placeholders, which SQLite accepts too) and
@@ -716,14 +746,19 @@ impl Conn<'_> {
         sql: &'static str,
         params: &[Param<'_>],
     ) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::Never, |ex, backend|
-            pg: async move {
-                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-            },
-            sqlite: async move {
-                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-            }
-        )
+        let span = self.span(|_| sql.to_string());
+        async {
+            on_conn!(self, Retry::Never, |ex, backend|
+                pg: async move {
+                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+                },
+                sqlite: async move {
+                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a hand-written statement that returns rows: a SELECT, or, when `writes` is true, a
@@ -735,16 +770,21 @@ impl Conn<'_> {
         writes: bool,
     ) -> Result<Vec<RawRow>, sqlx::Error> {
         let retry = if writes { Retry::Never } else { Retry::Always };
-        on_conn!(self, retry, |ex, backend|
-            pg: async move {
-                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                Ok(rows.into_iter().map(RawRow::Postgres).collect())
-            },
-            sqlite: async move {
-                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                Ok(rows.into_iter().map(RawRow::Sqlite).collect())
-            }
-        )
+        let span = self.span(|_| sql.to_string());
+        async {
+            on_conn!(self, retry, |ex, backend|
+                pg: async move {
+                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                    Ok(rows.into_iter().map(RawRow::Postgres).collect())
+                },
+                sqlite: async move {
+                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                    Ok(rows.into_iter().map(RawRow::Sqlite).collect())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// [`Conn::raw_fetch`] for at most one row.
