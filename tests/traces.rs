@@ -24,33 +24,58 @@ use tms::domain::signature;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A local OTLP/HTTP receiver: the JSON bodies posted to `/v1/traces`.
+/// An event received by the sink: its `traceparent` header and its body.
+type Sunk = (Option<String>, Value);
+
+/// A local OTLP/HTTP receiver: the JSON bodies posted to `/v1/traces`; and an event sink on
+/// `/sink`: the `traceparent` header and body of each event posted there.
 struct Receiver {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<Value>>>,
+    sunk: Arc<Mutex<Vec<Sunk>>>,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
         let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sunk: Arc<Mutex<Vec<Sunk>>> = Arc::default();
         let kept = bodies.clone();
-        let app = Router::new().route(
-            "/v1/traces",
-            post(move |body: axum::body::Bytes| {
-                let kept = kept.clone();
-                async move {
-                    let json: Value = serde_json::from_slice(&body).unwrap_or_else(
-                        |_| json!({"undecodable": String::from_utf8_lossy(&body).to_string()}),
-                    );
-                    kept.lock().unwrap().push(json);
-                    "{}"
-                }
-            }),
-        );
+        let events = sunk.clone();
+        let app = Router::new()
+            .route(
+                "/sink",
+                post(
+                    move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                        let events = events.clone();
+                        async move {
+                            let traceparent = headers
+                                .get("traceparent")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            events.lock().unwrap().push((traceparent, event));
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v1/traces",
+                post(move |body: axum::body::Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        let json: Value = serde_json::from_slice(&body).unwrap_or_else(
+                            |_| json!({"undecodable": String::from_utf8_lossy(&body).to_string()}),
+                        );
+                        kept.lock().unwrap().push(json);
+                        "{}"
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { addr, bodies }
+        Receiver { addr, bodies, sunk }
     }
 
     fn requests(&self) -> usize {
@@ -190,6 +215,7 @@ impl Tms {
             ("LOG_LEVEL", "info".to_string()),
             ("LOG_FORMAT", "json".to_string()),
             ("TMS_DATA_DIR", data_dir.display().to_string()),
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -517,6 +543,99 @@ async fn nothing_is_sent_without_an_endpoint(db: Db) {
     assert_eq!(receiver.requests(), 0);
 }
 
+/// The trace of the event reaches its consumers: the http sink's `traceparent` header, a
+/// pipeline command's `TRACEPARENT`, and the webhook request of the command sink, which continues
+/// the trace itself.
+async fn sinks_pass_the_events_trace_on(db: Db) {
+    let receiver = Receiver::start().await;
+    let mut env = traced(&receiver);
+    env.push(("EVENT_SINK", format!("http://{}/sink", receiver.addr)));
+    env.push(("EVENT_SINK_SECRET", "sink-secret-0123456789abcdef".into()));
+    let tms = Tms::start(db, &env).await;
+    let client = reqwest::Client::new();
+    let tenant = onboard(&tms, &client, "sunk").await;
+    let provisioned = client
+        .post(tms.url(&format!("/tenants/{tenant}/provision")))
+        .bearer_auth(tms.admin_token())
+        .json(&subscription("premium"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status(), 204);
+    let name = "POST /tenants/{id}/provision";
+    let spans = receiver.wait_for(name, |s| s.name == name).await;
+    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    let deadline = Instant::now() + PATIENCE;
+    let (header, event) = loop {
+        if let Some(sunk) = receiver.sunk.lock().unwrap().first().cloned() {
+            break sunk;
+        }
+        assert!(Instant::now() < deadline, "no event reached the http sink");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let header = header.expect("the traceparent header of the http sink");
+    assert_eq!(header.split('-').nth(1), Some(provision.trace.as_str()));
+    assert_eq!(
+        event["traceparent"]
+            .as_str()
+            .and_then(|t| t.split('-').nth(1)),
+        Some(provision.trace.as_str())
+    );
+    // The header names the delivery's call, a span of the trace.
+    let call = header.split('-').nth(2).unwrap().to_string();
+    let spans = receiver.wait_for("the sink's call", |s| s.id == call).await;
+    let call = spans.iter().find(|s| s.id == call).unwrap();
+    assert_eq!(call.trace, provision.trace);
+    assert_eq!(call.attributes["http.request.method"], "POST");
+    assert_eq!(call.attributes["http.response.status_code"], "204");
+    drop(tms);
+
+    // The command sink: the pipeline gets TRACEPARENT, its result comes back with the header.
+    let receiver = Receiver::start().await;
+    let mut env = traced(&receiver);
+    env.push(("EVENT_SINK", "command".into()));
+    env.push((
+        "PIPELINE_COMMAND_SILOED",
+        "printf '%s' \"$TRACEPARENT\" > \"$TRACE_OUT\"; echo '{}'".into(),
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let trace_out = out.path().join("traceparent");
+    env.push(("TRACE_OUT", trace_out.display().to_string()));
+    let tms = Tms::start(db, &env).await;
+    let tenant = onboard(&tms, &client, "piped").await;
+    let provisioned = client
+        .post(tms.url(&format!("/tenants/{tenant}/provision")))
+        .bearer_auth(tms.admin_token())
+        .json(&subscription("premium"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status(), 204);
+    let spans = receiver.wait_for(name, |s| s.name == name).await;
+    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    let spans = receiver
+        .wait_for("pipeline result", |s| s.name == "pipeline result")
+        .await;
+    let webhook = spans
+        .iter()
+        .find(|s| s.name == "POST /webhook")
+        .expect("the webhook's request span");
+    assert_eq!(
+        webhook.trace, provision.trace,
+        "the webhook request continues the trace"
+    );
+    assert_eq!(webhook.attributes["http.response.status_code"], "204");
+    let result = spans.iter().find(|s| s.name == "pipeline result").unwrap();
+    assert_eq!(result.parent, webhook.id);
+    let given = std::fs::read_to_string(&trace_out).expect("the pipeline's TRACEPARENT");
+    assert_eq!(
+        given.split('-').nth(1),
+        Some(provision.trace.as_str()),
+        "{given}"
+    );
+    tms.stop();
+}
+
 /// A control: with the endpoint set the same receiver does get spans (so the test above can
 /// fail), and the exporter's own requests make no spans of their own.
 async fn the_exporter_traces_nothing_of_its_own(db: Db) {
@@ -561,3 +680,4 @@ macro_rules! on_both {
 on_both!(follows_a_provisioning_from_the_api_call_to_the_pipeline_result);
 on_both!(nothing_is_sent_without_an_endpoint);
 on_both!(the_exporter_traces_nothing_of_its_own);
+on_both!(sinks_pass_the_events_trace_on);
