@@ -21,8 +21,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{Config, Environment};
 
 pub use spans::{
-    TraceParent, client_send, client_span, continue_request, current_traceparent, delivery_span,
-    inject_headers, request_finished, resumed_span, sql_span,
+    TraceParent, carries_trace, client_send, client_span, continue_request, current_traceparent,
+    delivery_span, inject_headers, request_finished, resumed_span, sql_span,
 };
 
 /// Whether traces are exported (set once by [`init`]).
@@ -119,7 +119,7 @@ pub fn init(config: &Config) -> Telemetry {
     }
     if let (Some(traces), Some(_)) = (&config.traces, &provider) {
         ENABLED.store(true, Ordering::Relaxed);
-        tracing::info!(endpoint = %traces.endpoint, protocol = traces.protocol.as_str(),
+        tracing::info!(endpoint = %crate::config::mask_url_password(&traces.endpoint), protocol = traces.protocol.as_str(),
             service = %traces.service_name, "traces are exported over OTLP");
     }
     Telemetry { provider }

@@ -657,6 +657,80 @@ async fn the_exporter_traces_nothing_of_its_own(db: Db) {
     );
 }
 
+/// The nats sink: the event's message carries `traceparent` as a header, of the event's trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nats_sink_sends_the_events_trace_as_a_header() {
+    use futures_util::StreamExt;
+    let test = "the_nats_sink_sends_the_events_trace_as_a_header";
+    let url = std::env::var("TMS_TEST_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let reachable = async_nats::connect(url.as_str()).await.is_ok();
+    let available = reachable
+        .then_some(())
+        .ok_or_else(|| format!("NATS is not reachable at {url} (TMS_TEST_NATS_URL)"));
+    if !needs(test, "nats", available) {
+        return;
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let stream = format!("tms_test_{tag}");
+    let receiver = Receiver::start().await;
+    let mut env = traced(&receiver);
+    env.push(("EVENT_SINK", format!("nats:{url}")));
+    env.push(("NATS_STREAM", stream.clone()));
+    env.push(("NATS_SUBJECT_PREFIX", format!("test{tag}.events")));
+    let tms = Tms::start(Db::Sqlite, &env).await;
+    let client = reqwest::Client::new();
+    let tenant = onboard(&tms, &client, "natty").await;
+    let provisioned = client
+        .post(tms.url(&format!("/tenants/{tenant}/provision")))
+        .bearer_auth(tms.admin_token())
+        .json(&subscription("premium"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status(), 204);
+    let name = "POST /tenants/{id}/provision";
+    let spans = receiver.wait_for(name, |s| s.name == name).await;
+    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+
+    let jetstream = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    let header = loop {
+        let mut found = None;
+        if let Ok(stream) = jetstream.get_stream(&stream).await {
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+                .await
+                .unwrap();
+            let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+            while let Some(Ok(message)) = batch.next().await {
+                found = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("traceparent"))
+                    .map(|v| v.as_str().to_string());
+            }
+        }
+        if let Some(header) = found {
+            break header;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event with a traceparent header"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = jetstream.delete_stream(&stream).await;
+    assert_eq!(
+        header.split('-').nth(1),
+        Some(provision.trace.as_str()),
+        "{header}"
+    );
+    tms.stop();
+}
+
 macro_rules! on_both {
     ($name:ident) => {
         mod $name {

@@ -167,7 +167,10 @@ impl TracesConfig {
             .join(",");
         let (sampler, arg) = t.sampler.describe();
         vec![
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", t.endpoint.clone()),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                super::mask_url_password(&t.endpoint),
+            ),
             ("OTEL_EXPORTER_OTLP_HEADERS", headers),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", t.protocol.as_str().into()),
             (

@@ -277,7 +277,10 @@ impl Webhook<'_> {
         };
         let stored = rec.traceparent.clone().filter(|_| !caller_traced);
         let span = crate::telemetry::resumed_span(
-            || tracing::info_span!(target: crate::telemetry::TARGET, "pipeline result", operation = rec.operation.as_str(), %tenant),
+            || {
+                tracing::info_span!(target: crate::telemetry::TARGET, "pipeline result",
+                    operation = rec.operation.as_str(), %tenant)
+            },
             stored.as_deref(),
         );
         self.apply(tx, rec, report, tenant).instrument(span).await

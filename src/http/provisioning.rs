@@ -217,7 +217,7 @@ async fn webhook(
         timestamp: header("x-timestamp"),
     };
     // A pipeline that passes `traceparent` on continues the trace itself (the request's span).
-    let traced = headers.contains_key("traceparent");
+    let traced = crate::telemetry::carries_trace(&headers);
     state.webhook().accept(&signed, traced).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,8 @@
 //! thread) through tms's reqwest client, sent on the Tokio runtime.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
@@ -21,7 +23,12 @@ pub(super) fn provider(config: &TracesConfig) -> anyhow::Result<SdkTracerProvide
         .context("cannot build the HTTP client of the OTLP exporter")?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(ExportClient { client, runtime })
+        .with_http_client(ExportClient {
+            client,
+            runtime,
+            endpoint: crate::config::mask_url_password(&config.endpoint),
+            warned: Mutex::new(None),
+        })
         .with_endpoint(config.endpoint.clone())
         .with_protocol(match config.protocol {
             OtlpProtocol::Protobuf => Protocol::HttpBinary,
@@ -59,10 +66,31 @@ fn sampler(sampler: Sampler) -> SdkSampler {
 /// tms's own reqwest client (rustls, the one version in the build) as the exporter's HTTP
 /// client. The batch processor runs the export future on its own thread, outside the runtime,
 /// so the request is spawned on the runtime and its outcome awaited from there.
+///
+/// A failed export (no answer, or not 2xx) is logged, at most once a minute: the SDK drops the
+/// batch silently otherwise.
 #[derive(Debug)]
 struct ExportClient {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    endpoint: String,
+    warned: Mutex<Option<Instant>>,
+}
+
+/// How often a collector that keeps failing is logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl ExportClient {
+    fn warn(&self, problem: &str) {
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        if warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        *warned = Some(Instant::now());
+        tracing::warn!(endpoint = %self.endpoint, problem, "cannot export spans to the collector");
+    }
 }
 
 #[async_trait::async_trait]
@@ -71,14 +99,23 @@ impl HttpClient for ExportClient {
         let request = reqwest::Request::try_from(request)?;
         let client = self.client.clone();
         let sent = self.runtime.spawn(async move {
-            let response = client.execute(request).await?;
+            // Without the URL: the error is logged, and a URL can hold credentials.
+            let response = client.execute(request).await.map_err(|e| e.without_url())?;
             let mut answer = Response::builder().status(response.status());
             if let Some(headers) = answer.headers_mut() {
                 *headers = response.headers().clone();
             }
-            let body = response.bytes().await?;
+            let body = response.bytes().await.map_err(|e| e.without_url())?;
             Ok::<_, HttpError>(answer.body(body)?)
         });
-        sent.await?
+        let answer = sent.await?;
+        match &answer {
+            Ok(response) if !response.status().is_success() => {
+                self.warn(&format!("it answered {}", response.status()));
+            }
+            Ok(_) => {}
+            Err(err) => self.warn(&err.to_string()),
+        }
+        answer
     }
 }

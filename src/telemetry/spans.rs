@@ -25,6 +25,9 @@ fn propagator() -> TraceContextPropagator {
     TraceContextPropagator::new()
 }
 
+// Contexts are extracted into an empty context: `extract` would fall back to the current one
+// (the span being worked in), so a missing or invalid `traceparent` would look valid.
+
 /// Makes `span` (a request's, not yet entered) continue the caller's trace when the request
 /// carries a valid `traceparent`, and names it after the route template. Records `trace_id`
 /// and `span_id` on it for the log lines.
@@ -39,7 +42,8 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap, method: &s
     };
     span.record("otel.name", name.as_str());
     span.record("otel.kind", "server");
-    let parent = propagator().extract(&HeaderExtractor(headers));
+    let parent = propagator()
+        .extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
@@ -48,6 +52,16 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap, method: &s
         span.set_attribute("http.route", route.to_string());
     }
     record_ids(span);
+}
+
+/// Whether `headers` hold a valid `traceparent` (always false when traces are off).
+pub fn carries_trace(headers: &axum::http::HeaderMap) -> bool {
+    enabled()
+        && propagator()
+            .extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers))
+            .span()
+            .span_context()
+            .is_valid()
 }
 
 /// Records the answer's status on a request span; a 5xx marks it failed.
@@ -100,7 +114,7 @@ fn context_of(traceparent: &str, tracestate: Option<&str>) -> Option<opentelemet
     if let Some(state) = tracestate {
         carrier.insert("tracestate".to_string(), state.to_string());
     }
-    let cx = propagator().extract(&carrier);
+    let cx = propagator().extract_with_context(&opentelemetry::Context::new(), &carrier);
     cx.span().span_context().is_valid().then_some(cx)
 }
 
