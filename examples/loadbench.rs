@@ -82,6 +82,10 @@ struct Args {
     /// LOG_LEVEL of the service (default: the service's own default).
     #[arg(long)]
     log_level: Option<String>,
+    /// Export the service's traces to this OTLP/HTTP collector (`OTEL_EXPORTER_OTLP_ENDPOINT`):
+    /// the cost of tracing on.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Keep the service's logs (their directory is printed) instead of deleting them.
     #[arg(long)]
     keep_logs: bool,
@@ -161,6 +165,9 @@ async fn sqlite_writes(args: Args, tms: PathBuf) -> anyhow::Result<()> {
         .stderr(Stdio::from(log_file));
     if let Some(level) = &args.log_level {
         command.env("LOG_LEVEL", level);
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     }
     let started = Instant::now();
     let server = Server {
@@ -294,6 +301,7 @@ async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
         data_dir: data_dir.path().to_path_buf(),
         pool_size: args.pool_size,
         log_level: args.log_level.clone(),
+        otlp_endpoint: args.otlp_endpoint.clone(),
     };
     let outcome = measure(&args, &bench, &base, &server_version).await;
     admin
@@ -319,6 +327,7 @@ struct Bench {
     data_dir: PathBuf,
     pool_size: u32,
     log_level: Option<String>,
+    otlp_endpoint: Option<String>,
 }
 
 impl Bench {
@@ -341,6 +350,9 @@ impl Bench {
             .stderr(Stdio::from(log));
         if let Some(level) = &self.log_level {
             command.env("LOG_LEVEL", level);
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
         Ok(command)
     }

@@ -16,6 +16,7 @@ use database::{database_config, encode};
 pub use identity::{ADMIN_REALM, AllowedHosts, Isolation, Tiers, realm_of_tier};
 pub use jwks::JwksConfig;
 pub use redis::{RedisConfig, RedisTarget, RedisTls, ReplicaWait, SentinelConfig, SentinelNode};
+pub use telemetry::{OtlpProtocol, Root, Sampler, TracesConfig};
 
 mod audit;
 mod billing;
@@ -24,6 +25,7 @@ mod identity;
 mod jwks;
 mod masked;
 mod redis;
+mod telemetry;
 
 /// Where the service runs; decides which defaults are acceptable (dev generates a JWT secret, prod
 /// refuses to start without one).
@@ -171,6 +173,8 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// An address serving `GET /metrics` alone, without a token (`METRICS_ADDR`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OpenTelemetry traces over OTLP (`OTEL_*`); `None` when off.
+    pub traces: Option<TracesConfig>,
 }
 
 /// A configuration problem: which variable, and what is wrong with it.
@@ -416,6 +420,7 @@ impl Config {
             jwt_short_secret_allowed,
             jwt_issuer: v.string("JWT_ISSUER", "tms"),
             jwks: JwksConfig::from_vars(&v, env)?,
+            traces: TracesConfig::from_vars(&v)?,
             system_user_id: v.string("SYSTEM_USER_ID", DEFAULT_SYSTEM_USER_ID),
             from_email: v.string("FROM_EMAIL", "no-reply@tms.localhost"),
             app_name: v.string("APP_NAME", "tms"),

@@ -135,19 +135,26 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
         }),
         Command::Migrate => runtime()?.block_on(async {
-            tms::telemetry::init(&config);
+            let telemetry = tms::telemetry::init(&config);
             tms::files::secure_data(&config);
-            let db = tms::store::Db::connect(&config).await?;
-            db.migrate().await?;
-            db.close().await;
-            tracing::info!(database = db.backend_name(), "migrations applied");
-            Ok(())
+            let migrated = async {
+                let db = tms::store::Db::connect(&config).await?;
+                db.migrate().await?;
+                db.close().await;
+                tracing::info!(database = db.backend_name(), "migrations applied");
+                Ok(())
+            }
+            .await;
+            telemetry.shutdown().await;
+            migrated
         }),
         Command::Billing {
             command: BillingCommand::Run,
         } => runtime()?.block_on(async {
-            tms::telemetry::init(&config);
-            let report = tms::run_billing_once(config).await?;
+            let telemetry = tms::telemetry::init(&config);
+            let report = tms::run_billing_once(config).await;
+            telemetry.shutdown().await;
+            let report = report?;
             println!(
                 "issued {} invoice(s), announced {} overdue, suspended {} tenant(s)",
                 report.issued, report.overdue, report.suspended
@@ -155,14 +162,20 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Serve => runtime()?.block_on(async {
-            tms::telemetry::init(&config);
-            let app = tms::App::build(config).await?;
-            // In development only: the URL and a ready admin token, on the terminal, not in
-            // the log.
-            if let Some(message) = app.start_up_message(std::io::stdout().is_terminal())? {
-                println!("{message}");
+            let telemetry = tms::telemetry::init(&config);
+            let served = async {
+                let app = tms::App::build(config).await?;
+                // In development only: the URL and a ready admin token, on the terminal, not
+                // in the log.
+                if let Some(message) = app.start_up_message(std::io::stdout().is_terminal())? {
+                    println!("{message}");
+                }
+                app.run_until_stopped(tms::shutdown_signal()).await
             }
-            app.run_until_stopped(tms::shutdown_signal()).await
+            .await;
+            // The spans of the last requests, before the process ends.
+            telemetry.shutdown().await;
+            served
         }),
     }
 }

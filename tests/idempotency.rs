@@ -696,6 +696,37 @@ both_dbs!(
         again.assert_error(409, "ConflictError");
         assert!(again.text.contains("answer was lost"), "{}", again.text);
         assert_eq!(written(&db).await[3..], [2, 0, 2], "Grace once");
+
+        // A single write on the pool (POST /contacts: its own transaction, with its audit
+        // record) marks the key too.
+        let tenant = a_tenant(&app, "acme").await;
+        let contact = contact(&tenant, "bob@acme.io");
+        let raw = serde_json::to_vec(&contact).unwrap();
+        let request = Request {
+            caller: Caller::Principal("admin-of-the-test"),
+            method: "POST",
+            path: "/contacts",
+            body: &raw,
+            ..request
+        };
+        let live = Replica::start(&app, &[], tms::clock::Clock::system()).await;
+        let idempotency = live.services.idempotency();
+        let Begun::Started(claim) = idempotency.begin(&request).await.unwrap() else {
+            panic!("a new key is claimed");
+        };
+        let values = contact.as_object().unwrap().clone();
+        let actor = tms::domain::system_actor(&live.services.config);
+        let create = async {
+            let mut conn = live.services.db.conn();
+            tms::store::crud::create(&mut conn, &tms::model::CONTACTS, &values, &actor).await
+        };
+        idempotency.within(&claim, create).await.expect("created");
+        idempotency.abandon(&claim).await.unwrap();
+        assert_eq!(
+            idempotency.begin(&request).await.unwrap(),
+            Begun::AnswerLost
+        );
+        live.stop().await;
         db.close().await;
     }
 );

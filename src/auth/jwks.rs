@@ -240,11 +240,11 @@ impl Jwks {
 
     /// One GET of the key set: 200, at most [`MAX_KEY_SET_BYTES`], at least one usable key.
     async fn fetch(&self) -> Result<Fetched, String> {
-        let mut response = self
+        let request = self
             .client
             .get(&self.config.url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+            .header(reqwest::header::ACCEPT, "application/json");
+        let mut response = crate::telemetry::client_send(request)
             .await
             .map_err(|err| format!("cannot reach it ({err})"))?;
         let status = response.status();

@@ -3,7 +3,9 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Config, DatabaseConfig, EventSink, JwksConfig, RedisConfig, mask_url_password};
+use super::{
+    Config, DatabaseConfig, EventSink, JwksConfig, RedisConfig, TracesConfig, mask_url_password,
+};
 
 impl Config {
     /// The effective configuration as `NAME=value` lines, secrets masked.
@@ -177,6 +179,7 @@ impl Config {
         .chain(self.tiers.lines())
         .chain(self.billing.lines())
         .chain(self.audit.lines())
+        .chain(TracesConfig::lines(self.traces.as_ref()))
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
     }

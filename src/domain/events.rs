@@ -59,6 +59,14 @@ pub async fn write_event(
     );
     event.insert("tenant".into(), Value::Object(tenant.clone()));
     event.extend(extra);
+    // With traces on, the trace the event belongs to, so its consumers (and the pipeline's
+    // result) continue it.
+    if let Some(trace) = crate::telemetry::current_traceparent() {
+        event.insert("traceparent".into(), json!(trace.traceparent));
+        if let Some(state) = trace.tracestate {
+            event.insert("tracestate".into(), json!(state));
+        }
+    }
     events::enqueue_with_id(
         &mut tx.conn(),
         id,

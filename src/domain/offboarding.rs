@@ -105,6 +105,7 @@ impl Offboarding<'_> {
             None => default_pipeline(self.config, &isolation).to_string(),
         };
         let deadline_at = deadline_of(self.config, &mut tx);
+        let trace = crate::telemetry::current_traceparent();
         let start = record::Start {
             tenant_id,
             operation: Operation::Deprovision,
@@ -114,6 +115,7 @@ impl Offboarding<'_> {
             pipeline: Some(&pipeline),
             resume_status: Some(from.code()),
             deadline_at,
+            traceparent: trace.as_ref().map(|t| t.traceparent.as_str()),
         };
         let secret = open_operation(self.kv, self.config, &mut tx, start).await?;
         let order = WorkOrder {

@@ -272,6 +272,7 @@ impl Provisioning<'_> {
         )
         .await?;
         let deadline_at = deadline_of(self.config, &mut tx);
+        let trace = crate::telemetry::current_traceparent();
         let start = record::Start {
             tenant_id,
             operation: Operation::Provision,
@@ -281,6 +282,7 @@ impl Provisioning<'_> {
             pipeline: Some(&pipeline),
             resume_status: None,
             deadline_at,
+            traceparent: trace.as_ref().map(|t| t.traceparent.as_str()),
         };
         let secret = open_operation(self.kv, self.config, &mut tx, start).await?;
         let tenant = tenant_with_relations(&mut tx.conn(), tenant_id, Scope::All)

@@ -6,6 +6,7 @@
 //! them. A result is accepted once: the secret is deleted with it.
 
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::pipeline_actor;
@@ -257,7 +258,15 @@ impl Webhook<'_> {
     /// offboarding's resources are marked deleted, the reason of a failure is recorded and the
     /// secret deleted. A tenant not in the operation's running state is
     /// 401, as the original answers.
-    pub async fn accept(&self, signed: &Signed<'_>) -> Result<(), WebhookError> {
+    ///
+    /// With traces on, the work is a `pipeline result` span of the operation's trace: the
+    /// request's own when the pipeline passed the `traceparent` on (`caller_traced`), else the
+    /// one stored when the operation started.
+    pub async fn accept(
+        &self,
+        signed: &Signed<'_>,
+        caller_traced: bool,
+    ) -> Result<(), WebhookError> {
         let now_ms = self.db.clock().now().timestamp_millis();
         let (body, tenant) = verify(self.kv, now_ms, signed, &["initiatorId"], true).await?;
         let report = report(&body, tenant)?;
@@ -266,6 +275,25 @@ impl Webhook<'_> {
             Some(rec) => rec,
             None => self.adopt(&mut tx, tenant).await?,
         };
+        let stored = rec.traceparent.clone().filter(|_| !caller_traced);
+        let span = crate::telemetry::resumed_span(
+            || {
+                tracing::info_span!(target: crate::telemetry::TARGET, "pipeline result",
+                    operation = rec.operation.as_str(), %tenant)
+            },
+            stored.as_deref(),
+        );
+        self.apply(tx, rec, report, tenant).instrument(span).await
+    }
+
+    /// Applies `report` to the operation `rec` of `tenant` in `tx`, and commits.
+    async fn apply(
+        &self,
+        mut tx: Tx,
+        rec: record::Record,
+        report: Report,
+        tenant: Uuid,
+    ) -> Result<(), WebhookError> {
         let running = match rec.operation {
             Operation::Provision => TenantStatus::Provisioning,
             Operation::Deprovision => TenantStatus::Deprovisioning,

@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::outbox::{self, Claimed, millis, to_chrono};
@@ -109,6 +110,8 @@ pub async fn deliver_claimed(
     let id = claimed.id;
     let attempts = claimed.attempt;
     let delivered = CancellationToken::new();
+    // With traces on, the delivery joins the trace of the request that wrote the message.
+    let span = crate::telemetry::delivery_span(topic, id, attempts, &claimed.payload);
     let delivery = async {
         let outcome = AssertUnwindSafe(handler.deliver(id, &claimed.payload))
             .catch_unwind()
@@ -121,7 +124,8 @@ pub async fn deliver_claimed(
             });
         delivered.cancel();
         outcome
-    };
+    }
+    .instrument(span);
     let (outcome, held) = tokio::join!(delivery, keep_lease(db, topic, &claimed, &delivered));
     claimed.locked_until = held;
     match outcome {

@@ -159,7 +159,7 @@ impl HttpSink {
             self.secret.expose_secret().as_bytes(),
             &[&body, timestamp.as_bytes()],
         );
-        let response = self
+        let request = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
@@ -167,8 +167,9 @@ impl HttpSink {
             .header("x-event-type", event_type(payload))
             .header("x-timestamp", timestamp)
             .header("x-signature", signature)
-            .body(body)
-            .send()
+            .body(body);
+        // With traces on, `traceparent` names the delivery's span (of the event's trace).
+        let response = crate::telemetry::client_send(request)
             .await
             .with_context(|| format!("cannot reach the event sink {}", self.url))?;
         let status = response.status();
@@ -263,6 +264,13 @@ impl NatsSink {
         let subject = format!("{}.{}", self.prefix, event_type(payload));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
+        // With traces on, the delivery's span (of the event's trace) for consumers to continue.
+        if let Some(trace) = crate::telemetry::current_traceparent() {
+            headers.insert("traceparent", trace.traceparent.as_str());
+            if let Some(state) = &trace.tracestate {
+                headers.insert("tracestate", state.as_str());
+            }
+        }
         let ack = jetstream
             .publish_with_headers(subject, headers, serde_json::to_vec(payload)?.into())
             .await
@@ -327,8 +335,16 @@ impl CommandSink {
                 .unwrap_or_default()
                 .to_string()
         };
-        let mut child = self
-            .command(name)?
+        let mut command = self.command(name)?;
+        // The delivery's trace context, under the name OpenTelemetry's environment carrier
+        // uses, for pipelines that trace their own work.
+        if let Some(trace) = crate::telemetry::current_traceparent() {
+            command.env("TRACEPARENT", &trace.traceparent);
+            if let Some(state) = &trace.tracestate {
+                command.env("TRACESTATE", state);
+            }
+        }
+        let mut child = command
             .env("TMS_EVENT_TYPE", event_type(payload))
             .env("TMS_TENANT_ID", field("id"))
             .env("TMS_TENANT_KEY", field("key"))
@@ -448,14 +464,15 @@ impl CommandSink {
             text("secret").as_bytes(),
             &[&body, text("context").as_bytes(), timestamp.as_bytes()],
         );
-        let response = self
+        let request = self
             .client
             .post(&self.webhook)
             .header("content-type", "application/json")
             .header("x-timestamp", timestamp)
             .header("x-signature", signature)
-            .body(body)
-            .send()
+            .body(body);
+        // With traces on, the webhook's request continues the event's trace.
+        let response = crate::telemetry::client_send(request)
             .await
             .with_context(|| format!("cannot reach the webhook at {}", self.webhook))?;
         let status = response.status();

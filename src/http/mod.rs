@@ -121,24 +121,46 @@ pub fn with_middleware(routes: Router, body_limit: usize, timeout: Duration) -> 
                         let route = request
                             .extensions()
                             .get::<MatchedPath>()
-                            .map(|p| p.as_str().to_string())
+                            .map(|p| p.as_str())
                             .unwrap_or_default();
                         let request_id = request
                             .headers()
                             .get(REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
-                        tracing::info_span!(
+                        if !crate::telemetry::enabled() {
+                            return tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                route,
+                                path = %request.uri().path(),
+                                request_id,
+                            );
+                        }
+                        // Exported: the route template, never the raw path (it carries ids).
+                        let span = tracing::info_span!(
+                            target: crate::telemetry::TARGET,
                             "request",
                             method = %request.method(),
                             route,
-                            path = %request.uri().path(),
                             request_id,
-                        )
+                            trace_id = tracing::field::Empty,
+                            span_id = tracing::field::Empty,
+                            otel.name = tracing::field::Empty,
+                            otel.kind = tracing::field::Empty,
+                        );
+                        crate::telemetry::continue_request(
+                            &span,
+                            request.headers(),
+                            request.method().as_str(),
+                            route,
+                        );
+                        span
                     })
                     .on_request(())
                     .on_response(
-                        |response: &Response<Body>, latency: Duration, _: &tracing::Span| {
+                        |response: &Response<Body>, latency: Duration, span: &tracing::Span| {
+                            crate::telemetry::request_finished(span, response.status().as_u16());
                             tracing::info!(
                                 status = response.status().as_u16(),
                                 latency_ms = latency.as_secs_f64() * 1000.0,

@@ -216,7 +216,9 @@ async fn webhook(
         signature: header("x-signature"),
         timestamp: header("x-timestamp"),
     };
-    state.webhook().accept(&signed).await?;
+    // A pipeline that passes `traceparent` on continues the trace itself (the request's span).
+    let traced = crate::telemetry::carries_trace(&headers);
+    state.webhook().accept(&signed, traced).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

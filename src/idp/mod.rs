@@ -188,7 +188,7 @@ impl Call {
     /// Sends `request`. No answer, 429 and 5xx are [`IdpError::Unavailable`]; every other answer
     /// is the caller's to judge.
     async fn send(self, request: RequestBuilder) -> Result<Response, IdpError> {
-        let response = request.send().await.map_err(|err| {
+        let response = crate::telemetry::client_send(request).await.map_err(|err| {
             let detail = if err.is_timeout() {
                 "no answer in time".to_string()
             } else if err.is_connect() {

@@ -180,8 +180,7 @@ impl Transport {
     pub async fn send(&self, id: Uuid, message: Message, mail: &MailPayload) -> anyhow::Result<()> {
         match self {
             Self::Smtp { transport, server } => {
-                transport
-                    .send(message)
+                crate::telemetry::client_span("smtp send", server, transport.send(message))
                     .await
                     .with_context(|| format!("SMTP delivery to {server} failed"))?;
                 Ok(())

@@ -97,13 +97,33 @@ pub async fn within<F: Future>(claim: ClaimRef, work: F) -> F::Output {
 }
 
 /// The claim of the request running in this task, if it holds one.
-pub(super) fn running() -> Option<ClaimRef> {
+fn running() -> Option<ClaimRef> {
     RUNNING.try_with(ClaimRef::clone).ok()
+}
+
+/// Inside a request holding a claim ([`within`]): marks the claim committed in the transaction
+/// `conn` is in, just before it commits, so that the key never runs its work again. A claim no
+/// longer the request's (taken over after its lease) fails the commit instead: another request
+/// now does the work.
+pub(super) async fn mark_running_claim(conn: &mut Conn<'_>) -> Result<(), sqlx::Error> {
+    let Some(claim) = running() else {
+        return Ok(());
+    };
+    let now = conn.now();
+    if mark_committed(conn, &claim, now).await? {
+        return Ok(());
+    }
+    tracing::warn!(
+        "the Idempotency-Key of this request was taken over while it ran; its work is rolled back"
+    );
+    Err(sqlx::Error::Protocol(
+        "the request's Idempotency-Key was taken over by another request".into(),
+    ))
 }
 
 /// Marks `claim` committed at `now`, in the transaction `conn` is in; `false` when the claim is
 /// no longer its request's (taken over after its lease, or already answered).
-pub(super) async fn mark_committed(
+async fn mark_committed(
     conn: &mut Conn<'_>,
     claim: &ClaimRef,
     now: DateTime<Utc>,

@@ -34,6 +34,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseConfig};
@@ -511,23 +512,10 @@ impl Tx {
         }
     }
 
-    /// Commits. Inside a request holding an `Idempotency-Key` claim ([`idempotency::within`]),
-    /// the claim is first marked committed in this same transaction, so that the key never runs
-    /// its work again; a claim no longer the request's (taken over after its lease) rolls the
-    /// work back instead, since another request now does it.
+    /// Commits — inside a request holding an `Idempotency-Key` claim, marking it committed in
+    /// this same transaction first ([`idempotency::mark_running_claim`]).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        if let Some(claim) = idempotency::running() {
-            let now = self.clock.now();
-            if !idempotency::mark_committed(&mut self.conn(), &claim, now).await? {
-                tracing::warn!(
-                    "the Idempotency-Key of this request was taken over while it ran; its work \
-                     is rolled back"
-                );
-                return Err(sqlx::Error::Protocol(
-                    "the request's Idempotency-Key was taken over by another request".into(),
-                ));
-            }
-        }
+        idempotency::mark_running_claim(&mut self.conn()).await?;
         match self.open {
             OpenTx::Postgres(tx) => tx.commit().await,
             OpenTx::Sqlite(tx) => tx.commit().await,
@@ -613,6 +601,20 @@ fn build<S: SqlxBinder>(stmt: &S, backend: Backend) -> (String, sea_query_sqlx::
 }
 
 impl Conn<'_> {
+    /// The span of a statement (`docs/operations.md`, "Traces"): its kind and table, from the
+    /// text `sql` renders only when traces are on; never its bound values.
+    fn span(&self, sql: impl FnOnce(Backend) -> String) -> tracing::Span {
+        if !crate::telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        let backend = self.backend();
+        let system = match backend {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        };
+        crate::telemetry::sql_span(system, &sql(backend))
+    }
+
     pub fn backend(&self) -> Backend {
         match self.target {
             Target::PgPool(..) | Target::PgTx(_) => Backend::Postgres,
@@ -636,21 +638,23 @@ impl Conn<'_> {
         match &mut self.target {
             Target::PgPool(pool, health) => {
                 let mut tx = with_retry(health, Retry::Always, || pool.begin()).await?;
-                let done = work(&mut Conn {
+                let mut conn = Conn {
                     target: Target::PgTx(&mut tx),
                     clock,
-                })
-                .await?;
+                };
+                let done = work(&mut conn).await?;
+                idempotency::mark_running_claim(&mut conn).await?;
                 tx.commit().await?;
                 Ok(done)
             }
             Target::SqlitePool(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let done = work(&mut Conn {
+                let mut conn = Conn {
                     target: Target::SqliteTx(&mut tx),
                     clock,
-                })
-                .await?;
+                };
+                let done = work(&mut conn).await?;
+                idempotency::mark_running_claim(&mut conn).await?;
                 tx.commit().await?;
                 Ok(done)
             }
@@ -678,16 +682,21 @@ impl Conn<'_> {
         stmt: &SelectStatement,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
-        on_conn!(self, Retry::Always, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Always, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs an INSERT, UPDATE or DELETE with `RETURNING` the columns of `fields` (in that
@@ -697,30 +706,40 @@ impl Conn<'_> {
         stmt: &S,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
-        on_conn!(self, Retry::Never, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Never, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a SELECT of one integer (a count).
     pub async fn fetch_count(&mut self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
-        on_conn!(self, Retry::Always, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Always, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// `SELECT 1`.
@@ -733,16 +752,21 @@ impl Conn<'_> {
 
     /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
     pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::Never, |ex, backend|
-            pg: async move {
-                let (sql, args) = build(stmt, backend);
-                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-            },
-            sqlite: async move {
-                let (sql, args) = build(stmt, backend);
-                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-            }
-        )
+        let span = self.span(|backend| build(stmt, backend).0);
+        async {
+            on_conn!(self, Retry::Never, |ex, backend|
+                pg: async move {
+                    let (sql, args) = build(stmt, backend);
+                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+                },
+                sqlite: async move {
+                    let (sql, args) = build(stmt, backend);
+                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a hand-written statement (`$1`, `$2`, … placeholders, which SQLite accepts too) and
@@ -752,14 +776,19 @@ impl Conn<'_> {
         sql: &'static str,
         params: &[Param<'_>],
     ) -> Result<u64, sqlx::Error> {
-        on_conn!(self, Retry::Never, |ex, backend|
-            pg: async move {
-                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-            },
-            sqlite: async move {
-                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-            }
-        )
+        let span = self.span(|_| sql.to_string());
+        async {
+            on_conn!(self, Retry::Never, |ex, backend|
+                pg: async move {
+                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+                },
+                sqlite: async move {
+                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs a hand-written statement that returns rows: a SELECT, or, when `writes` is true, a
@@ -771,16 +800,21 @@ impl Conn<'_> {
         writes: bool,
     ) -> Result<Vec<RawRow>, sqlx::Error> {
         let retry = if writes { Retry::Never } else { Retry::Always };
-        on_conn!(self, retry, |ex, backend|
-            pg: async move {
-                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                Ok(rows.into_iter().map(RawRow::Postgres).collect())
-            },
-            sqlite: async move {
-                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                Ok(rows.into_iter().map(RawRow::Sqlite).collect())
-            }
-        )
+        let span = self.span(|_| sql.to_string());
+        async {
+            on_conn!(self, retry, |ex, backend|
+                pg: async move {
+                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                    Ok(rows.into_iter().map(RawRow::Postgres).collect())
+                },
+                sqlite: async move {
+                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                    Ok(rows.into_iter().map(RawRow::Sqlite).collect())
+                }
+            )
+        }
+        .instrument(span)
+        .await
     }
 
     /// [`Conn::raw_fetch`] for at most one row.

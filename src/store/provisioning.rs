@@ -47,6 +47,8 @@ pub struct Record {
     pub started_at: DateTime<Utc>,
     pub deadline_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The trace context of the request that started the operation (traces on).
+    pub traceparent: Option<String>,
 }
 
 /// The start of an operation.
@@ -61,6 +63,8 @@ pub struct Start<'a> {
     pub pipeline: Option<&'a str>,
     pub resume_status: Option<i64>,
     pub deadline_at: DateTime<Utc>,
+    /// The trace context of the request starting it, `None` when traces are off.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Records that an operation started now (a first one, or a retry: `attempts` counts them; the
@@ -70,7 +74,8 @@ pub async fn start(conn: &mut Conn<'_>, start: &Start<'_>) -> Result<(), sqlx::E
     conn.raw_execute(
         "INSERT INTO tenant_provisioning (tenant_id, operation, subscription, tier, isolation, \
          pipeline, attempts, reason, resume_status, started_at, deadline_at, finished_at, \
-         modified_on) VALUES ($1, $2, $3, $4, $5, $6, 1, NULL, $7, $8, $9, NULL, $8) \
+         modified_on, traceparent) VALUES ($1, $2, $3, $4, $5, $6, 1, NULL, $7, $8, $9, NULL, $8, \
+         $10) \
          ON CONFLICT (tenant_id) DO UPDATE SET operation = excluded.operation, \
            subscription = COALESCE(excluded.subscription, tenant_provisioning.subscription), \
            tier = COALESCE(excluded.tier, tenant_provisioning.tier), \
@@ -80,7 +85,8 @@ pub async fn start(conn: &mut Conn<'_>, start: &Start<'_>) -> Result<(), sqlx::E
                            THEN tenant_provisioning.attempts + 1 ELSE 1 END, \
            reason = NULL, resume_status = excluded.resume_status, \
            started_at = excluded.started_at, deadline_at = excluded.deadline_at, \
-           finished_at = NULL, modified_on = excluded.modified_on",
+           finished_at = NULL, modified_on = excluded.modified_on, \
+           traceparent = excluded.traceparent",
         &[
             Param::Uuid(start.tenant_id),
             Param::Text(start.operation.as_str()),
@@ -91,6 +97,7 @@ pub async fn start(conn: &mut Conn<'_>, start: &Start<'_>) -> Result<(), sqlx::E
             Param::OptInt(start.resume_status),
             Param::Instant(now),
             Param::Instant(start.deadline_at),
+            Param::OptText(start.traceparent),
         ],
     )
     .await?;
@@ -122,7 +129,7 @@ pub async fn finish(
 pub async fn get(conn: &mut Conn<'_>, tenant_id: Uuid) -> Result<Option<Record>, sqlx::Error> {
     conn.raw_fetch_optional(
         "SELECT tenant_id, operation, subscription, tier, isolation, pipeline, attempts, reason, \
-         resume_status, started_at, deadline_at, finished_at \
+         resume_status, started_at, deadline_at, finished_at, traceparent \
          FROM tenant_provisioning WHERE tenant_id = $1",
         &[Param::Uuid(tenant_id)],
         false,
@@ -140,7 +147,7 @@ pub async fn overdue(
 ) -> Result<Vec<Record>, sqlx::Error> {
     conn.raw_fetch(
         "SELECT tenant_id, operation, subscription, tier, isolation, pipeline, attempts, reason, \
-         resume_status, started_at, deadline_at, finished_at \
+         resume_status, started_at, deadline_at, finished_at, traceparent \
          FROM tenant_provisioning WHERE finished_at IS NULL AND deadline_at < $1 \
          ORDER BY deadline_at LIMIT $2",
         &[Param::Instant(now), Param::Int(limit)],
@@ -212,5 +219,6 @@ fn record(row: &RawRow) -> Result<Record, sqlx::Error> {
         started_at: row.required_instant("started_at")?,
         deadline_at: row.required_instant("deadline_at")?,
         finished_at: row.instant("finished_at")?,
+        traceparent: row.text("traceparent")?,
     })
 }
