@@ -2,7 +2,7 @@
 //! and what is never recorded. Every state change writes one record per row it touches, in the
 //! transaction of the change (the store writes them: `store::crud` for every generic write,
 //! `store::audit` for the rest); this module decides their content and depends on nothing but
-//! the model, so the store can use it.
+//! the model (and `config`'s URL masking), so the store can use it.
 //!
 //! A record holds the row before and after the change: the full row for a create (after) and a
 //! delete (before), only the fields that changed for an update (both sides). Values that look
@@ -11,6 +11,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::config::mask_url_password;
 use crate::model::{self, Resource};
 
 /// What a masked value is recorded as.
@@ -233,23 +234,11 @@ fn mask_nested(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(mask_nested),
-        Value::String(text) => {
-            if let Some(masked) = mask_url_password(text) {
-                *text = masked;
-            }
+        Value::String(text) if text.contains("://") => {
+            *text = mask_url_password(text);
         }
         _ => {}
     }
-}
-
-fn mask_url_password(text: &str) -> Option<String> {
-    if !text.contains("://") || !text.contains('@') {
-        return None;
-    }
-    let mut url = url::Url::parse(text).ok()?;
-    url.password()?;
-    url.set_password(Some(MASK)).ok()?;
-    Some(url.to_string())
 }
 
 #[cfg(test)]
