@@ -208,21 +208,7 @@ impl Conn<'_> {
         stmt: &SelectStatement,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
-        let span = self.span(|backend| build(stmt, backend).0);
-        async {
-            on_conn!(self, Retry::Always, |ex, backend|
-                pg: async move {
-                    let (sql, args) = build(stmt, backend);
-                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
-                },
-                sqlite: async move {
-                    let (sql, args) = build(stmt, backend);
-                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        self.fetch_decoded(stmt, fields, Retry::Always).await
     }
 
     /// Runs an INSERT, UPDATE or DELETE with `RETURNING` the columns of `fields` (in that
@@ -232,9 +218,19 @@ impl Conn<'_> {
         stmt: &S,
         fields: &[&'static Field],
     ) -> Result<Vec<Object>, sqlx::Error> {
+        self.fetch_decoded(stmt, fields, Retry::Never).await
+    }
+
+    /// Runs `stmt`, whose result columns are `fields`, under `retry`; its rows as wire objects.
+    async fn fetch_decoded<S: SqlxBinder>(
+        &mut self,
+        stmt: &S,
+        fields: &[&'static Field],
+        retry: Retry,
+    ) -> Result<Vec<Object>, sqlx::Error> {
         let span = self.span(|backend| build(stmt, backend).0);
         async {
-            on_conn!(self, Retry::Never, |ex, backend|
+            on_conn!(self, retry, |ex, backend|
                 pg: async move {
                     let (sql, args) = build(stmt, backend);
                     decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
