@@ -1,10 +1,24 @@
-//! Keeping the audit trail (`docs/audit.md`): records older than `AUDIT_RETENTION_DAYS` on the
-//! service's clock are deleted by a janitor; 0 keeps them for ever.
+//! The audit trail once written (`docs/audit.md`): who may read it — never a lead token, whatever
+//! codes it carries, since the trail names every tenant's changes and who made them — and how
+//! long it is kept: records older than `AUDIT_RETENTION_DAYS` on the service's clock are deleted
+//! by a janitor; 0 keeps them for ever.
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::auth::Principal;
 use crate::config::AuditConfig;
-use crate::store::{Db, audit};
+use crate::store::filter::{Filter, Where};
+use crate::store::{Db, Object, audit};
+
+/// Why the trail could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditReadError {
+    /// A lead token asked: leads read no audit record.
+    #[error("a lead token reads no audit record")]
+    Lead,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 /// The trail as the retention sees it.
 pub struct AuditTrail<'a> {
@@ -18,6 +32,14 @@ pub fn retention_cutoff(now: DateTime<Utc>, days: Option<u32>) -> Option<DateTim
 }
 
 impl AuditTrail<'_> {
+    /// The trail as `reader` may read it: refused to a lead token.
+    pub fn reader(&self, reader: &Principal) -> Result<AuditReader<'_>, AuditReadError> {
+        match reader.lead {
+            Some(_) => Err(AuditReadError::Lead),
+            None => Ok(AuditReader { db: self.db }),
+        }
+    }
+
     /// Deletes the records past the retention at the database clock's now; how many.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let now = self.db.clock().now();
@@ -25,6 +47,23 @@ impl AuditTrail<'_> {
             Some(cutoff) => audit::prune(&mut self.db.conn(), cutoff).await,
             None => Ok(0),
         }
+    }
+}
+
+/// The trail for a caller allowed to read it ([`AuditTrail::reader`]).
+pub struct AuditReader<'a> {
+    db: &'a Db,
+}
+
+impl AuditReader<'_> {
+    /// The records `filter` selects.
+    pub async fn find(&self, filter: &Filter) -> Result<Vec<Object>, sqlx::Error> {
+        audit::find(&mut self.db.conn(), filter).await
+    }
+
+    /// How many records `where_` selects.
+    pub async fn count(&self, where_: Option<&Where>) -> Result<i64, sqlx::Error> {
+        audit::count(&mut self.db.conn(), where_).await
     }
 }
 

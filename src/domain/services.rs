@@ -100,7 +100,7 @@ impl Services {
         }
     }
 
-    /// The audit trail's retention.
+    /// The audit trail: who reads it, how long it is kept.
     pub fn audit_trail(&self) -> AuditTrail<'_> {
         AuditTrail {
             db: &self.db,

@@ -10,11 +10,11 @@ use super::AppState;
 use super::Json;
 use super::auth::Require;
 use super::collections::{parse_filter, parse_where};
-use crate::auth::{Permission, Principal, ViewAuditLog};
+use crate::auth::{Permission, ViewAuditLog};
+use crate::domain::audit_trail::AuditReadError;
 use crate::http::error::{AppError, AppResult};
 use crate::http::openapi::{DocumentedRoute, operation, schema_ref};
 use crate::model::AUDIT_LOGS;
-use crate::store::audit;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,12 +22,12 @@ pub fn router() -> Router<AppState> {
         .route("/audit-logs/count", get(count))
 }
 
-/// A lead token reads no audit record, whatever codes it carries: the trail names every
-/// tenant's changes and who made them.
-fn refuse_leads(principal: &Principal) -> AppResult<()> {
-    match principal.lead {
-        Some(_) => Err(AppError::Forbidden("NotAllowedAccess".into())),
-        None => Ok(()),
+impl From<AuditReadError> for AppError {
+    fn from(err: AuditReadError) -> Self {
+        match err {
+            AuditReadError::Lead => AppError::Forbidden("NotAllowedAccess".into()),
+            AuditReadError::Database(err) => err.into(),
+        }
     }
 }
 
@@ -36,9 +36,10 @@ async fn find(
     auth: Require<ViewAuditLog>,
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<Value>> {
-    refuse_leads(&auth.principal)?;
+    let trail = state.audit_trail();
+    let reader = trail.reader(&auth.principal)?;
     let filter = parse_filter(&state, &AUDIT_LOGS, query.as_deref())?;
-    let rows = audit::find(&mut state.db.conn(), &filter).await?;
+    let rows = reader.find(&filter).await?;
     Ok(Json(Value::Array(
         rows.into_iter().map(Value::Object).collect(),
     )))
@@ -49,9 +50,10 @@ async fn count(
     auth: Require<ViewAuditLog>,
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<Value>> {
-    refuse_leads(&auth.principal)?;
+    let trail = state.audit_trail();
+    let reader = trail.reader(&auth.principal)?;
     let where_ = parse_where(&AUDIT_LOGS, query.as_deref())?;
-    let count = audit::count(&mut state.db.conn(), where_.as_ref()).await?;
+    let count = reader.count(where_.as_ref()).await?;
     Ok(Json(json!({ "count": count })))
 }
 
