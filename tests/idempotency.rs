@@ -512,6 +512,64 @@ async fn a_request_cancelled_by_the_timeout_frees_its_key() {
     .await;
 }
 
+/// A request whose claim is taken over while it runs (its replica's clock an hour behind, so
+/// its lease has run out by the time another request with the key arrives) has its work rolled
+/// back and answers 409 "in progress" — never 500; the request that took the key over does the
+/// work once, and the key answers with that request's answer afterwards. PostgreSQL only: a lock
+/// on `leads` holds both requests while the key changes hands.
+#[tokio::test]
+async fn a_request_whose_key_was_taken_over_answers_409_and_saves_nothing() {
+    let test = concat!(
+        module_path!(),
+        "::a_request_whose_key_was_taken_over_answers_409_and_saves_nothing::postgres"
+    );
+    run_on(Db::Postgres, test, &[], |app| async move {
+        let db = database(&app).await;
+        let tms::store::Pool::Postgres(pool) = db.pool() else {
+            panic!("a PostgreSQL test");
+        };
+        let body = json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@acme.io",
+                          "companyName": "Acme"});
+        let then = chrono::Utc::now() - chrono::Duration::hours(1);
+        let behind = Replica::start(&app, &[], tms::clock::Clock::manual(then)).await;
+        let mut blocker = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE leads IN EXCLUSIVE MODE")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let key = Some(KEY.as_bytes());
+        let first = post_to(&app, &behind.base_url, "/leads", None, key, &body);
+        let second = async {
+            // Once the first request holds the key (and waits on the lock), the second one
+            // takes it over, then waits on the lock too; then the lock goes.
+            while records(&db).await == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let second = post_keyed(&app, "/leads", None, KEY, &body);
+            let release = async {
+                let taken = "SELECT COUNT(*) FROM idempotency_keys WHERE locked_until > now()";
+                while sql_count(&db, taken).await == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                blocker.rollback().await.unwrap();
+            };
+            tokio::join!(second, release).0
+        };
+        let (first, second) = tokio::join!(first, second);
+        first.assert_error(409, "ConflictError");
+        assert!(first.text.contains("in progress"), "{}", first.text);
+        assert!(first.header("retry-after").is_some(), "{first:?}");
+        assert_eq!(second.status, 200, "{}", second.text);
+        assert_eq!(written(&db).await[3..], [1, 0, 1], "one lead, one mail");
+        let again = post_keyed(&app, "/leads", None, KEY, &body).await;
+        assert_replay_of(&second, &again);
+        behind.stop().await;
+        db.close().await;
+    })
+    .await;
+}
+
 /// A second server on the app's database, on `clock`: another replica.
 struct Replica {
     base_url: String,
@@ -611,6 +669,12 @@ both_dbs!(
     }
 );
 
+/// The outcome of work run within a claim that stayed its request's.
+fn kept<T>((outcome, taken_over): (T, bool)) -> T {
+    assert!(!taken_over, "the claim stayed the request's");
+    outcome
+}
+
 // A replica that dies after its work committed and before it kept the answer: once its lease
 // has run out the key answers 409 "answer lost", and the work is never done again — one lead,
 // one mail. (Before the work's transaction marked the key, the key was taken over and the
@@ -644,10 +708,12 @@ both_dbs!(
         let Begun::Started(claim) = idempotency.begin(&request).await.unwrap() else {
             panic!("a new key is claimed");
         };
-        let signed_up = idempotency
-            .within(&claim, dying.services.funnel().sign_up(&body))
-            .await
-            .expect("the lead signs up");
+        let signed_up = kept(
+            idempotency
+                .within(&claim, dying.services.funnel().sign_up(&body))
+                .await,
+        )
+        .expect("the lead signs up");
         dying.stop().await;
         assert_eq!(written(&db).await[3..], [1, 0, 1], "one lead, its mail");
 
@@ -682,10 +748,12 @@ both_dbs!(
         let Begun::Started(claim) = idempotency.begin(&request).await.unwrap() else {
             panic!("a new key is claimed");
         };
-        idempotency
-            .within(&claim, live.services.funnel().sign_up(&other))
-            .await
-            .expect("the lead signs up");
+        kept(
+            idempotency
+                .within(&claim, live.services.funnel().sign_up(&other))
+                .await,
+        )
+        .expect("the lead signs up");
         assert_eq!(
             idempotency.begin(&request).await.unwrap(),
             Begun::InProgress
@@ -720,7 +788,7 @@ both_dbs!(
             let mut conn = live.services.db.conn();
             tms::store::crud::create(&mut conn, &tms::model::CONTACTS, &values, &actor).await
         };
-        idempotency.within(&claim, create).await.expect("created");
+        kept(idempotency.within(&claim, create).await).expect("created");
         idempotency.abandon(&claim).await.unwrap();
         assert_eq!(
             idempotency.begin(&request).await.unwrap(),

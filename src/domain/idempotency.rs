@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -258,13 +260,18 @@ impl Idempotency<'_> {
     }
 
     /// Does `work`, the request holding `claim`, so that each transaction it commits marks the
-    /// key's work committed in that transaction (see [`Begun::AnswerLost`]).
-    pub async fn within<F: Future>(&self, claim: &Claim, work: F) -> F::Output {
+    /// key's work committed in that transaction (see [`Begun::AnswerLost`]). Also whether the
+    /// claim was found taken over by another request (its lease ran out) when the work tried to
+    /// commit: that commit failed, the other request does the work.
+    pub async fn within<F: Future>(&self, claim: &Claim, work: F) -> (F::Output, bool) {
+        let taken_over = Arc::new(AtomicBool::new(false));
         let running = record::ClaimRef {
             id: claim.id.clone(),
             owner: claim.owner,
+            taken_over: taken_over.clone(),
         };
-        record::within(running, work).await
+        let output = record::within(running, work).await;
+        (output, taken_over.load(Ordering::Relaxed))
     }
 
     /// Frees `claim`'s key without an answer (the answer is not kept, or the request never got

@@ -164,7 +164,14 @@ pub async fn enforce(State(keyed): State<Idempotent>, request: Request, next: Ne
             // Held first: a request dropped while it runs frees (or ends) its claim.
             let held = Held::new(keyed.services.clone(), claim);
             let work = next.run(Request::from_parts(parts, Body::from(body)));
-            let response = held.services.idempotency().within(&held.claim, work).await;
+            let (response, taken_over) =
+                held.services.idempotency().within(&held.claim, work).await;
+            if taken_over {
+                // The claim's lease ran out and another request took the key over: this one's
+                // work was rolled back, that one's is the key's.
+                held.disarm();
+                return in_progress();
+            }
             keep(held, response).await
         }
     }

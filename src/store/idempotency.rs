@@ -7,6 +7,8 @@
 //! database's, so both databases give the same answers.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -83,6 +85,8 @@ pub struct Existing {
 pub struct ClaimRef {
     pub id: String,
     pub owner: Uuid,
+    /// Set when a commit found the claim taken over by another request (and failed).
+    pub taken_over: Arc<AtomicBool>,
 }
 
 tokio::task_local! {
@@ -113,6 +117,7 @@ pub(super) async fn mark_running_claim(conn: &mut Conn<'_>) -> Result<(), sqlx::
     if mark_committed(conn, &claim, now).await? {
         return Ok(());
     }
+    claim.taken_over.store(true, Ordering::Relaxed);
     tracing::warn!(
         "the Idempotency-Key of this request was taken over while it ran; its work is rolled back"
     );
