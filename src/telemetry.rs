@@ -22,7 +22,8 @@ use crate::config::{Config, Environment};
 
 pub use spans::{
     TraceParent, carries_trace, client_send, client_span, continue_request, current_traceparent,
-    delivery_span, inject_headers, request_finished, resumed_span, sql_span,
+    delivery_span, inject_headers, job_span, request_finished, resumed_span, sql_span,
+    stamp_message,
 };
 
 /// Whether traces are exported (set once by [`init`]).

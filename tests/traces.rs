@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use common::*;
-use lifecycle_support::{schema_problems, subscription};
+use lifecycle_support::{paid_subscription, schema_problems, subscription};
 use tms::domain::signature;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -112,6 +112,12 @@ impl Receiver {
         spans
     }
 
+    /// Waits until a span named `name` has arrived; the first such span.
+    async fn span_named(&self, name: &str) -> Span {
+        let spans = self.wait_for(name, |s| s.name == name).await;
+        spans.into_iter().find(|s| s.name == name).unwrap()
+    }
+
     /// Waits until a span matching `wanted` has arrived; all spans then.
     async fn wait_for(&self, what: &str, wanted: impl Fn(&Span) -> bool) -> Vec<Span> {
         let deadline = Instant::now() + PATIENCE;
@@ -192,7 +198,8 @@ struct Tms {
     base: String,
     data_dir: PathBuf,
     stderr: PathBuf,
-    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
     _storage: Storage,
 }
 
@@ -225,44 +232,63 @@ impl Tms {
             env.push(("DB_SCHEMA".into(), schema.to_string()));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let run = |command: &str, stderr: &Path| {
-            Command::new(env!("CARGO_BIN_EXE_tms"))
-                .arg(command)
-                .env_clear()
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(stderr).unwrap())
-                .spawn()
-                .unwrap()
-        };
         let migrate_log = dir.path().join("migrate.log");
-        let migrated = run("migrate", &migrate_log).wait().unwrap();
+        let migrated = spawn(&env, "migrate", &migrate_log).wait().unwrap();
         assert!(
             migrated.success(),
             "tms migrate: {}",
             std::fs::read_to_string(&migrate_log).unwrap_or_default()
         );
         let stderr = dir.path().join("serve.log");
-        let child = run("serve", &stderr);
-        let base = format!("http://127.0.0.1:{port}");
+        let mut tms = Tms {
+            child: spawn(&env, "serve", &stderr),
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            stderr,
+            env,
+            dir,
+            _storage: storage,
+        };
+        tms.wait_until_serving().await;
+        tms
+    }
+
+    async fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + PATIENCE;
-        while reqwest::get(format!("{base}/ping")).await.is_err() {
+        while reqwest::get(self.url("/ping")).await.is_err() {
             assert!(
                 Instant::now() < deadline,
                 "tms did not start: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Tms {
-            child,
-            base,
-            data_dir,
-            stderr,
-            _dir: dir,
-            _storage: storage,
-        }
+    }
+
+    /// Stops the server gracefully and serves again on the same storage and settings, less the
+    /// variables named in `unset`.
+    async fn restart_without(&mut self, unset: &[&str]) {
+        self.terminate();
+        self.env.retain(|(name, _)| !unset.contains(&name.as_str()));
+        self.child = spawn(&self.env, "serve", &self.stderr);
+        self.wait_until_serving().await;
+    }
+
+    /// Runs `tms <args>` to its end with the server's settings; its stderr.
+    fn run(&self, args: &[&str]) -> String {
+        let log = self.dir.path().join("run.log");
+        let mut command = command(&self.env, args[0], &log);
+        let status = command.args(&args[1..]).status().unwrap();
+        let logs = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "tms {args:?}: {logs}");
+        logs
+    }
+
+    /// The storage's database, opened in this process.
+    async fn database(&self) -> tms::store::Db {
+        let vars: HashMap<String, String> = self.env.iter().cloned().collect();
+        let config = tms::config::Config::from_map(&vars).unwrap();
+        tms::store::Db::connect(&config).await.unwrap()
     }
 
     fn url(&self, path: &str) -> String {
@@ -294,18 +320,37 @@ impl Tms {
     }
 
     async fn wait_for_event(&self) -> Value {
+        self.wait_for_events("any event", |_| true, 1)
+            .await
+            .remove(0)
+    }
+
+    /// Waits until `count` events written match `wanted`; those, in the order written.
+    async fn wait_for_events(
+        &self,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+        count: usize,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(event) = self.events().pop() {
-                return event;
+            let found: Vec<Value> = self.events().into_iter().filter(&wanted).collect();
+            if found.len() >= count {
+                return found;
             }
-            assert!(Instant::now() < deadline, "no event written");
+            assert!(Instant::now() < deadline, "no {count} events {what}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// SIGTERM, a graceful shutdown (which flushes the spans still queued); waits for the exit.
+    /// SIGTERM, a graceful shutdown (which flushes the spans still queued); its logs.
     fn stop(mut self) -> String {
+        self.terminate();
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM; waits for the exit.
+    fn terminate(&mut self) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(killed.success());
@@ -314,8 +359,24 @@ impl Tms {
             assert!(Instant::now() < deadline, "tms did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+}
+
+/// `tms <command>` with exactly `env`, its stderr (JSON logs) to `stderr`.
+fn command(env: &[(String, String)], command: &str, stderr: &Path) -> Command {
+    let mut built = Command::new(env!("CARGO_BIN_EXE_tms"));
+    built
+        .arg(command)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap());
+    built
+}
+
+fn spawn(env: &[(String, String)], what: &str, stderr: &Path) -> Child {
+    command(env, what, stderr).spawn().unwrap()
 }
 
 impl Drop for Tms {
@@ -408,17 +469,9 @@ async fn follows_a_provisioning_from_the_api_call_to_the_pipeline_result(db: Db)
     }
 
     // Provisioning: the route template, never the raw path.
-    let provisioned = client
-        .post(tms.url(&format!("/tenants/{tenant}/provision")))
-        .bearer_auth(tms.admin_token())
-        .json(&subscription("premium"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provisioned.status(), 204);
+    start_provisioning(&tms, &client, &tenant).await;
     let name = "POST /tenants/{id}/provision";
-    let spans = receiver.wait_for(name, |s| s.name == name).await;
-    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    let provision = receiver.span_named(name).await;
     assert_eq!(
         provision.attributes["http.route"],
         "/tenants/{id}/provision"
@@ -456,28 +509,7 @@ async fn follows_a_provisioning_from_the_api_call_to_the_pipeline_result(db: Db)
 
     // The pipeline's result, without a traceparent: joins the trace stored with the
     // provisioning.
-    let body = json!({"initiatorId": tenant, "type": 0,
-        "data": {"status": 1, "resources": []}})
-    .to_string();
-    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let signature = signature::sign(
-        event["secret"].as_str().unwrap().as_bytes(),
-        &[
-            body.as_bytes(),
-            event["context"].as_str().unwrap().as_bytes(),
-            timestamp.as_bytes(),
-        ],
-    );
-    let answered = client
-        .post(tms.url("/webhook"))
-        .header("content-type", "application/json")
-        .header("x-signature", signature)
-        .header("x-timestamp", timestamp)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answered.status(), 204);
+    report_provisioned(&tms, &client, &tenant, &event).await;
     let spans = receiver
         .wait_for("pipeline result", |s| s.name == "pipeline result")
         .await;
@@ -532,14 +564,7 @@ async fn nothing_is_sent_without_an_endpoint(db: Db) {
         .unwrap();
     assert_eq!(traced.status(), 200);
     let tenant = onboard(&tms, &client, "quiet").await;
-    let provisioned = client
-        .post(tms.url(&format!("/tenants/{tenant}/provision")))
-        .bearer_auth(tms.admin_token())
-        .json(&subscription("premium"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provisioned.status(), 204);
+    start_provisioning(&tms, &client, &tenant).await;
     let event = tms.wait_for_event().await;
     assert!(event.get("traceparent").is_none(), "{event}");
     let logs = tms.stop();
@@ -560,17 +585,9 @@ async fn sinks_pass_the_events_trace_on(db: Db) {
     let tms = Tms::start(db, &env).await;
     let client = reqwest::Client::new();
     let tenant = onboard(&tms, &client, "sunk").await;
-    let provisioned = client
-        .post(tms.url(&format!("/tenants/{tenant}/provision")))
-        .bearer_auth(tms.admin_token())
-        .json(&subscription("premium"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provisioned.status(), 204);
+    start_provisioning(&tms, &client, &tenant).await;
     let name = "POST /tenants/{id}/provision";
-    let spans = receiver.wait_for(name, |s| s.name == name).await;
-    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    let provision = receiver.span_named(name).await;
     let deadline = Instant::now() + PATIENCE;
     let (header, event) = loop {
         if let Some(sunk) = receiver.sunk.lock().unwrap().first().cloned() {
@@ -609,16 +626,8 @@ async fn sinks_pass_the_events_trace_on(db: Db) {
     env.push(("TRACE_OUT", trace_out.display().to_string()));
     let tms = Tms::start(db, &env).await;
     let tenant = onboard(&tms, &client, "piped").await;
-    let provisioned = client
-        .post(tms.url(&format!("/tenants/{tenant}/provision")))
-        .bearer_auth(tms.admin_token())
-        .json(&subscription("premium"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provisioned.status(), 204);
-    let spans = receiver.wait_for(name, |s| s.name == name).await;
-    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    start_provisioning(&tms, &client, &tenant).await;
+    let provision = receiver.span_named(name).await;
     let spans = receiver
         .wait_for("pipeline result", |s| s.name == "pipeline result")
         .await;
@@ -639,6 +648,171 @@ async fn sinks_pass_the_events_trace_on(db: Db) {
         Some(provision.trace.as_str()),
         "{given}"
     );
+    tms.stop();
+}
+
+/// Posts the signed result "provisioned" of the provisioning `event` of `tenant` to the webhook,
+/// without a `traceparent`.
+async fn report_provisioned(tms: &Tms, client: &reqwest::Client, tenant: &str, event: &Value) {
+    let body = json!({"initiatorId": tenant, "type": 0,
+        "data": {"status": 1, "resources": []}})
+    .to_string();
+    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+    let signature = signature::sign(
+        event["secret"].as_str().unwrap().as_bytes(),
+        &[
+            body.as_bytes(),
+            event["context"].as_str().unwrap().as_bytes(),
+            timestamp.as_bytes(),
+        ],
+    );
+    let answered = client
+        .post(tms.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("x-signature", signature)
+        .header("x-timestamp", timestamp)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 204);
+}
+
+/// `POST /tenants/{id}/provision` of `tenant` with `subscription`.
+async fn provision_with(tms: &Tms, client: &reqwest::Client, tenant: &str, subscription: &Value) {
+    let provisioned = client
+        .post(tms.url(&format!("/tenants/{tenant}/provision")))
+        .bearer_auth(tms.admin_token())
+        .json(subscription)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status(), 204);
+}
+
+/// `POST /tenants/{id}/provision` of `tenant` on an unpaid premium plan.
+async fn start_provisioning(tms: &Tms, client: &reqwest::Client, tenant: &str) {
+    provision_with(tms, client, tenant, &subscription("premium")).await;
+}
+
+/// The trace id of a `traceparent`.
+fn trace_of(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
+}
+
+/// Work nobody requested has traces of its own: each tenant a billing run bills is a root span
+/// whose events carry its trace (and `tms billing run`, another process, exports it too);
+/// an operation failed past its deadline joins the trace of the request that started it; and
+/// mail joins the trace of the request that queued it.
+async fn scheduled_work_and_mail_are_traced(db: Db) {
+    let receiver = Receiver::start().await;
+    let mut env = traced(&receiver);
+    env.push(("PROVISIONING_TIMEOUT", "1000".into()));
+    let mut tms = Tms::start(db, &env).await;
+    let client = reqwest::Client::new();
+
+    // A sign-up's mail: its delivery is a span of the sign-up's trace.
+    let signed_up = client
+        .post(tms.url("/leads"))
+        .json(
+            &json!({"firstName": "Grace", "lastName": "H", "companyName": "Navy",
+            "email": "grace@navy.example"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 200, "{:?}", signed_up.text().await);
+    let sign_up = receiver.span_named("POST /leads").await;
+    receiver
+        .wait_for("mail publish of the sign-up's trace", |s| {
+            s.name == "mail publish" && s.trace == sign_up.trace
+        })
+        .await;
+
+    // A provisioning that passes its deadline: failed by the sweeper of the next start, in
+    // the provisioning's trace.
+    let late = onboard(&tms, &client, "late").await;
+    start_provisioning(&tms, &client, &late).await;
+    let name = "POST /tenants/{id}/provision";
+    let started = receiver.span_named(name).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // (The next provisioning has the default hour.)
+    tms.restart_without(&["PROVISIONING_TIMEOUT"]).await;
+    let timed_out = receiver.span_named("operation timed out").await;
+    assert_eq!(
+        timed_out.trace, started.trace,
+        "joins the provisioning's trace"
+    );
+    assert_eq!(timed_out.attributes["tenant.id"], late);
+    let spans = receiver
+        .wait_for("UPDATE tenants under the time-out", |s| {
+            s.name == "UPDATE tenants" && s.parent == timed_out.id
+        })
+        .await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent == timed_out.id && s.trace == started.trace)
+    );
+
+    // A billing run, in a process of its own: the tenant's billing is a trace of its own, the
+    // INVOICE_ISSUED event carries it, and the server's delivery of the event joins it.
+    let billed = onboard(&tms, &client, "billed").await;
+    let paid = paid_subscription(
+        "premium",
+        json!({"price": 10, "currency": {"currencyCode": "EUR"},
+            "billingCycle": {"cycleName": "Monthly", "duration": 1, "durationUnit": "month"}}),
+    );
+    provision_with(&tms, &client, &billed, &paid).await;
+    let provisioning = tms
+        .wait_for_events(
+            "of the provisioning",
+            |e| e["type"] == "TENANT_PROVISIONING" && e["tenant"]["id"] == billed.as_str(),
+            1,
+        )
+        .await
+        .remove(0);
+    report_provisioned(&tms, &client, &billed, &provisioning).await;
+    let db = tms.database().await;
+    // Its first period (invoiced at activation) began 40 days ago: the second is due.
+    let anchor = chrono::Utc::now() - chrono::Duration::days(40);
+    let due = db
+        .conn()
+        .raw_execute(
+            "UPDATE tenant_billing SET anchor_at = $1, next_period_start = $2",
+            &[
+                tms::store::raw::Param::Instant(anchor),
+                tms::store::raw::Param::Instant(anchor + chrono::Duration::days(31)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(due, 1, "the billed tenant's account is due");
+    db.close().await;
+    tms.run(&["billing", "run"]);
+    let billing = receiver.span_named("bill tenant").await;
+    assert_eq!(billing.parent, "", "a root span: {billing:?}");
+    assert_eq!(billing.attributes["tenant.id"], billed);
+    assert_ne!(billing.trace, started.trace);
+    // (The first invoice was issued when the tenant became ACTIVE, in the provisioning's
+    // trace; the run issues the second.)
+    let issued = tms
+        .wait_for_events("INVOICE_ISSUED", |e| e["type"] == "INVOICE_ISSUED", 2)
+        .await
+        .remove(1);
+    assert_eq!(
+        trace_of(
+            issued["traceparent"]
+                .as_str()
+                .expect("the event's traceparent")
+        ),
+        billing.trace
+    );
+    receiver
+        .wait_for("event publish of the billing's trace", |s| {
+            s.name == "event publish" && s.trace == billing.trace
+        })
+        .await;
     tms.stop();
 }
 
@@ -689,17 +863,9 @@ async fn the_nats_sink_sends_the_events_trace_as_a_header() {
     let tms = Tms::start(Db::Sqlite, &env).await;
     let client = reqwest::Client::new();
     let tenant = onboard(&tms, &client, "natty").await;
-    let provisioned = client
-        .post(tms.url(&format!("/tenants/{tenant}/provision")))
-        .bearer_auth(tms.admin_token())
-        .json(&subscription("premium"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provisioned.status(), 204);
+    start_provisioning(&tms, &client, &tenant).await;
     let name = "POST /tenants/{id}/provision";
-    let spans = receiver.wait_for(name, |s| s.name == name).await;
-    let provision = spans.iter().find(|s| s.name == name).unwrap().clone();
+    let provision = receiver.span_named(name).await;
 
     let jetstream = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
     let deadline = Instant::now() + PATIENCE;
@@ -761,3 +927,4 @@ on_both!(follows_a_provisioning_from_the_api_call_to_the_pipeline_result);
 on_both!(nothing_is_sent_without_an_endpoint);
 on_both!(the_exporter_traces_nothing_of_its_own);
 on_both!(sinks_pass_the_events_trace_on);
+on_both!(scheduled_work_and_mail_are_traced);

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::audit::{self, Who};
@@ -70,7 +71,10 @@ impl BillingRun<'_> {
             let due = store::due_accounts(&mut self.db.conn(), now, BATCH).await?;
             let mut progressed = false;
             for tenant in &due {
-                match self.bill_tenant(*tenant, now).await {
+                // Each tenant's billing is a trace of its own (with traces on): its events
+                // carry it.
+                let span = crate::telemetry::job_span("bill tenant", *tenant, None);
+                match self.bill_tenant(*tenant, now).instrument(span).await {
                     Ok(Some(issued)) => {
                         report.issued += issued;
                         progressed |= issued > 0;
@@ -151,6 +155,11 @@ impl BillingRun<'_> {
             };
             match offboarding
                 .suspend(tenant, Some(&reason), &system_actor(self.config))
+                .instrument(crate::telemetry::job_span(
+                    "suspend for an unpaid invoice",
+                    tenant,
+                    None,
+                ))
                 .await
             {
                 Ok(_) => {
@@ -179,7 +188,12 @@ async fn announce_overdue(
         let batch = store::newly_overdue(&mut db.conn(), now, BATCH).await?;
         let mut progressed = false;
         for overdue in &batch {
-            match announce_one(db, mailer, (config, who), overdue, now).await {
+            let span =
+                crate::telemetry::job_span("announce an overdue invoice", overdue.tenant_id, None);
+            match announce_one(db, mailer, (config, who), overdue, now)
+                .instrument(span)
+                .await
+            {
                 Ok(marked) => {
                     progressed = true;
                     announced += usize::from(marked);

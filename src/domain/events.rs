@@ -61,12 +61,7 @@ pub async fn write_event(
     event.extend(extra);
     // With traces on, the trace the event belongs to, so its consumers (and the pipeline's
     // result) continue it.
-    if let Some(trace) = crate::telemetry::current_traceparent() {
-        event.insert("traceparent".into(), json!(trace.traceparent));
-        if let Some(state) = trace.tracestate {
-            event.insert("tracestate".into(), json!(state));
-        }
-    }
+    crate::telemetry::stamp_message(&mut event);
     events::enqueue_with_id(
         &mut tx.conn(),
         id,

@@ -5,6 +5,7 @@
 //! the outbox — all of it or none.
 
 use serde_json::{Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::contacts::primary_contact;
@@ -333,38 +334,55 @@ impl Provisioning<'_> {
         let now = self.db.clock().now();
         let overdue = record::overdue(&mut self.db.conn(), now, 100).await?;
         let mut failed = 0;
-        for rec in overdue {
-            let mut tx = self.db.begin().await?;
-            let moved = finish_operation(
-                &mut tx,
-                self.config,
-                &rec,
-                Outcome::Failed("timed out"),
-                &system_actor(self.config),
-            )
-            .await;
-            match moved {
-                Ok(()) => failed += 1,
-                // Moved by an operator meanwhile: the record just ends.
-                Err(ProvisioningError::Lifecycle(LifecycleError::Illegal { .. })) => {
-                    record::finish(&mut tx.conn(), rec.tenant_id, Some("timed out")).await?;
-                }
-                Err(ProvisioningError::Lifecycle(LifecycleError::NotFound)) => {
-                    record::finish(&mut tx.conn(), rec.tenant_id, Some("timed out")).await?;
-                }
-                Err(other) => return Err(other),
-            }
-            forget_secret(self.kv, &mut tx, rec.tenant_id).await?;
-            tx.commit().await?;
-            self.metrics.operation_finished(
-                rec.operation.as_str(),
-                OperationOutcome::TimedOut,
-                (now - rec.started_at).to_std().unwrap_or_default(),
+        for rec in &overdue {
+            // The failure joins the trace of the request that started the operation.
+            let span = crate::telemetry::job_span(
+                "operation timed out",
+                rec.tenant_id,
+                rec.traceparent.as_deref(),
             );
+            self.time_out(rec, now).instrument(span).await?;
+            failed += 1;
             tracing::warn!(tenant = %rec.tenant_id, operation = rec.operation.as_str(),
                 "operation passed its deadline: failed as timed out");
         }
         Ok(failed)
+    }
+
+    /// Fails the operation `rec` (past its deadline at `now`) as timed out — or just ends its
+    /// record when an operator moved the tenant meanwhile — and forgets its webhook secret.
+    async fn time_out(
+        &self,
+        rec: &record::Record,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ProvisioningError> {
+        let mut tx = self.db.begin().await?;
+        let moved = finish_operation(
+            &mut tx,
+            self.config,
+            rec,
+            Outcome::Failed("timed out"),
+            &system_actor(self.config),
+        )
+        .await;
+        match moved {
+            Ok(()) => {}
+            // Moved by an operator meanwhile: the record just ends.
+            Err(ProvisioningError::Lifecycle(
+                LifecycleError::Illegal { .. } | LifecycleError::NotFound,
+            )) => {
+                record::finish(&mut tx.conn(), rec.tenant_id, Some("timed out")).await?;
+            }
+            Err(other) => return Err(other),
+        }
+        forget_secret(self.kv, &mut tx, rec.tenant_id).await?;
+        tx.commit().await?;
+        self.metrics.operation_finished(
+            rec.operation.as_str(),
+            OperationOutcome::TimedOut,
+            (now - rec.started_at).to_std().unwrap_or_default(),
+        );
+        Ok(())
     }
 }
 

@@ -129,8 +129,12 @@ impl Mailer {
         let payload = self.prepare(to, template, vars).map_err(|e| {
             sqlx::Error::Encode(format!("cannot queue mail {}: {e:#}", template.name()).into())
         })?;
-        let payload =
+        let mut payload =
             serde_json::to_value(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        // With traces on, its delivery joins the trace of what queued it.
+        if let Some(fields) = payload.as_object_mut() {
+            crate::telemetry::stamp_message(fields);
+        }
         events::enqueue(conn, TOPIC, None, &payload).await
     }
 

@@ -102,6 +102,42 @@ pub fn current_traceparent() -> Option<TraceParent> {
     })
 }
 
+/// Adds the current span's trace context to `message` (an event, a mail) as `traceparent` and
+/// `tracestate`, so its delivery joins the trace; nothing when traces are off.
+pub fn stamp_message(message: &mut serde_json::Map<String, serde_json::Value>) {
+    if let Some(trace) = current_traceparent() {
+        message.insert("traceparent".into(), trace.traceparent.into());
+        if let Some(state) = trace.tracestate {
+            message.insert("tracestate".into(), state.into());
+        }
+    }
+}
+
+/// The span of one unit of scheduled work (`name`: billing a tenant, say) done for `tenant`: a
+/// child of the stored trace context `continues` (the request that started what it finishes),
+/// else the root of a trace of its own, as no request caused it; what it writes (events, mail)
+/// carries its trace. Disabled when traces are off.
+pub fn job_span(name: &'static str, tenant: uuid::Uuid, continues: Option<&str>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: super::TARGET,
+        parent: None,
+        "job",
+        otel.name = name,
+        otel.kind = "internal",
+        tenant.id = %tenant,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if let Some(parent) = continues.and_then(|tp| context_of(tp, None)) {
+        let _ = span.set_parent(parent);
+    }
+    record_ids(&span);
+    span
+}
+
 /// Adds the current span's `traceparent` (and `tracestate`) to outbound headers.
 pub fn inject_headers(headers: &mut axum::http::HeaderMap) {
     if enabled() {
