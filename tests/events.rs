@@ -6,56 +6,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Db as Kind, TestDb, Value, json};
+use common::{TestDb, Value, json};
 use tms::events::{self, Deliver, State, Step};
 use uuid::Uuid;
 
 const TOPIC: &str = "event";
 const LEASE: Duration = Duration::from_secs(60);
-
-async fn run<F, Fut>(kind: Kind, name: &str, body: F)
-where
-    F: FnOnce(TestDb) -> Fut,
-    Fut: Future<Output = TestDb>,
-{
-    let Some(test_db) = TestDb::connect(kind, name).await else {
-        return;
-    };
-    test_db.db.migrate().await.expect("migrations");
-    body(test_db).await.close().await;
-}
-
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::run(
-                    super::Kind::Sqlite,
-                    concat!(module_path!(), "::sqlite"),
-                    super::$body,
-                )
-                .await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::run(
-                    super::Kind::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    super::$body,
-                )
-                .await;
-            }
-        }
-    };
-}
 
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
@@ -208,7 +169,7 @@ async fn a_partition_is_delivered_in_order_body(t: TestDb) -> TestDb {
     assert_eq!(events::pending(&mut db.conn(), TOPIC).await.unwrap(), 0);
     t
 }
-both!(
+both_stores!(
     a_partition_is_delivered_in_order,
     a_partition_is_delivered_in_order_body
 );
@@ -255,7 +216,7 @@ async fn the_relay_delivers_partitions_side_by_side_body(t: TestDb) -> TestDb {
     assert_eq!(seen, written);
     t
 }
-both!(
+both_stores!(
     the_relay_delivers_partitions_side_by_side,
     the_relay_delivers_partitions_side_by_side_body
 );
@@ -300,7 +261,7 @@ async fn a_panicking_handler_is_a_failed_attempt_body(t: TestDb) -> TestDb {
     relay.await.unwrap();
     t
 }
-both!(
+both_stores!(
     a_panicking_handler_is_a_failed_attempt,
     a_panicking_handler_is_a_failed_attempt_body
 );

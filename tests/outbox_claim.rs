@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,44 +28,6 @@ const DELIVERED: i64 = 100_000;
 /// Leases held when the claim is explained: three replicas' relays, each with its deliveries in
 /// flight.
 const LEASED: usize = 3 * events::RELAY_CONCURRENCY;
-
-async fn run<F, Fut>(kind: Kind, name: &str, body: F)
-where
-    F: FnOnce(TestDb) -> Fut,
-    Fut: Future<Output = TestDb>,
-{
-    let Some(test_db) = TestDb::connect(kind, name).await else {
-        return;
-    };
-    test_db.db.migrate().await.expect("migrations");
-    body(test_db).await.close().await;
-}
-
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::run(
-                    super::Kind::Sqlite,
-                    concat!(module_path!(), "::sqlite"),
-                    super::$body,
-                )
-                .await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::run(
-                    super::Kind::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    super::$body,
-                )
-                .await;
-            }
-        }
-    };
-}
 
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
@@ -354,7 +315,7 @@ async fn racing_writers_and_relays_keep_each_partition_in_order_body(t: TestDb) 
     }
     t
 }
-both!(
+both_stores!(
     racing_writers_and_relays_keep_each_partition_in_order,
     racing_writers_and_relays_keep_each_partition_in_order_body
 );
@@ -447,7 +408,7 @@ async fn rows_an_older_version_wrote_are_resumed_body(t: TestDb) -> TestDb {
     assert_eq!(next.id, second);
     t
 }
-both!(
+both_stores!(
     rows_an_older_version_wrote_are_resumed,
     rows_an_older_version_wrote_are_resumed_body
 );

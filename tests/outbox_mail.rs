@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,7 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use common::{Db as Kind, SmtpSink, TestDb, Value, capture_logs, json};
+use common::{Db as Kind, SmtpSink, TestDb, Value, capture_logs, json, run_on_db};
 use tms::config::Config;
 use tms::events::{self as outbox, Deliver, Step};
 use tms::mail::{self, Mailer, Template};
@@ -26,47 +25,6 @@ use tms::store::Conn;
 
 const TOPIC: &str = "event";
 const LEASE: Duration = Duration::from_secs(60);
-
-/// Runs `body` on a fresh, migrated database of `kind` (skipped, with a note, when PostgreSQL is
-/// not configured outside CI).
-async fn run<F, Fut>(kind: Kind, name: &str, body: F)
-where
-    F: FnOnce(TestDb) -> Fut,
-    Fut: Future<Output = TestDb>,
-{
-    let Some(test_db) = TestDb::connect(kind, name).await else {
-        return;
-    };
-    test_db.db.migrate().await.expect("migrations");
-    body(test_db).await.close().await;
-}
-
-/// `both!(name, body_fn)`: the tests `name::sqlite` and `name::postgres`.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::run(
-                    super::Kind::Sqlite,
-                    concat!(module_path!(), "::sqlite"),
-                    super::$body,
-                )
-                .await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::run(
-                    super::Kind::Postgres,
-                    concat!(module_path!(), "::postgres"),
-                    super::$body,
-                )
-                .await;
-            }
-        }
-    };
-}
 
 /// A handler that records what it delivers and fails its first `failures` calls.
 #[derive(Default)]
@@ -165,7 +123,7 @@ async fn enqueue_follows_the_transaction_body(t: TestDb) -> TestDb {
     assert_eq!(e.next_attempt_at, e.created_on);
     t
 }
-both!(
+both_stores!(
     enqueue_follows_the_transaction,
     enqueue_follows_the_transaction_body
 );
@@ -212,7 +170,7 @@ async fn relay_delivers_once_body(t: TestDb) -> TestDb {
     assert!(outbox::get(&mut db.conn(), other).await.unwrap().is_some());
     t
 }
-both!(relay_delivers_once, relay_delivers_once_body);
+both_stores!(relay_delivers_once, relay_delivers_once_body);
 
 async fn failures_are_retried_with_backoff_body(t: TestDb) -> TestDb {
     let db = &t.db;
@@ -280,7 +238,7 @@ async fn failures_are_retried_with_backoff_body(t: TestDb) -> TestDb {
     assert_eq!(handler.delivered(), vec![(id, json!({"n": 1}))]);
     t
 }
-both!(
+both_stores!(
     failures_are_retried_with_backoff,
     failures_are_retried_with_backoff_body
 );
@@ -313,7 +271,7 @@ async fn an_expired_lease_is_reclaimed_body(t: TestDb) -> TestDb {
     assert_eq!(handler.delivered().len(), 1);
     t
 }
-both!(
+both_stores!(
     an_expired_lease_is_reclaimed,
     an_expired_lease_is_reclaimed_body
 );
@@ -344,7 +302,7 @@ async fn an_attempt_lost_with_its_relay_is_counted_body(t: TestDb) -> TestDb {
     assert!(e.delivered_at.is_some());
     t
 }
-both!(
+both_stores!(
     an_attempt_lost_with_its_relay_is_counted,
     an_attempt_lost_with_its_relay_is_counted_body
 );
@@ -419,7 +377,7 @@ async fn a_slow_delivery_keeps_its_lease_body(t: TestDb) -> TestDb {
     }
     t
 }
-both!(
+both_stores!(
     a_slow_delivery_keeps_its_lease,
     a_slow_delivery_keeps_its_lease_body
 );
@@ -466,7 +424,7 @@ async fn concurrent_relays_never_claim_the_same_row_body(t: TestDb) -> TestDb {
     assert_eq!(outbox::pending(&mut db.conn(), TOPIC).await.unwrap(), 0);
     t
 }
-both!(
+both_stores!(
     concurrent_relays_never_claim_the_same_row,
     concurrent_relays_never_claim_the_same_row_body
 );
@@ -491,7 +449,7 @@ async fn spawned_relay_delivers_and_stops_on_shutdown_body(t: TestDb) -> TestDb 
         .unwrap();
     t
 }
-both!(
+both_stores!(
     spawned_relay_delivers_and_stops_on_shutdown,
     spawned_relay_delivers_and_stops_on_shutdown_body
 );
@@ -691,25 +649,10 @@ async fn mail_without_smtp_is_an_eml_file_body(t: TestDb) -> TestDb {
     t
 }
 
-#[tokio::test]
-async fn mail_without_smtp_is_an_eml_file_sqlite() {
-    run(
-        Kind::Sqlite,
-        "mail_without_smtp_is_an_eml_file_sqlite",
-        mail_without_smtp_is_an_eml_file_body,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn mail_without_smtp_is_an_eml_file_postgres() {
-    run(
-        Kind::Postgres,
-        "mail_without_smtp_is_an_eml_file_postgres",
-        mail_without_smtp_is_an_eml_file_body,
-    )
-    .await;
-}
+both_stores!(
+    mail_without_smtp_is_an_eml_file,
+    mail_without_smtp_is_an_eml_file_body
+);
 
 async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
     let db = &t.db;
@@ -792,7 +735,7 @@ async fn mail_arrives_at_a_real_smtp_server_body(t: TestDb) -> TestDb {
 async fn mail_arrives_at_a_real_smtp_server_sqlite() {
     let test = "mail_arrives_at_a_real_smtp_server_sqlite";
     if SmtpSink::available(test) {
-        run(Kind::Sqlite, test, mail_arrives_at_a_real_smtp_server_body).await;
+        run_on_db(Kind::Sqlite, test, mail_arrives_at_a_real_smtp_server_body).await;
     }
 }
 
@@ -800,7 +743,7 @@ async fn mail_arrives_at_a_real_smtp_server_sqlite() {
 async fn mail_arrives_at_a_real_smtp_server_postgres() {
     let test = "mail_arrives_at_a_real_smtp_server_postgres";
     if SmtpSink::available(test) {
-        run(
+        run_on_db(
             Kind::Postgres,
             test,
             mail_arrives_at_a_real_smtp_server_body,

@@ -70,6 +70,13 @@ pub(super) enum Target<'c> {
 /// Evaluates `$run` (an expression using the executor `$ex` and the SQL/arguments it builds for
 /// `$backend`) on the executor of `$conn`; on the PostgreSQL pool under the `$retry` policy.
 macro_rules! on_conn {
+    // The same, in the span of the statement `$sql` makes (a closure of the backend).
+    (traced $sql:expr, $conn:expr, $retry:expr, |$ex:ident, $backend:ident| pg: $pg:expr, sqlite: $lite:expr) => {{
+        let span = $conn.span($sql);
+        async { on_conn!($conn, $retry, |$ex, $backend| pg: $pg, sqlite: $lite) }
+            .instrument(span)
+            .await
+    }};
     ($conn:expr, $retry:expr, |$ex:ident, $backend:ident| pg: $pg:expr, sqlite: $lite:expr) => {
         match &mut $conn.target {
             Target::PgPool(pool, health) => {
@@ -228,40 +235,30 @@ impl Conn<'_> {
         fields: &[&'static Field],
         retry: Retry,
     ) -> Result<Vec<Object>, sqlx::Error> {
-        let span = self.span(|backend| build(stmt, backend).0);
-        async {
-            on_conn!(self, retry, |ex, backend|
-                pg: async move {
-                    let (sql, args) = build(stmt, backend);
-                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
-                },
-                sqlite: async move {
-                    let (sql, args) = build(stmt, backend);
-                    decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        on_conn!(traced |backend| build(stmt, backend).0, self, retry, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::pg_column).await
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                decode(sqlx::query_with(AssertSqlSafe(sql), args).fetch(ex), fields, values::sqlite_column).await
+            }
+        )
     }
 
     /// Runs a SELECT of one integer (a count).
     pub async fn fetch_count(&mut self, stmt: &SelectStatement) -> Result<i64, sqlx::Error> {
-        let span = self.span(|backend| build(stmt, backend).0);
-        async {
-            on_conn!(self, Retry::Always, |ex, backend|
-                pg: async move {
-                    let (sql, args) = build(stmt, backend);
-                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-                },
-                sqlite: async move {
-                    let (sql, args) = build(stmt, backend);
-                    sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        on_conn!(traced |backend| build(stmt, backend).0, self, Retry::Always, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                sqlx::query_scalar_with(AssertSqlSafe(sql), args).fetch_one(ex).await
+            }
+        )
     }
 
     /// `SELECT 1`.
@@ -274,21 +271,16 @@ impl Conn<'_> {
 
     /// Runs an INSERT, UPDATE or DELETE and returns the number of rows it changed.
     pub async fn execute<S: SqlxBinder>(&mut self, stmt: &S) -> Result<u64, sqlx::Error> {
-        let span = self.span(|backend| build(stmt, backend).0);
-        async {
-            on_conn!(self, Retry::Never, |ex, backend|
-                pg: async move {
-                    let (sql, args) = build(stmt, backend);
-                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-                },
-                sqlite: async move {
-                    let (sql, args) = build(stmt, backend);
-                    Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        on_conn!(traced |backend| build(stmt, backend).0, self, Retry::Never, |ex, backend|
+            pg: async move {
+                let (sql, args) = build(stmt, backend);
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+            },
+            sqlite: async move {
+                let (sql, args) = build(stmt, backend);
+                Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(ex).await?.rows_affected())
+            }
+        )
     }
 
     /// Runs a hand-written statement (`$1`, `$2`, … placeholders, which SQLite accepts too) and
@@ -298,19 +290,14 @@ impl Conn<'_> {
         sql: &'static str,
         params: &[Param<'_>],
     ) -> Result<u64, sqlx::Error> {
-        let span = self.span(|_| sql.to_string());
-        async {
-            on_conn!(self, Retry::Never, |ex, backend|
-                pg: async move {
-                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-                },
-                sqlite: async move {
-                    Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        on_conn!(traced |_| sql.to_string(), self, Retry::Never, |ex, backend|
+            pg: async move {
+                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+            },
+            sqlite: async move {
+                Ok(sqlx::query_with(sql, raw::arguments(backend, params)).execute(ex).await?.rows_affected())
+            }
+        )
     }
 
     /// Runs a hand-written statement that returns rows: a SELECT, or, when `writes` is true, a
@@ -322,21 +309,16 @@ impl Conn<'_> {
         writes: bool,
     ) -> Result<Vec<RawRow>, sqlx::Error> {
         let retry = if writes { Retry::Never } else { Retry::Always };
-        let span = self.span(|_| sql.to_string());
-        async {
-            on_conn!(self, retry, |ex, backend|
-                pg: async move {
-                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                    Ok(rows.into_iter().map(RawRow::Postgres).collect())
-                },
-                sqlite: async move {
-                    let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
-                    Ok(rows.into_iter().map(RawRow::Sqlite).collect())
-                }
-            )
-        }
-        .instrument(span)
-        .await
+        on_conn!(traced |_| sql.to_string(), self, retry, |ex, backend|
+            pg: async move {
+                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                Ok(rows.into_iter().map(RawRow::Postgres).collect())
+            },
+            sqlite: async move {
+                let rows = sqlx::query_with(sql, raw::arguments(backend, params)).fetch_all(ex).await?;
+                Ok(rows.into_iter().map(RawRow::Sqlite).collect())
+            }
+        )
     }
 
     /// [`Conn::raw_fetch`] for at most one row.

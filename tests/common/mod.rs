@@ -258,6 +258,49 @@ macro_rules! both_dbs {
     };
 }
 
+/// Runs `body` on a fresh, migrated database of `kind` (skipped, with a note, when it is not
+/// available), closing it afterwards. What the `both_stores!` macro expands to.
+pub async fn run_on_db<F, Fut>(kind: Db, name: &str, body: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = TestDb>,
+{
+    let Some(test_db) = TestDb::connect(kind, name).await else {
+        return;
+    };
+    test_db.db.migrate().await.expect("migrations");
+    body(test_db).await.close().await;
+}
+
+/// `both_stores!(name, body_fn)`: the tests `name::sqlite` and `name::postgres`, each running
+/// `body_fn(TestDb) -> TestDb` on a fresh migrated database without a server.
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                $crate::common::run_on_db(
+                    $crate::common::Db::Sqlite,
+                    concat!(module_path!(), "::sqlite"),
+                    super::$body,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                $crate::common::run_on_db(
+                    $crate::common::Db::Postgres,
+                    concat!(module_path!(), "::postgres"),
+                    super::$body,
+                )
+                .await;
+            }
+        }
+    };
+}
+
 /// What a test owns outside the server: its data directory and, on PostgreSQL, its schema.
 /// Dropping it removes both (the schema with `DROP SCHEMA … CASCADE`, best effort).
 ///
