@@ -1796,3 +1796,106 @@ both_dbs!(
         assert_eq!(firsts, ["ada@acme.com", "bea@beta.io"]);
     }
 );
+
+// A tenant is found by each of its domains as they change: PATCH, PUT and a bulk PATCH replace
+// them, a deleted tenant is found by none (on SQLite through the `tenant_domains` rows its
+// triggers keep, on PostgreSQL through the GIN index).
+both_dbs!(
+    a_tenant_is_found_by_its_domains_as_they_change,
+    |app| async move {
+        let admin = app.admin_token();
+        let by_domain = |domain: &str| {
+            with_filter(
+                "/tenants",
+                &json!({"where": {"domains": domain}, "fields": {"key": true}, "order": "key"}),
+            )
+        };
+        let keys_of = |rows: Value| -> Vec<String> {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["key"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (status, tenant) = app
+            .post(
+                "/tenants",
+                Some(&admin),
+                &json!({"name": "Acme", "key": "acme", "domains": ["a.io", "b.io"],
+                "contact": {"firstName": "Ada", "lastName": "L", "email": "ada@a.io",
+                            "isPrimary": true}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{tenant}");
+        let id = tenant["id"].as_str().unwrap().to_string();
+        let (status, other) = app
+            .post(
+                "/tenants",
+                Some(&admin),
+                &json!({"name": "Beta", "key": "beta", "domains": ["b.io"],
+                "contact": {"firstName": "Bea", "lastName": "B", "email": "bea@b.io",
+                            "isPrimary": true}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{other}");
+        for (domain, want) in [("a.io", vec!["acme"]), ("b.io", vec!["acme", "beta"])] {
+            let rows = get_ok(&app, &admin, &by_domain(domain)).await;
+            assert_eq!(keys_of(rows), want, "{domain}");
+        }
+
+        let (status, body) = app
+            .patch(
+                &format!("/tenants/{id}"),
+                Some(&admin),
+                &json!({"domains": ["b.io", "c.io"]}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        for (domain, want) in [
+            ("a.io", vec![]),
+            ("b.io", vec!["acme", "beta"]),
+            ("c.io", vec!["acme"]),
+        ] {
+            let rows = get_ok(&app, &admin, &by_domain(domain)).await;
+            assert_eq!(keys_of(rows), want, "{domain} after PATCH");
+        }
+        let counted = get_ok(
+            &app,
+            &admin,
+            &format!("/tenants/count?where={}", q(&json!({"domains": "b.io"}))),
+        )
+        .await;
+        assert_eq!(counted, json!({"count": 2}));
+
+        let (status, body) = app
+            .put(
+                &format!("/tenants/{id}"),
+                Some(&admin),
+                &json!({"name": "Acme", "key": "acme", "status": 1, "domains": ["d.io"]}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        let (status, body) = app
+            .patch(
+                &format!("/tenants?where={}", q(&json!({"key": "beta"}))),
+                Some(&admin),
+                &json!({"domains": ["d.io", "e.io"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for (domain, want) in [
+            ("b.io", vec![]),
+            ("c.io", vec![]),
+            ("d.io", vec!["acme", "beta"]),
+            ("e.io", vec!["beta"]),
+        ] {
+            let rows = get_ok(&app, &admin, &by_domain(domain)).await;
+            assert_eq!(keys_of(rows), want, "{domain} after PUT and bulk PATCH");
+        }
+
+        let (status, body) = app.delete(&format!("/tenants/{id}"), Some(&admin)).await;
+        assert_eq!(status, 204, "{body}");
+        let rows = get_ok(&app, &admin, &by_domain("d.io")).await;
+        assert_eq!(keys_of(rows), ["beta"], "a deleted tenant is found by none");
+    }
+);

@@ -62,9 +62,22 @@ fn comparison(field: &'static Field, op: Op, operand: &Operand, backend: Backend
             let item = SqlValue::String(Some(item.clone()));
             let column = field.column;
             match backend {
-                Backend::Postgres => {
-                    Expr::cust_with_values(format!("$1 = ANY(\"{column}\")"), [item])
-                }
+                // Containment, which the GIN index on the array serves. The cast is none on
+                // tms's `text[]` and makes the `varchar[]` of a schema taken over from the
+                // original comparable (its index is on the same cast).
+                Backend::Postgres => Expr::col(column).cast_as("text[]").binary(
+                    sea_query::extension::postgres::PgBinOper::Contains,
+                    Expr::val(SqlValue::Array(
+                        sea_query::ArrayType::String,
+                        Some(Box::new(vec![item])),
+                    )),
+                ),
+                // A tenant's domains are also rows of `tenant_domains` (kept by triggers,
+                // migrations/sqlite/0015_flat_reads.sql), indexed by domain.
+                Backend::Sqlite if column == "domains" => Expr::cust_with_values(
+                    "\"id\" IN (SELECT \"tenant_id\" FROM \"tenant_domains\" WHERE \"domain\" = ?)",
+                    [item],
+                ),
                 Backend::Sqlite => Expr::cust_with_values(
                     format!("EXISTS (SELECT 1 FROM json_each(\"{column}\") WHERE \"value\" = ?)"),
                     [item],
@@ -104,7 +117,8 @@ fn comparison(field: &'static Field, op: Op, operand: &Operand, backend: Backend
 
 /// Applies a filter to a single-table select: its `where` (AND-ed with whatever the statement
 /// already has), its order (ASC with NULLS LAST, DESC with NULLS FIRST, on both databases), then
-/// `id` ascending as the final tie-breaker so that paging is stable, its limit and its skip.
+/// `id` as the final tie-breaker so that paging is stable — in the direction of the last order,
+/// so that one index on `(column, id)` serves the order both ways —, its limit and its skip.
 /// A skip without a limit renders `LIMIT 9223372036854775807`, since SQLite needs a LIMIT
 /// before an OFFSET. `fields` and `include` are left to the caller.
 pub fn apply(filter: &Filter, stmt: &mut SelectStatement, backend: Backend) {
@@ -114,15 +128,11 @@ pub fn apply(filter: &Filter, stmt: &mut SelectStatement, backend: Backend) {
         stmt.cond_where(condition(w, backend));
     }
     for o in &filter.order {
-        let (order, nulls) = if o.descending {
-            (SqlOrder::Desc, NullOrdering::First)
-        } else {
-            (SqlOrder::Asc, NullOrdering::Last)
-        };
+        let (order, nulls) = direction(o);
         stmt.order_by_with_nulls(o.field.column, order, nulls);
     }
-    if !filter.order.iter().any(|o| o.field.column == "id") {
-        stmt.order_by("id", SqlOrder::Asc);
+    if let Some(order) = tie_break(&filter.order) {
+        stmt.order_by("id", order);
     }
     match (filter.limit, filter.skip) {
         (Some(limit), skip) => {
@@ -139,17 +149,34 @@ pub fn apply(filter: &Filter, stmt: &mut SelectStatement, backend: Backend) {
     }
 }
 
-/// The order of [`apply`] (the filter's, then `id` ascending) for a window's `ORDER BY`.
+/// The order of [`apply`] (the filter's, then its `id` tie-breaker) for a window's `ORDER BY`.
 pub fn order_window(order: &[Order], window: &mut WindowStatement) {
     for o in order {
-        let (direction, nulls) = if o.descending {
-            (SqlOrder::Desc, NullOrdering::First)
-        } else {
-            (SqlOrder::Asc, NullOrdering::Last)
-        };
+        let (direction, nulls) = direction(o);
         window.order_by_with_nulls(o.field.column, direction, nulls);
     }
-    if !order.iter().any(|o| o.field.column == "id") {
-        window.order_by("id", SqlOrder::Asc);
+    if let Some(direction) = tie_break(order) {
+        window.order_by("id", direction);
     }
+}
+
+/// ASC with NULLS LAST, DESC with NULLS FIRST.
+fn direction(o: &Order) -> (SqlOrder, NullOrdering) {
+    if o.descending {
+        (SqlOrder::Desc, NullOrdering::First)
+    } else {
+        (SqlOrder::Asc, NullOrdering::Last)
+    }
+}
+
+/// The direction of the `id` that ends an order: none when the order has `id` already, else
+/// the direction of its last key (ascending without an order).
+fn tie_break(order: &[Order]) -> Option<SqlOrder> {
+    if order.iter().any(|o| o.field.column == "id") {
+        return None;
+    }
+    Some(match order.last() {
+        Some(last) if last.descending => SqlOrder::Desc,
+        _ => SqlOrder::Asc,
+    })
 }

@@ -168,7 +168,7 @@ fn bracket_form_end_to_end() {
     let [(pg, pv), (_, lv)] = render(&LEADS, &parse_filter(&LEADS, &v).unwrap());
     assert_eq!(
         pg,
-        r#"WHERE "is_validated" = $1 AND ("email" LIKE $2 ESCAPE E'\\' OR "first_name" = $3) ORDER BY "company_name" DESC NULLS FIRST, "id" ASC LIMIT $4 OFFSET $5"#
+        r#"WHERE "is_validated" = $1 AND ("email" LIKE $2 ESCAPE E'\\' OR "first_name" = $3) ORDER BY "company_name" DESC NULLS FIRST, "id" DESC LIMIT $4 OFFSET $5"#
     );
     assert_eq!(pv[0], SqlValue::Bool(Some(true)));
     assert_eq!(pv[1], SqlValue::String(Some("%@acme.com".into())));

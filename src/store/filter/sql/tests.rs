@@ -169,16 +169,16 @@ fn every_operator_compiles_to_bound_sql() {
         ),
         (
             json!({"domains": "acme.com"}),
-            r#"WHERE $1 = ANY("domains") ORDER BY "id" ASC"#,
-            r#"WHERE EXISTS (SELECT 1 FROM json_each("domains") WHERE "value" = ?) ORDER BY "id" ASC"#,
-            vec![s("acme.com")],
+            r#"WHERE CAST("domains" AS text[]) @> $1 ORDER BY "id" ASC"#,
+            r#"WHERE "id" IN (SELECT "tenant_id" FROM "tenant_domains" WHERE "domain" = ?) ORDER BY "id" ASC"#,
+            vec![one_item_array("acme.com")],
             vec![s("acme.com")],
         ),
         (
             json!({"domains": {"eq": "acme.com"}}),
-            r#"WHERE $1 = ANY("domains") ORDER BY "id" ASC"#,
-            r#"WHERE EXISTS (SELECT 1 FROM json_each("domains") WHERE "value" = ?) ORDER BY "id" ASC"#,
-            vec![s("acme.com")],
+            r#"WHERE CAST("domains" AS text[]) @> $1 ORDER BY "id" ASC"#,
+            r#"WHERE "id" IN (SELECT "tenant_id" FROM "tenant_domains" WHERE "domain" = ?) ORDER BY "id" ASC"#,
+            vec![one_item_array("acme.com")],
             vec![s("acme.com")],
         ),
     ];
@@ -292,9 +292,13 @@ fn hostile_values_are_bound_never_inlined() {
     for (sql, values) in render(&TENANTS, &filter) {
         assert!(!sql.contains("1=1"), "{sql}");
         assert!(!sql.contains("x'"), "{sql}");
+        let hostile = |v: &SqlValue| matches!(v, SqlValue::String(Some(s)) if s.contains("1=1"));
         let bound = values
             .iter()
-            .filter(|v| matches!(v, SqlValue::String(Some(s)) if s.contains("1=1")))
+            .filter(|v| match v {
+                SqlValue::Array(_, Some(items)) => items.iter().any(hostile),
+                v => hostile(v),
+            })
             .count();
         assert_eq!(bound, 5, "{values:?}");
     }
@@ -331,6 +335,13 @@ fn order_limit_skip_render() {
     );
     assert_eq!(pv, lv);
 
+    // The tie-breaker follows the last key's direction (one index serves both ways).
+    let filter = filter_of(&TENANTS, json!({"order": ["name", "createdOn DESC"]})).unwrap();
+    let [(pg, _), (lite, _)] = render(&TENANTS, &filter);
+    let expected = r#"ORDER BY "name" ASC NULLS LAST, "created_on" DESC NULLS FIRST, "id" DESC"#;
+    assert_eq!(pg, expected);
+    assert_eq!(lite, expected);
+
     // Ordering by id already: no second tie-breaker.
     let filter = filter_of(&TENANTS, json!({"order": "id DESC"})).unwrap();
     let [(pg, _), _] = render(&TENANTS, &filter);
@@ -348,4 +359,12 @@ fn order_limit_skip_render() {
             SqlValue::BigUnsigned(Some(3))
         ]
     );
+}
+
+/// A one-item text array, as `domains @> …` binds the item on PostgreSQL.
+fn one_item_array(item: &str) -> SqlValue {
+    SqlValue::Array(
+        sea_query::ArrayType::String,
+        Some(Box::new(vec![SqlValue::String(Some(item.to_string()))])),
+    )
 }
