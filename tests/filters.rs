@@ -1899,3 +1899,144 @@ both_dbs!(
         assert_eq!(keys_of(rows), ["beta"], "a deleted tenant is found by none");
     }
 );
+
+/// `GET /tenants/count` of all tenants and of each status (counted from `tenant_status_counts`)
+/// against the same count taken from the table (a `where` the counters cannot answer) and the
+/// rows listed.
+async fn assert_counts_match(app: &TestApp, admin: &str, when: &str) {
+    let count = |w: Value| async move {
+        let body = get_ok(app, admin, &format!("/tenants/count?where={}", q(&w))).await;
+        body["count"].as_i64().unwrap()
+    };
+    let listed = |w: Value| async move {
+        let filter = json!({"where": w, "fields": {"id": true}});
+        let rows = get_ok(app, admin, &with_filter("/tenants", &filter)).await;
+        rows.as_array().unwrap().len() as i64
+    };
+    let everything = {
+        let body = get_ok(app, admin, "/tenants/count").await;
+        body["count"].as_i64().unwrap()
+    };
+    assert_eq!(everything, listed(json!({})).await, "all tenants {when}");
+    for status in 0..7 {
+        let counted = count(json!({"status": status})).await;
+        let from_table = count(json!({"status": status, "key": {"neq": "-"}})).await;
+        assert_eq!(counted, from_table, "status {status} {when}");
+        assert_eq!(
+            counted,
+            listed(json!({"status": status})).await,
+            "status {status} {when}"
+        );
+    }
+}
+
+// Counts by status follow every write: onboarding, PATCH, PUT, a bulk PATCH, a lifecycle move,
+// a delete — and many onboardings and moves at once.
+both_dbs!(counts_by_status_follow_every_write, |app| async move {
+    let admin = app.admin_token();
+    let onboard = |n: usize| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let (status, body) = app
+                .post(
+                    "/tenants",
+                    Some(admin),
+                    &json!({"name": format!("Tenant {n}"), "key": format!("t{n}"),
+                        "domains": [format!("t{n}.io")],
+                        "contact": {"firstName": "Ada", "lastName": "L",
+                            "email": format!("ada@t{n}.io"), "isPrimary": true}}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(onboard(n).await);
+    }
+    assert_counts_match(&app, &admin, "after onboarding").await;
+    let named = get_ok(
+        &app,
+        &admin,
+        &format!(
+            "/tenants/count?where={}",
+            q(&json!({"status": "PENDINGPROVISION"}))
+        ),
+    )
+    .await;
+    assert_eq!(named, json!({"count": 6}), "a status by name");
+
+    let (status, body) = app
+        .patch(
+            &format!("/tenants/{}", ids[0]),
+            Some(&admin),
+            &json!({"status": 0}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = app
+        .put(
+            &format!("/tenants/{}", ids[1]),
+            Some(&admin),
+            &json!({"name": "Tenant 1", "key": "t1", "status": 3, "domains": ["t1.io"]}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = app
+        .patch(
+            &format!(
+                "/tenants?where={}",
+                q(&json!({"key": {"inq": ["t2", "t3"]}}))
+            ),
+            Some(&admin),
+            &json!({"status": 6}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/tenants/{}/provision", ids[4]),
+            Some(&admin),
+            &json!({"id": "sub-1", "subscriberId": "t4", "planId": "plan-gold", "status": 1,
+                "startDate": "2026-12-01", "endDate": "2027-12-01",
+                "plan": {"tier": "premium", "name": "Gold"}}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = app
+        .delete(&format!("/tenants/{}", ids[5]), Some(&admin))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_counts_match(
+        &app,
+        &admin,
+        "after PATCH, PUT, bulk PATCH, provision, delete",
+    )
+    .await;
+    let counted = get_ok(&app, &admin, "/tenants/count").await;
+    assert_eq!(counted, json!({"count": 5}), "the deleted tenant is gone");
+
+    // Many at once: onboardings and status moves racing.
+    let moves = ids[..2].iter().cycle().take(10).enumerate().map(|(i, id)| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let (status, body) = app
+                .patch(
+                    &format!("/tenants/{id}"),
+                    Some(admin),
+                    &json!({"status": i % 7}),
+                )
+                .await;
+            assert_eq!(status, 204, "{body}");
+        }
+    });
+    let onboardings = (100..130).map(onboard);
+    tokio::join!(
+        futures_util::future::join_all(moves),
+        futures_util::future::join_all(onboardings)
+    );
+    assert_counts_match(&app, &admin, "after racing writes").await;
+});

@@ -161,10 +161,29 @@ fn common_queries(backend: Backend) -> Vec<(&'static str, SelectStatement, &'sta
             },
         ),
         (
-            "tenants of a status (count)",
+            "tenants of a status (count, from the counters)",
             crud::count_statement(
                 &model::TENANTS,
                 Some(&filter::parse_where(&model::TENANTS, &json!({"status": 1})).unwrap()),
+                Scope::All,
+                backend,
+            ),
+            match backend {
+                Backend::Postgres => "tenant_status_counts_pkey",
+                Backend::Sqlite => "tenant_status_counts USING PRIMARY KEY",
+            },
+        ),
+        (
+            "tenants of a status but one key (count, from the table)",
+            crud::count_statement(
+                &model::TENANTS,
+                Some(
+                    &filter::parse_where(
+                        &model::TENANTS,
+                        &json!({"status": 1, "key": {"neq": "acme"}}),
+                    )
+                    .unwrap(),
+                ),
                 Scope::All,
                 backend,
             ),

@@ -11,5 +11,7 @@ DROP INDEX tenants_status_idx;
 -- A tenant by one of its domains: `{"where":{"domains":"…"}}` is rendered
 -- `CAST(domains AS text[]) @> $1`. On tms's `text[]` the cast is no cast at all (the index is on
 -- the column); on the `varchar[]` of a schema taken over from the original the index is on the
--- same cast, so the query matches it on both.
-CREATE INDEX tenants_domains_idx ON tenants USING gin ((domains::text[])) WHERE NOT deleted;
+-- same cast, so the query matches it on both. Without the pending list (`fastupdate`): entries
+-- waiting in it are read by every lookup until a vacuum merges them, and no vacuum may run.
+CREATE INDEX tenants_domains_idx ON tenants USING gin ((domains::text[]))
+    WITH (fastupdate = off) WHERE NOT deleted;

@@ -230,6 +230,27 @@ impl Where {
             _ => false,
         }
     }
+
+    /// The value `field` must equal when that is all this `where` says (`{"status": 1}`, also
+    /// inside `and`s with nothing else); `None` when it says anything else or nothing.
+    pub fn only_equality_on(&self, field: &'static Field) -> Option<&Value> {
+        match self {
+            Where::Cmp {
+                field: f,
+                op: Op::Eq,
+                value: Operand(Repr::One(value)),
+            } if std::ptr::eq(*f, field) => Some(value),
+            Where::And(items) => {
+                let mut said = items.iter().filter(|w| !w.is_empty());
+                let only = said.next()?;
+                match said.next() {
+                    None => only.only_equality_on(field),
+                    Some(_) => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One `order` entry.

@@ -74,10 +74,12 @@ fn comparison(field: &'static Field, op: Op, operand: &Operand, backend: Backend
                 ),
                 // A tenant's domains are also rows of `tenant_domains` (kept by triggers,
                 // migrations/sqlite/0015_flat_reads.sql), indexed by domain.
-                Backend::Sqlite if column == "domains" => Expr::cust_with_values(
-                    "\"id\" IN (SELECT \"tenant_id\" FROM \"tenant_domains\" WHERE \"domain\" = ?)",
-                    [item],
-                ),
+                Backend::Sqlite if std::ptr::eq(field, crate::model::fields::tenant_domains()) => {
+                    Expr::cust_with_values(
+                        "\"id\" IN (SELECT \"tenant_id\" FROM \"tenant_domains\" WHERE \"domain\" = ?)",
+                        [item],
+                    )
+                }
                 Backend::Sqlite => Expr::cust_with_values(
                     format!("EXISTS (SELECT 1 FROM json_each(\"{column}\") WHERE \"value\" = ?)"),
                     [item],

@@ -1,6 +1,7 @@
 //! The load benchmark of SPEC §8: start-up time, idle memory, and `GET /tenants/{id}` through the
 //! release `tms` binary compared with the same query issued directly through sqlx, on PostgreSQL;
-//! with `--sqlite-writes N`, onboarding throughput over N phases on one growing SQLite database.
+//! with `--sqlite-writes N`, onboarding throughput over N phases on one growing SQLite database;
+//! with `--scale N`, the common reads at 1,000 and at N tenants (`scale.rs`).
 //!
 //! Built only with the `bench` feature, so `cargo test` never compiles it:
 //!
@@ -29,6 +30,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
+
+mod scale;
 
 /// The direct query: every tenant column, live rows only.
 const DIRECT_SQL: &str = "SELECT deleted, deleted_on, deleted_by, created_on, modified_on, \
@@ -94,6 +97,12 @@ struct Args {
     /// `--duration` long, on one growing database — does writing slow down as tables grow?
     #[arg(long, default_value_t = 0)]
     sqlite_writes: usize,
+    /// Instead of the benchmark above: the common reads (by id, key and domain, status and name
+    /// pages, counts, contacts with their tenant, a tenant's invoices) at the first
+    /// `--concurrency` with 1,000 tenants and then with this many, seeded straight into the
+    /// database with their addresses, contacts and twelve invoices each.
+    #[arg(long, default_value_t = 0)]
+    scale: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -303,7 +312,11 @@ async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
         log_level: args.log_level.clone(),
         otlp_endpoint: args.otlp_endpoint.clone(),
     };
-    let outcome = measure(&args, &bench, &base, &server_version).await;
+    let outcome = if args.scale > 0 {
+        scale::run(&args, &bench, &base).await
+    } else {
+        measure(&args, &bench, &base, &server_version).await
+    };
     admin
         .execute(AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
