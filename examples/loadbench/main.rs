@@ -53,7 +53,7 @@ const JWT_ISSUER: &str = "tms";
     name = "loadbench",
     about = "tms load benchmark against PostgreSQL (SPEC §8)"
 )]
-struct Args {
+pub struct Args {
     /// PostgreSQL to run against; a fresh schema is created there and dropped at the end.
     #[arg(
         long,
@@ -106,7 +106,11 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    run_with(Args::parse())
+}
+
+/// The benchmark `args` describe (also what `tests/loadbench_smoke.rs` runs, for a few seconds).
+pub fn run_with(args: Args) -> anyhow::Result<()> {
     ensure!(
         (0.1..=600.0).contains(&args.duration),
         "--duration must be within 0.1..=600 seconds"
@@ -282,9 +286,10 @@ async fn onboarding_client(
 
 async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
     let schema = format!(
-        "loadbench_{}_{}",
+        "loadbench_{}_{}_{:08x}",
         std::process::id(),
-        Utc::now().timestamp()
+        Utc::now().timestamp(),
+        rand::random::<u32>()
     );
     let base = PgConnectOptions::from_str(&args.database_url)
         .context("--database-url is not a PostgreSQL URL")?;
