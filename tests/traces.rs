@@ -728,6 +728,20 @@ async fn scheduled_work_and_mail_are_traced(db: Db) {
             s.name == "mail publish" && s.trace == sign_up.trace
         })
         .await;
+    // And the mail, with its trace context in the payload, is still delivered (an .eml file).
+    let outbox = tms::files::outbox_dir(&tms.data_dir);
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_dir(&outbox)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|f| {
+            std::fs::read_to_string(f.path()).is_ok_and(|m| m.contains("To: grace@navy.example"))
+        })
+    {
+        assert!(Instant::now() < deadline, "no mail to grace in {outbox:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A provisioning that passes its deadline: failed by the sweeper of the next start, in
     // the provisioning's trace.
