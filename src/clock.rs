@@ -53,6 +53,22 @@ impl Clock {
     }
 }
 
+/// Runs `step` now, then again `period` after each run ends, until `shutdown` (also while it
+/// waits): the loop of the background janitors and sweepers. Real time, whatever the clock.
+pub async fn repeat<F: std::future::Future<Output = ()>>(
+    period: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut step: impl FnMut() -> F,
+) {
+    loop {
+        step().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

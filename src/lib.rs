@@ -279,16 +279,13 @@ fn spawn_deadline_sweeper(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let provisioning = services.provisioning();
-        loop {
+        let provisioning = &services.provisioning();
+        clock::repeat(DEADLINE_SWEEP, &shutdown, || async move {
             if let Err(err) = provisioning.fail_overdue().await {
                 tracing::warn!(error = %err, "failing overdue operations did not work");
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(DEADLINE_SWEEP) => {}
-            }
-        }
+        })
+        .await;
     })
 }
 
@@ -303,17 +300,15 @@ fn spawn_idempotency_janitor(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
+        let services = &services;
+        clock::repeat(IDEMPOTENCY_PURGE, &shutdown, || async move {
             match services.idempotency().purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "expired idempotency keys purged"),
                 Err(err) => tracing::warn!(error = %err, "purging idempotency keys failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(IDEMPOTENCY_PURGE) => {}
-            }
-        }
+        })
+        .await;
     })
 }
 
@@ -330,17 +325,15 @@ fn spawn_audit_janitor(
         if services.config.audit.retention_days.is_none() {
             return;
         }
-        loop {
+        let services = &services;
+        clock::repeat(AUDIT_PRUNE, &shutdown, || async move {
             match services.audit_trail().prune().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "audit records past their retention deleted"),
                 Err(err) => tracing::warn!(error = %err, "pruning the audit trail failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(AUDIT_PRUNE) => {}
-            }
-        }
+        })
+        .await;
     })
 }
 

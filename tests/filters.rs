@@ -1817,40 +1817,26 @@ both_dbs!(
                 .map(|r| r["key"].as_str().unwrap().to_string())
                 .collect()
         };
-        let (status, tenant) = app
-            .post(
-                "/tenants",
-                Some(&admin),
-                &json!({"name": "Acme", "key": "acme", "domains": ["a.io", "b.io"],
-                "contact": {"firstName": "Ada", "lastName": "L", "email": "ada@a.io",
-                            "isPrimary": true}}),
-            )
-            .await;
-        assert_eq!(status, 200, "{tenant}");
-        let id = tenant["id"].as_str().unwrap().to_string();
-        let (status, other) = app
-            .post(
-                "/tenants",
-                Some(&admin),
-                &json!({"name": "Beta", "key": "beta", "domains": ["b.io"],
-                "contact": {"firstName": "Bea", "lastName": "B", "email": "bea@b.io",
-                            "isPrimary": true}}),
-            )
-            .await;
-        assert_eq!(status, 200, "{other}");
+        let tenant = onboard(
+            &app,
+            &admin,
+            onboarding("acme", "Acme", &["a.io", "b.io"], "ada"),
+        )
+        .await;
+        let id = id_of(&tenant);
+        onboard(&app, &admin, onboarding("beta", "Beta", &["b.io"], "bea")).await;
         for (domain, want) in [("a.io", vec!["acme"]), ("b.io", vec!["acme", "beta"])] {
             let rows = get_ok(&app, &admin, &by_domain(domain)).await;
             assert_eq!(keys_of(rows), want, "{domain}");
         }
 
-        let (status, body) = app
-            .patch(
-                &format!("/tenants/{id}"),
-                Some(&admin),
-                &json!({"domains": ["b.io", "c.io"]}),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        patch_ok(
+            &app,
+            &admin,
+            &format!("/tenants/{id}"),
+            &json!({"domains": ["b.io", "c.io"]}),
+        )
+        .await;
         for (domain, want) in [
             ("a.io", vec![]),
             ("b.io", vec!["acme", "beta"]),
@@ -1862,7 +1848,7 @@ both_dbs!(
         let counted = get_ok(
             &app,
             &admin,
-            &format!("/tenants/count?where={}", q(&json!({"domains": "b.io"}))),
+            &count_path("/tenants", &json!({"domains": "b.io"})),
         )
         .await;
         assert_eq!(counted, json!({"count": 2}));
@@ -1877,7 +1863,7 @@ both_dbs!(
         assert_eq!(status, 204, "{body}");
         let (status, body) = app
             .patch(
-                &format!("/tenants?where={}", q(&json!({"key": "beta"}))),
+                &with_where("/tenants", &json!({"key": "beta"})),
                 Some(&admin),
                 &json!({"domains": ["d.io", "e.io"]}),
             )
@@ -1893,8 +1879,7 @@ both_dbs!(
             assert_eq!(keys_of(rows), want, "{domain} after PUT and bulk PATCH");
         }
 
-        let (status, body) = app.delete(&format!("/tenants/{id}"), Some(&admin)).await;
-        assert_eq!(status, 204, "{body}");
+        delete_ok(&app, &admin, &format!("/tenants/{id}")).await;
         let rows = get_ok(&app, &admin, &by_domain("d.io")).await;
         assert_eq!(keys_of(rows), ["beta"], "a deleted tenant is found by none");
     }
@@ -1905,7 +1890,7 @@ both_dbs!(
 /// rows listed.
 async fn assert_counts_match(app: &TestApp, admin: &str, when: &str) {
     let count = |w: Value| async move {
-        let body = get_ok(app, admin, &format!("/tenants/count?where={}", q(&w))).await;
+        let body = get_ok(app, admin, &count_path("/tenants", &w)).await;
         body["count"].as_i64().unwrap()
     };
     let listed = |w: Value| async move {
@@ -1934,48 +1919,26 @@ async fn assert_counts_match(app: &TestApp, admin: &str, when: &str) {
 // a delete — and many onboardings and moves at once.
 both_dbs!(counts_by_status_follow_every_write, |app| async move {
     let admin = app.admin_token();
-    let onboard = |n: usize| {
-        let app = &app;
-        let admin = &admin;
-        async move {
-            let (status, body) = app
-                .post(
-                    "/tenants",
-                    Some(admin),
-                    &json!({"name": format!("Tenant {n}"), "key": format!("t{n}"),
-                        "domains": [format!("t{n}.io")],
-                        "contact": {"firstName": "Ada", "lastName": "L",
-                            "email": format!("ada@t{n}.io"), "isPrimary": true}}),
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            body["id"].as_str().unwrap().to_string()
-        }
-    };
     let mut ids = Vec::new();
     for n in 0..6 {
-        ids.push(onboard(n).await);
+        ids.push(a_tenant(&app, &format!("t{n}")).await);
     }
     assert_counts_match(&app, &admin, "after onboarding").await;
     let named = get_ok(
         &app,
         &admin,
-        &format!(
-            "/tenants/count?where={}",
-            q(&json!({"status": "PENDINGPROVISION"}))
-        ),
+        &count_path("/tenants", &json!({"status": "PENDINGPROVISION"})),
     )
     .await;
     assert_eq!(named, json!({"count": 6}), "a status by name");
 
-    let (status, body) = app
-        .patch(
-            &format!("/tenants/{}", ids[0]),
-            Some(&admin),
-            &json!({"status": 0}),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    patch_ok(
+        &app,
+        &admin,
+        &format!("/tenants/{}", ids[0]),
+        &json!({"status": 0}),
+    )
+    .await;
     let (status, body) = app
         .put(
             &format!("/tenants/{}", ids[1]),
@@ -1986,10 +1949,7 @@ both_dbs!(counts_by_status_follow_every_write, |app| async move {
     assert_eq!(status, 204, "{body}");
     let (status, body) = app
         .patch(
-            &format!(
-                "/tenants?where={}",
-                q(&json!({"key": {"inq": ["t2", "t3"]}}))
-            ),
+            &with_where("/tenants", &json!({"key": {"inq": ["t2", "t3"]}})),
             Some(&admin),
             &json!({"status": 6}),
         )
@@ -2005,10 +1965,7 @@ both_dbs!(counts_by_status_follow_every_write, |app| async move {
         )
         .await;
     assert_eq!(status, 204, "{body}");
-    let (status, body) = app
-        .delete(&format!("/tenants/{}", ids[5]), Some(&admin))
-        .await;
-    assert_eq!(status, 204, "{body}");
+    delete_ok(&app, &admin, &format!("/tenants/{}", ids[5])).await;
     assert_counts_match(
         &app,
         &admin,
@@ -2019,21 +1976,15 @@ both_dbs!(counts_by_status_follow_every_write, |app| async move {
     assert_eq!(counted, json!({"count": 5}), "the deleted tenant is gone");
 
     // Many at once: onboardings and status moves racing.
-    let moves = ids[..2].iter().cycle().take(10).enumerate().map(|(i, id)| {
-        let app = &app;
-        let admin = &admin;
-        async move {
-            let (status, body) = app
-                .patch(
-                    &format!("/tenants/{id}"),
-                    Some(admin),
-                    &json!({"status": i % 7}),
-                )
-                .await;
-            assert_eq!(status, 204, "{body}");
-        }
-    });
-    let onboardings = (100..130).map(onboard);
+    let paths: Vec<String> = ids[..2].iter().map(|id| format!("/tenants/{id}")).collect();
+    let statuses: Vec<Value> = (0..10).map(|i| json!({"status": i % 7})).collect();
+    let moves = paths
+        .iter()
+        .cycle()
+        .zip(&statuses)
+        .map(|(path, status)| patch_ok(&app, &admin, path, status));
+    let keys: Vec<String> = (100..130).map(|n| format!("t{n}")).collect();
+    let onboardings = keys.iter().map(|key| a_tenant(&app, key));
     tokio::join!(
         futures_util::future::join_all(moves),
         futures_util::future::join_all(onboardings)

@@ -30,28 +30,7 @@ async fn tls_with_the_operators_ca() {
     let other_ca = make_ca(dir.path(), "other");
     let (cert, key) = make_server_cert(dir.path(), "operator");
     let port = free_port();
-    let args: Vec<String> = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--tls-ca-cert-file",
-        ca.to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(str::to_string)
-    .to_vec();
+    let args = tls_node_args(port, &cert, &key, &ca);
     let _redis = Server::start("tls", port, dir.path(), &args);
 
     // The original's names: REDIS_HOST / REDIS_PORT, REDIS_TLS_ENABLED=1, REDIS_TLS_CERT.
@@ -650,40 +629,8 @@ async fn sentinel_with_a_tls_primary() {
     let ca = make_ca(dir.path(), "operator");
     let other_ca = make_ca(dir.path(), "other");
     let (cert, key) = make_server_cert(dir.path(), "operator");
-    let tls_files = |conf: bool| -> Vec<String> {
-        let pairs = [
-            ("tls-cert-file", cert.to_str().unwrap()),
-            ("tls-key-file", key.to_str().unwrap()),
-            ("tls-ca-cert-file", ca.to_str().unwrap()),
-            ("tls-auth-clients", "no"),
-        ];
-        pairs
-            .iter()
-            .flat_map(|(k, v)| {
-                if conf {
-                    vec![format!("{k} {v}")]
-                } else {
-                    vec![format!("--{k}"), v.to_string()]
-                }
-            })
-            .collect()
-    };
     let port = free_port();
-    let mut args: Vec<String> = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(str::to_string)
-    .to_vec();
-    args.extend(tls_files(false));
+    let args = tls_node_args(port, &cert, &key, &ca);
     let _primary = Server::start("tls-primary", port, dir.path(), &args);
     // The sentinel reaches the primary over TLS (tls-replication) and answers clients in plain.
     let sentinel_port = free_port();
@@ -693,7 +640,11 @@ async fn sentinel_with_a_tls_primary() {
         format!(
             "port {sentinel_port}\nbind 127.0.0.1\ntls-replication yes\n{}\n\
              sentinel monitor {MASTER} 127.0.0.1 {port} 1\n",
-            tls_files(true).join("\n")
+            tls_settings(&cert, &key, &ca)
+                .iter()
+                .map(|(name, value)| format!("{name} {value}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     )
     .unwrap();

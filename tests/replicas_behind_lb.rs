@@ -282,19 +282,7 @@ async fn three_replicas_act_as_one_behind_haproxy() {
         assert!(Instant::now() < deadline, "haproxy did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let admin = tms::auth::JwtKeys::new(
-        &secrecy::SecretString::from(JWT_SECRET.to_string()),
-        JWT_ISSUER,
-    )
-    .mint(
-        TEST_USER_ID,
-        tms::auth::ALL_PERMISSIONS
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        600,
-    )
-    .unwrap();
+    let admin = harness_admin_token();
     let options: sqlx::postgres::PgConnectOptions = postgres_url().unwrap().parse().unwrap();
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)

@@ -296,19 +296,7 @@ impl Tms {
     }
 
     fn admin_token(&self) -> String {
-        tms::auth::JwtKeys::new(
-            &secrecy::SecretString::from(JWT_SECRET.to_string()),
-            JWT_ISSUER,
-        )
-        .mint(
-            TEST_USER_ID,
-            tms::auth::ALL_PERMISSIONS
-                .iter()
-                .map(|p| p.to_string())
-                .collect(),
-            600,
-        )
-        .unwrap()
+        harness_admin_token()
     }
 
     fn events(&self) -> Vec<Value> {

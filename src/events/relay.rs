@@ -296,18 +296,16 @@ pub const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Removes rows delivered more than [`KEEP_DELIVERED`] ago, hourly, until `shutdown`.
 pub fn spawn_pruner(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        loop {
+        let db = &db;
+        crate::clock::repeat(Duration::from_secs(3600), &shutdown, || async move {
             let before = db.clock().now() - to_chrono(KEEP_DELIVERED);
             match outbox::prune_delivered(&mut db.conn(), before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "pruned delivered outbox rows"),
                 Err(err) => tracing::warn!(error = %err, "pruning the outbox failed"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            }
-        }
+        })
+        .await;
     })
 }
 

@@ -301,6 +301,23 @@ macro_rules! both_stores {
     };
 }
 
+/// The keys of the harness's `JWT_SECRET` and `JWT_ISSUER`, which every server a test starts
+/// (in process or as a `tms` child) trusts.
+pub fn harness_jwt_keys() -> JwtKeys {
+    JwtKeys::new(&SecretString::from(JWT_SECRET.to_string()), JWT_ISSUER)
+}
+
+/// A token for [`TEST_USER_ID`] with every permission, for a server on the harness's secret.
+pub fn harness_admin_token() -> String {
+    harness_jwt_keys()
+        .mint(
+            TEST_USER_ID,
+            ALL_PERMISSIONS.iter().map(|p| p.to_string()).collect(),
+            TOKEN_TTL,
+        )
+        .expect("cannot mint a test token")
+}
+
 /// What a test owns outside the server: its data directory and, on PostgreSQL, its schema.
 /// Dropping it removes both (the schema with `DROP SCHEMA … CASCADE`, best effort).
 ///
@@ -638,7 +655,7 @@ impl TestApp {
 
     /// The server's signing keys (secret and issuer of the harness).
     pub fn jwt_keys(&self) -> JwtKeys {
-        JwtKeys::new(&SecretString::from(JWT_SECRET.to_string()), JWT_ISSUER)
+        harness_jwt_keys()
     }
 
     /// A valid token for [`TEST_USER_ID`] with `permissions`.

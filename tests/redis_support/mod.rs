@@ -111,6 +111,31 @@ pub fn tools_available(test: &str, tls: bool) -> bool {
     )
 }
 
+/// The TLS settings of a node with `cert` and `key` that trusts `ca` and asks clients for no
+/// certificate, as (name, value) pairs: `--name value` on a command line, `name value` in a
+/// configuration file.
+pub fn tls_settings(cert: &Path, key: &Path, ca: &Path) -> Vec<(String, String)> {
+    [
+        ("tls-cert-file", cert),
+        ("tls-key-file", key),
+        ("tls-ca-cert-file", ca),
+    ]
+    .map(|(k, v)| (k.to_string(), v.display().to_string()))
+    .into_iter()
+    .chain([("tls-auth-clients".to_string(), "no".to_string())])
+    .collect()
+}
+
+/// A data node that speaks TLS only, on `port`, with [`tls_settings`].
+pub fn tls_node_args(port: u16, cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    let mut args = data_node_args(0);
+    args.extend(["--tls-port".to_string(), port.to_string()]);
+    for (name, value) in tls_settings(cert, key, ca) {
+        args.extend([format!("--{name}"), value]);
+    }
+    args
+}
+
 pub fn data_node_args(port: u16) -> Vec<String> {
     [
         "--port",
