@@ -601,6 +601,22 @@ async fn sentinel_failover_under_load() {
     // key is readable there now. (The replica left may still be syncing from the promoted
     // primary: until it confirms, a sign-up answers 503, as the load saw.)
     let mut promoted_conn = connection(&format!("redis://127.0.0.1:{promoted}")).await;
+    // On a loaded machine the replica left may take longer than any client's patience to be
+    // pointed at the promoted primary and synchronised: wait for that first.
+    eventually(
+        Duration::from_secs(60),
+        "the replica left to synchronise with the promoted primary",
+        async || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut promoted_conn)
+                .await
+                .unwrap_or_default();
+            info.lines()
+                .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+        },
+    )
+    .await;
     let lead = sign_up_patiently(&app, "after-failover@example.com", Duration::from_secs(15)).await;
     let stored: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
