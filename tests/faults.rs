@@ -209,12 +209,9 @@ async fn an_unreachable_postgres_answers_503_then_recovers() {
 // SQLite
 // ---------------------------------------------------------------------------------------------
 
-/// A write that cannot get SQLite's write lock within the busy timeout answers 503 with
-/// `Retry-After`; reads go on meanwhile (WAL), and writes work again once the lock is free.
-#[tokio::test]
-async fn a_busy_sqlite_database_answers_503() {
-    let app = TestApp::spawn(Db::Sqlite).await;
-    let token = app.admin_token();
+/// A connection of another process's kind holding the write lock of `app`'s SQLite database
+/// (`BEGIN IMMEDIATE`) until it rolls back.
+async fn hold_sqlite_write_lock(app: &TestApp) -> sqlx::SqliteConnection {
     let file = app.data_dir.join("tms.sqlite3");
     let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
         .await
@@ -223,6 +220,16 @@ async fn a_busy_sqlite_database_answers_503() {
         .execute(&mut holder)
         .await
         .unwrap();
+    holder
+}
+
+/// A write that cannot get SQLite's write lock within the busy timeout answers 503 with
+/// `Retry-After`; reads go on meanwhile (WAL), and writes work again once the lock is free.
+#[tokio::test]
+async fn a_busy_sqlite_database_answers_503() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let token = app.admin_token();
+    let mut holder = hold_sqlite_write_lock(&app).await;
 
     let response = app
         .raw(
@@ -247,6 +254,49 @@ async fn a_busy_sqlite_database_answers_503() {
     assert_eq!(status, 200, "{body}");
     let (_, body) = app.get("/tenants/count", Some(&token)).await;
     assert_eq!(body["count"], 1, "the refused write left nothing");
+}
+
+/// SQLite has one writer: tms queues its writers in the process, so writers waiting for the lock
+/// hold no connection and reads go on beside them. With the lock held by another process, twelve
+/// onboardings at once (more than the pool's eight connections) wait; a read still answers at
+/// once; when the lock is freed every onboarding goes through, in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_sqlite_writers_leave_connections_to_reads() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let token = app.admin_token();
+    let mut holder = hold_sqlite_write_lock(&app).await;
+
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let (url, client, token) = (app.url("/tenants"), app.client.clone(), token.clone());
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&tenant_body(&format!("queued{i}")))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // The writers are waiting (for the lock, or for their turn) before the read is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        app.get_raw("/tenants/count", Some(&token)),
+    )
+    .await
+    .expect("a read waited for the writers' connections");
+    assert_eq!(read.status, 200);
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    for writer in writers {
+        assert_eq!(writer.await.unwrap().unwrap(), 200);
+    }
+    let (_, body) = app.get("/tenants/count", Some(&token)).await;
+    assert_eq!(body["count"], 12);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, Executor};
 use tracing::Instrument;
 
 use super::values::{self, Backend};
-use super::{Health, Object, Param, RawRow, Retry, idempotency, raw, with_retry};
+use super::{Health, Object, Param, RawRow, Retry, Turn, WriteQueue, idempotency, raw, with_retry};
 use crate::clock::Clock;
 use crate::model::Field;
 
@@ -19,6 +19,8 @@ use crate::model::Field;
 pub struct Tx {
     pub(super) open: OpenTx,
     pub(super) clock: Clock,
+    /// On SQLite, this writer's turn ([`WriteQueue`]), given up when the transaction ends.
+    pub(super) _turn: Option<Turn>,
 }
 
 pub(super) enum OpenTx {
@@ -62,7 +64,7 @@ pub struct Conn<'c> {
 
 pub(super) enum Target<'c> {
     PgPool(&'c PgPool, &'c Health),
-    SqlitePool(&'c SqlitePool),
+    SqlitePool(&'c SqlitePool, &'c WriteQueue),
     PgTx(&'c mut sqlx::PgConnection),
     SqliteTx(&'c mut sqlx::SqliteConnection),
 }
@@ -92,8 +94,13 @@ macro_rules! on_conn {
                 let $ex = &mut **conn;
                 $pg.await
             }
-            Target::SqlitePool(pool) => {
+            Target::SqlitePool(pool, writer) => {
                 let $backend = Backend::Sqlite;
+                // A write outside a transaction (never retried) waits for the writer's turn too.
+                let _turn = match $retry {
+                    Retry::Never => Some(writer.turn().await?),
+                    Retry::Always => None,
+                };
                 let $ex = &**pool;
                 $lite.await
             }
@@ -151,7 +158,7 @@ impl Conn<'_> {
     pub fn backend(&self) -> Backend {
         match self.target {
             Target::PgPool(..) | Target::PgTx(_) => Backend::Postgres,
-            Target::SqlitePool(_) | Target::SqliteTx(_) => Backend::Sqlite,
+            Target::SqlitePool(..) | Target::SqliteTx(_) => Backend::Sqlite,
         }
     }
 
@@ -180,7 +187,8 @@ impl Conn<'_> {
                 tx.commit().await?;
                 Ok(done)
             }
-            Target::SqlitePool(pool) => {
+            Target::SqlitePool(pool, writer) => {
+                let _turn = writer.turn().await?;
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let mut conn = Conn {
                     target: Target::SqliteTx(&mut tx),

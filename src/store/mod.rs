@@ -47,11 +47,12 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The database in use: its pool, and on PostgreSQL what the pool has learnt about broken
-/// connections (see [`Health`]).
+/// connections (see [`Health`]); on SQLite, the queue of its one writer ([`WriteQueue`]).
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
     health: Arc<Health>,
+    writer: WriteQueue,
     /// The time the audit columns are stamped with.
     clock: Clock,
     /// `SYSTEM_USER_ID`: who tms's own writes are by, needed to take over the original's schema.
@@ -199,6 +200,7 @@ impl Db {
         Ok(Self {
             pool,
             health,
+            writer: WriteQueue::default(),
             clock: Clock::system(),
             system_user_id: config.system_user_id.as_str().into(),
         })
@@ -209,6 +211,7 @@ impl Db {
         Self {
             pool,
             health: Arc::default(),
+            writer: WriteQueue::default(),
             clock: Clock::system(),
             system_user_id: crate::config::DEFAULT_SYSTEM_USER_ID.into(),
         }
@@ -368,7 +371,7 @@ impl Db {
     pub fn conn(&self) -> Conn<'_> {
         let target = match &self.pool {
             Pool::Postgres(pool) => Target::PgPool(pool, &self.health),
-            Pool::Sqlite(pool) => Target::SqlitePool(pool),
+            Pool::Sqlite(pool) => Target::SqlitePool(pool, &self.writer),
         };
         Conn {
             target,
@@ -381,15 +384,23 @@ impl Db {
     /// PostgreSQL a `BEGIN` that fails on a broken connection is retried once on another: nothing
     /// has happened yet.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let open = match &self.pool {
-            Pool::Postgres(pool) => {
-                OpenTx::Postgres(with_retry(&self.health, Retry::Always, || pool.begin()).await?)
+        let (open, turn) = match &self.pool {
+            Pool::Postgres(pool) => (
+                OpenTx::Postgres(with_retry(&self.health, Retry::Always, || pool.begin()).await?),
+                None,
+            ),
+            Pool::Sqlite(pool) => {
+                let turn = self.writer.turn().await?;
+                (
+                    OpenTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+                    Some(turn),
+                )
             }
-            Pool::Sqlite(pool) => OpenTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
         };
         Ok(Tx {
             open,
             clock: self.clock.clone(),
+            _turn: turn,
         })
     }
 }
@@ -405,6 +416,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an SQLite statement waits for the write lock before it fails as busy (503).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's one writer, queued in the process: a write transaction waits for its turn here,
+/// before it takes a connection, and keeps it until it ends. Writers then start in the order
+/// they came, each as soon as the one before commits, instead of polling SQLite's lock with the
+/// busy handler's growing sleeps (up to 100 ms each), which made the tail of the writes'
+/// latency hundreds of milliseconds at 8 concurrent writers (docs/PERFORMANCE.md, "Embedded
+/// mode"), and left waiting writers holding the pool's connections. A write outside a
+/// transaction (a statement on the pool that is never retried) queues too; another process
+/// writing the file, or a rollback still under way, meets SQLite's lock with the busy timeout.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct WriteQueue(Arc<tokio::sync::Mutex<()>>);
+
+/// A writer's turn: the next waits until it is dropped.
+pub(crate) type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+impl WriteQueue {
+    /// Waits for the turn, as long as SQLite's busy timeout; after it, the pool's time-out error
+    /// (503, as a busy database).
+    pub(crate) async fn turn(&self) -> Result<Turn, sqlx::Error> {
+        tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.0.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+}
 
 /// A start-up connection failure, naming the server and the cause.
 fn connect_error(err: sqlx::Error, target: &str) -> anyhow::Error {
