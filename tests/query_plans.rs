@@ -294,6 +294,51 @@ async fn postgres_claim_plan(conn: &mut sqlx::PgConnection) -> String {
     lines.join("\n")
 }
 
+/// The plans PostgreSQL would use for the row statements of a delivery (marked delivered,
+/// failed, its lease renewed) as prepared statements run many times, on an outbox whose
+/// statistics say it is empty: the primary key, never a partial index read whole.
+async fn postgres_delivery_plans(conn: &mut sqlx::PgConnection) -> Vec<(&'static str, String)> {
+    let statements = [
+        (
+            "outbox delivered",
+            format!(
+                "PREPARE plan_delivered(uuid, timestamptz) AS {}",
+                store::outbox::MARK_DELIVERED
+            ),
+            "EXPLAIN EXECUTE plan_delivered(gen_random_uuid(), now())",
+        ),
+        (
+            "outbox failed",
+            format!(
+                "PREPARE plan_failed(uuid, text, timestamptz, timestamptz) AS {}",
+                store::outbox::MARK_FAILED
+            ),
+            "EXPLAIN EXECUTE plan_failed(gen_random_uuid(), 'down', now(), now())",
+        ),
+        (
+            "outbox lease renewed",
+            format!(
+                "PREPARE plan_renewed(uuid, timestamptz, timestamptz) AS {}",
+                store::outbox::RENEW_LEASE
+            ),
+            "EXPLAIN EXECUTE plan_renewed(gen_random_uuid(), now(), now())",
+        ),
+    ];
+    conn.execute("ANALYZE outbox").await.unwrap();
+    let mut plans = Vec::new();
+    for (what, prepare, explain) in statements {
+        conn.execute(AssertSqlSafe(prepare))
+            .await
+            .unwrap_or_else(|e| panic!("cannot prepare {what}: {e}"));
+        let lines: Vec<String> = sqlx::query_scalar(AssertSqlSafe(explain))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot explain {what}: {e}"));
+        plans.push((what, lines.join("\n")));
+    }
+    plans
+}
+
 /// The plan PostgreSQL would use for `stmt` as a prepared statement run many times.
 async fn postgres_plan(
     conn: &mut sqlx::PgConnection,
@@ -371,6 +416,11 @@ async fn check_plans(kind: Db, test: &str) {
             let plan = postgres_claim_plan(&mut conn).await;
             if !plan.contains(CLAIM_INDEX) || plan.contains("Seq Scan") || plan.contains("Sort") {
                 wrong.push(format!("outbox claim: expected {CLAIM_INDEX}\n{plan}"));
+            }
+            for (what, plan) in postgres_delivery_plans(&mut conn).await {
+                if !plan.contains("outbox_pkey") {
+                    wrong.push(format!("{what}: expected outbox_pkey\n{plan}"));
+                }
             }
         }
         store::Pool::Sqlite(pool) => {
