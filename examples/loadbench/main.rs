@@ -1,7 +1,9 @@
-//! The load benchmark of SPEC §8: start-up time, idle memory, and `GET /tenants/{id}` through the
-//! release `tms` binary compared with the same query issued directly through sqlx, on PostgreSQL;
-//! with `--sqlite-writes N`, onboarding throughput over N phases on one growing SQLite database;
-//! with `--scale N`, the common reads at 1,000 and at N tenants (`scale.rs`).
+//! The load benchmark (docs/PERFORMANCE.md): every scenario of SPEC §8 against a freshly started
+//! release `tms`, one JSON line per scenario with the service's figure, its baseline and their
+//! ratio. On PostgreSQL: the reads and `POST /tenants` against the same statements issued by
+//! `pgbench -M prepared`, the lead funnel, start-up and memory, the reads again at `--scale`
+//! tenants (flat as data grows), the outbox relay under a burst and a billing run over every
+//! account, with the API's p99 during them; then the embedded SQLite database.
 //!
 //! Built only with the `bench` feature, so `cargo test` never compiles it:
 //!
@@ -10,7 +12,7 @@
 //! ```
 //!
 //! Everything happens in a fresh schema of the database at `--database-url` (dropped at the end)
-//! and over loopback only. Every loop is bounded in time and in count.
+//! and in temporary directories, over loopback only. Every loop is bounded in time and in count.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -18,25 +20,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use clap::Parser;
 use secrecy::SecretString;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use uuid::Uuid;
 
-mod scale;
+mod batch;
+mod flows;
+mod pgbench;
+mod reads;
+mod sqlite;
+mod suite;
 
-/// The direct query: every tenant column, live rows only.
-const DIRECT_SQL: &str = "SELECT deleted, deleted_on, deleted_by, created_on, modified_on, \
-     created_by, modified_by, id, name, status, key, spoc_user_id, domains, lead_id, address_id \
-     FROM tenants WHERE id = $1 AND NOT deleted";
 /// Latency samples kept per phase (over all clients); a phase ends early when they are used up.
 const MAX_SAMPLES: usize = 8_000_000;
 /// Per-request timeout; a request over it counts as an error.
@@ -48,11 +50,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const JWT_ISSUER: &str = "tms";
 
+/// The groups of scenarios, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    /// The reads at 1,000 tenants against pgbench, at each `--concurrency`.
+    Reads,
+    /// `POST /tenants` against a pgbench script of its statements.
+    Writes,
+    /// Sign-up, verification and onboarding of a lead, one after the other.
+    Funnel,
+    /// Start to first `/ping` and idle RSS before and after the load.
+    Resources,
+    /// The reads again at `--scale` tenants, against their figures at 1,000.
+    Scale,
+    /// The outbox relay under a burst of `--burst` events.
+    Relay,
+    /// A billing run over `--scale` accounts.
+    Billing,
+    /// The embedded SQLite database: reads, writes and the funnel, three runs each.
+    Sqlite,
+}
+
 #[derive(Parser)]
-#[command(
-    name = "loadbench",
-    about = "tms load benchmark against PostgreSQL (SPEC §8)"
-)]
+#[command(name = "loadbench", about = "tms load benchmark (SPEC §8)")]
 pub struct Args {
     /// PostgreSQL to run against; a fresh schema is created there and dropped at the end.
     #[arg(
@@ -64,19 +84,35 @@ pub struct Args {
     /// The service binary (default: target/release/tms of this package).
     #[arg(long)]
     tms: Option<PathBuf>,
-    /// Concurrent clients, one phase per value.
-    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    /// Concurrent clients of the reads, one phase per value; the other scenarios run at the
+    /// first.
+    #[arg(long, value_delimiter = ',', default_value = "32,64")]
     concurrency: Vec<usize>,
     /// Measured seconds per phase.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Warm-up seconds per phase, not measured.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Tenants seeded through the API and read at random.
+    /// Tenants (with accounts) of the scale, relay and billing scenarios; 0 leaves them out.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale: u64,
+    /// Events of the relay's burst.
+    #[arg(long, default_value_t = 100_000)]
+    burst: u64,
+    /// `EVENT_SINK` of the service (default: the service's own, a JSON-lines file).
+    #[arg(long)]
+    event_sink: Option<String>,
+    /// Tenants seeded through the API on SQLite (each with twelve invoices) before its reads.
     #[arg(long, default_value_t = 1000)]
-    tenants: usize,
-    /// DB_POOL_SIZE of the service, and the size of the direct pool.
+    sqlite_tenants: u64,
+    /// Consecutive runs of the SQLite writes and funnel.
+    #[arg(long, default_value_t = 3)]
+    sqlite_runs: usize,
+    /// Only these groups (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
+    /// DB_POOL_SIZE of the service.
     #[arg(long, default_value_t = 10)]
     pool_size: u32,
     /// Start-up measurements (the median is reported).
@@ -92,17 +128,20 @@ pub struct Args {
     /// Keep the service's logs (their directory is printed) instead of deleting them.
     #[arg(long)]
     keep_logs: bool,
-    /// Instead of the PostgreSQL benchmark: this many consecutive phases of `POST /tenants`
-    /// (onboarding) on the embedded SQLite database, at the first `--concurrency`, each
-    /// `--duration` long, on one growing database — does writing slow down as tables grow?
-    #[arg(long, default_value_t = 0)]
-    sqlite_writes: usize,
-    /// Instead of the benchmark above: the common reads (by id, key and domain, status and name
-    /// pages, counts, contacts with their tenant, a tenant's invoices) at the first
-    /// `--concurrency` with 1,000 tenants and then with this many, seeded straight into the
-    /// database with their addresses, contacts and twelve invoices each.
-    #[arg(long, default_value_t = 0)]
-    scale: u64,
+}
+
+impl Args {
+    fn runs(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
+    }
+
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -120,16 +159,29 @@ pub fn run_with(args: Args) -> anyhow::Result<()> {
         "--warmup must be within 0..=60 seconds"
     );
     ensure!(
-        (1..=100_000).contains(&args.tenants),
-        "--tenants must be within 1..=100000"
-    );
-    ensure!(
         (1..=100).contains(&args.pool_size),
         "--pool-size must be within 1..=100"
     );
     ensure!(
         (1..=50).contains(&args.starts),
         "--starts must be within 1..=50"
+    );
+    ensure!(
+        (1..=20).contains(&args.sqlite_runs),
+        "--sqlite-runs must be within 1..=20"
+    );
+    ensure!(
+        args.scale == 0 || (reads::SMALL + 1..=10_000_000).contains(&args.scale),
+        "--scale must be 0 or within {}..=10000000",
+        reads::SMALL + 1
+    );
+    ensure!(
+        (1..=100_000).contains(&args.sqlite_tenants),
+        "--sqlite-tenants must be within 1..=100000"
+    );
+    ensure!(
+        (1..=10_000_000).contains(&args.burst),
+        "--burst must be within 1..=10000000"
     );
     ensure!(
         !args.concurrency.is_empty() && args.concurrency.iter().all(|c| (1..=1024).contains(c)),
@@ -147,144 +199,48 @@ pub fn run_with(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if args.sqlite_writes > 0 {
-        ensure!(
-            args.sqlite_writes <= 20,
-            "--sqlite-writes must be within 1..=20"
-        );
-        return runtime.block_on(sqlite_writes(args, tms));
-    }
     runtime.block_on(run(args, tms))
 }
 
-/// The SQLite write benchmark: `--sqlite-writes` phases of onboarding on one database.
-async fn sqlite_writes(args: Args, tms: PathBuf) -> anyhow::Result<()> {
-    let data_dir = tempfile::tempdir()?;
-    let jwt_secret = hex::encode(rand::random::<[u8; 32]>());
-    let port = free_port()?;
-    let log = data_dir.path().join("serve.log");
-    let log_file = std::fs::File::create(&log)?;
-    let mut command = Command::new(&tms);
-    command
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("JWT_SECRET", &jwt_secret)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("TMS_DATA_DIR", data_dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file.try_clone()?))
-        .stderr(Stdio::from(log_file));
-    if let Some(level) = &args.log_level {
-        command.env("LOG_LEVEL", level);
-    }
-    if let Some(endpoint) = &args.otlp_endpoint {
-        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
-    }
-    let started = Instant::now();
-    let server = Server {
-        child: Some(command.spawn()?),
-        port,
-        log,
-    };
-    while !ping(port) {
-        ensure!(
-            started.elapsed() < START_TIMEOUT,
-            "tms did not answer /ping: {}",
-            tail(&server.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let token = admin_token(&jwt_secret)?;
-    let concurrency = args.concurrency[0];
-    let warmup = Duration::from_secs_f64(args.warmup);
-    let duration = Duration::from_secs_f64(args.duration);
-    let next = Arc::new(AtomicUsize::new(0));
-    println!(
-        "POST /tenants (onboarding: tenant, contact, address) on SQLite, {concurrency} keep-alive \
-         clients, {:.0} s measured after {:.0} s warm-up per run, one growing database",
-        args.duration, args.warmup
-    );
-    println!(
-        "{:>4} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}",
-        "run", "tenants", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
-    );
-    for run in 1..=args.sqlite_writes {
-        let stats = load(concurrency, warmup, duration, |seed, window| {
-            onboarding_client(port, token.clone(), Arc::clone(&next), seed, window)
-        })
-        .await?;
-        println!(
-            "{run:>4} {:>9} {:>9} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>7}",
-            next.load(Ordering::Relaxed),
-            stats.requests,
-            stats.rate,
-            stats.p50,
-            stats.p99,
-            stats.max,
-            stats.errors
-        );
-    }
-    server.stop()?;
-    Ok(())
-}
-
-/// One keep-alive HTTP/1.1 connection onboarding new tenants back to back (numbered from
-/// `next`, shared by all clients); a request counts as successful on 200.
-async fn onboarding_client(
-    port: u16,
-    token: String,
-    next: Arc<AtomicUsize>,
-    seed: u64,
-    window: Window,
-) -> ClientStats {
-    let _ = seed; // every request is new: nothing to pick at random
-    let mut stats = ClientStats::default();
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut stream: Option<TcpStream> = None;
-    while Instant::now() < window.end {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        let domain = format!("w{n}.example.com");
-        let body = serde_json::json!({
-            "name": format!("Write tenant {n}"),
-            "key": format!("w{n}"),
-            "domains": [domain],
-            "country": "US",
-            "city": "Springfield",
-            "contact": {"firstName": "Load", "lastName": "Bench",
-                        "email": format!("admin@{domain}"), "isPrimary": true},
-        })
-        .to_string();
-        let request = format!(
-            "POST /tenants HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            if stream.is_none() {
-                let s = TcpStream::connect(("127.0.0.1", port)).await?;
-                s.set_nodelay(true)?;
-                stream = Some(s);
-            }
-            let s = stream.as_mut().expect("connected above");
-            exchange(s, request.as_bytes(), &mut buf).await
-        })
-        .await;
-        let ok = matches!(outcome, Ok(Ok(200)));
-        if !matches!(outcome, Ok(Ok(_))) {
-            stream = None;
-        }
-        if !stats.record(&window, started, ok) {
-            break;
-        }
-    }
-    stats.finished = Some(Instant::now());
-    stats
-}
-
 async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let data_dir = tempfile::tempdir()?;
+    let postgres_groups = [
+        Group::Reads,
+        Group::Writes,
+        Group::Funnel,
+        Group::Resources,
+        Group::Scale,
+        Group::Relay,
+        Group::Billing,
+    ];
+    let mut outcome = Ok(());
+    if postgres_groups.iter().any(|g| args.runs(*g)) {
+        outcome = on_postgres(&args, &tms, data_dir.path(), cpus).await;
+    }
+    if outcome.is_ok() && args.runs(Group::Sqlite) {
+        let bench = Bench {
+            tms: tms.clone(),
+            database: None,
+            jwt_secret: hex::encode(rand::random::<[u8; 32]>()),
+            data_dir: data_dir.path().join("sqlite"),
+            pool_size: args.pool_size,
+            log_level: args.log_level.clone(),
+            otlp_endpoint: args.otlp_endpoint.clone(),
+            event_sink: args.event_sink.clone(),
+        };
+        std::fs::create_dir_all(&bench.data_dir)?;
+        outcome = sqlite::run(&args, &bench).await;
+    }
+    if args.keep_logs {
+        let kept = data_dir.keep();
+        println!("service logs kept in {}", kept.display());
+    }
+    outcome
+}
+
+/// The PostgreSQL groups, in a schema of their own dropped afterwards whatever happens.
+async fn on_postgres(args: &Args, tms: &Path, data_dir: &Path, cpus: usize) -> anyhow::Result<()> {
     let schema = format!(
         "loadbench_{}_{}_{:08x}",
         std::process::id(),
@@ -306,22 +262,24 @@ async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
     let server_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut admin)
         .await?;
-    let data_dir = tempfile::tempdir()?;
+    emit(json!({
+        "machine": {"cpus": cpus, "postgresql": server_version, "pool_size": args.pool_size,
+                    "log_level": args.log_level.as_deref().unwrap_or("default"),
+                    "concurrency": args.concurrency, "duration_s": args.duration,
+                    "warmup_s": args.warmup},
+    }));
     let bench = Bench {
-        tms,
-        database_url: args.database_url.clone(),
-        schema: schema.clone(),
+        tms: tms.to_path_buf(),
+        database: Some((args.database_url.clone(), schema.clone())),
         jwt_secret: hex::encode(rand::random::<[u8; 32]>()),
-        data_dir: data_dir.path().to_path_buf(),
+        data_dir: data_dir.join("postgres"),
         pool_size: args.pool_size,
         log_level: args.log_level.clone(),
         otlp_endpoint: args.otlp_endpoint.clone(),
+        event_sink: args.event_sink.clone(),
     };
-    let outcome = if args.scale > 0 {
-        scale::run(&args, &bench, &base).await
-    } else {
-        measure(&args, &bench, &base, &server_version).await
-    };
+    std::fs::create_dir_all(&bench.data_dir)?;
+    let outcome = suite::run(args, &bench, &base).await;
     admin
         .execute(AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
@@ -329,61 +287,91 @@ async fn run(args: Args, tms: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot drop schema {schema}"))?;
     admin.close().await?;
-    if args.keep_logs {
-        let kept = data_dir.keep();
-        println!("service logs kept in {}", kept.display());
-    }
     outcome
 }
 
-/// How to start the service.
+/// Prints one result line.
+fn emit(line: Value) {
+    println!("{line}");
+}
+
+/// A figure with two decimals, as the result lines give it.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A load phase's figures for a result line.
+fn figures(stats: &PhaseStats) -> Value {
+    json!({"rps": stats.rate.round(), "p50_ms": round2(stats.p50), "p90_ms": round2(stats.p90),
+           "p99_ms": round2(stats.p99), "max_ms": round2(stats.max), "requests": stats.requests,
+           "errors": stats.errors})
+}
+
+/// How to start the service: on PostgreSQL (URL and schema) or on the embedded SQLite database
+/// in `data_dir`.
 struct Bench {
     tms: PathBuf,
-    database_url: String,
-    schema: String,
+    database: Option<(String, String)>,
     jwt_secret: String,
     data_dir: PathBuf,
     pool_size: u32,
     log_level: Option<String>,
     otlp_endpoint: Option<String>,
+    event_sink: Option<String>,
 }
 
 impl Bench {
-    fn command(&self, subcommand: &str, port: u16, log: &Path) -> anyhow::Result<Command> {
+    fn command(&self, subcommand: &[&str], port: u16, log: &Path) -> anyhow::Result<Command> {
         let log = std::fs::File::create(log)?;
         let mut command = Command::new(&self.tms);
         command
-            .arg(subcommand)
+            .args(subcommand)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &self.database_url)
-            .env("DB_SCHEMA", &self.schema)
             .env("DB_POOL_SIZE", self.pool_size.to_string())
             .env("JWT_SECRET", &self.jwt_secret)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("TMS_DATA_DIR", &self.data_dir)
+            // The billing run is the benchmark's to start (`tms billing run`).
+            .env("BILLING_INTERVAL", "0")
+            // The funnel's clients read the verification key from the sign-up's answer instead
+            // of a mail, and all come from 127.0.0.1.
+            .env("LEAD_KEY_IN_RESPONSE", "true")
+            .env("PUBLIC_API_MAX_ATTEMPTS", "1000000")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
+        if let Some((url, schema)) = &self.database {
+            command.env("DATABASE_URL", url).env("DB_SCHEMA", schema);
+        }
         if let Some(level) = &self.log_level {
             command.env("LOG_LEVEL", level);
         }
         if let Some(endpoint) = &self.otlp_endpoint {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
+        if let Some(sink) = &self.event_sink {
+            command.env("EVENT_SINK", sink);
+        }
         Ok(command)
     }
 
-    fn migrate(&self) -> anyhow::Result<()> {
-        let log = self.data_dir.join("migrate.log");
-        let status = self.command("migrate", 0, &log)?.status()?;
+    /// Runs `tms <subcommand>` to its end.
+    fn run_to_end(&self, subcommand: &[&str], log_name: &str) -> anyhow::Result<()> {
+        let log = self.data_dir.join(log_name);
+        let status = self.command(subcommand, 0, &log)?.status()?;
         ensure!(
             status.success(),
-            "tms migrate failed: {}",
+            "tms {} failed: {}",
+            subcommand.join(" "),
             tail(&log).unwrap_or_default()
         );
         Ok(())
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        self.run_to_end(&["migrate"], "migrate.log")
     }
 
     /// Starts `tms serve` and waits for its first successful `/ping`; returns the server and the
@@ -391,7 +379,7 @@ impl Bench {
     fn start(&self, name: &str) -> anyhow::Result<(Server, Duration)> {
         let port = free_port()?;
         let log = self.data_dir.join(format!("{name}.log"));
-        let mut command = self.command("serve", port, &log)?;
+        let mut command = self.command(&["serve"], port, &log)?;
         let started = Instant::now();
         let child = command
             .spawn()
@@ -416,6 +404,19 @@ impl Bench {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The median time from spawn to first `/ping` over `starts` starts on the existing
+    /// database.
+    fn start_median(&self, starts: usize) -> anyhow::Result<Duration> {
+        let mut took = Vec::with_capacity(starts);
+        for i in 0..starts {
+            let (server, t) = self.start(&format!("start-{i}"))?;
+            took.push(t);
+            server.stop()?;
+        }
+        took.sort();
+        Ok(took[took.len() / 2])
     }
 }
 
@@ -503,161 +504,6 @@ fn memory_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-async fn measure(
-    args: &Args,
-    bench: &Bench,
-    base: &PgConnectOptions,
-    server_version: &str,
-) -> anyhow::Result<()> {
-    eprintln!("loadbench: schema {}, migrating", bench.schema);
-    bench.migrate()?;
-
-    let mut starts = Vec::with_capacity(args.starts);
-    for i in 0..args.starts {
-        let (server, took) = bench.start(&format!("start-{i}"))?;
-        starts.push(took);
-        server.stop()?;
-    }
-    starts.sort();
-    let start_median = starts[starts.len() / 2];
-
-    let (server, _) = bench.start("serve")?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (rss_start, _) = memory_kb(server.pid())?;
-
-    let token = admin_token(&bench.jwt_secret)?;
-    eprintln!(
-        "loadbench: tms pid {} on port {}, seeding {} tenants",
-        server.pid(),
-        server.port,
-        args.tenants
-    );
-    let ids = seed(server.port, &token, args.tenants).await?;
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
-        ids.iter()
-            .map(|id| {
-                format!(
-                    "GET /tenants/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                     Authorization: Bearer {token}\r\n\r\n"
-                )
-                .into_bytes()
-            })
-            .collect(),
-    );
-    let ids = Arc::new(ids);
-    let direct_pool = PgPoolOptions::new()
-        .max_connections(args.pool_size)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(
-            base.clone()
-                .options([("search_path", bench.schema.as_str())]),
-        )
-        .await?;
-
-    let warmup = Duration::from_secs_f64(args.warmup);
-    let duration = Duration::from_secs_f64(args.duration);
-    let mut rows = Vec::new();
-    for &concurrency in &args.concurrency {
-        eprintln!("loadbench: http (tms) at concurrency {concurrency}");
-        let http = load(concurrency, warmup, duration, |seed, window| {
-            http_client(server.port, Arc::clone(&requests), seed, window)
-        })
-        .await?;
-        pause().await;
-        eprintln!("loadbench: direct sqlx at concurrency {concurrency}");
-        let direct = load(concurrency, warmup, duration, |seed, window| {
-            direct_client(direct_pool.clone(), Arc::clone(&ids), seed, window)
-        })
-        .await?;
-        pause().await;
-        rows.push((concurrency, http, direct));
-    }
-    direct_pool.close().await;
-
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_after, rss_peak) = memory_kb(server.pid())?;
-    server.stop()?;
-
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "tms load benchmark: PostgreSQL {server_version}, {cpus} CPUs, DB_POOL_SIZE {}, {} tenants, \
-         LOG_LEVEL {}",
-        args.pool_size,
-        args.tenants,
-        args.log_level.as_deref().unwrap_or("default")
-    );
-    println!(
-        "start to first /ping (existing schema, {} runs): median {:.1} ms (min {:.1}, max {:.1})",
-        starts.len(),
-        ms(start_median),
-        ms(starts[0]),
-        ms(starts[starts.len() - 1])
-    );
-    println!(
-        "RSS: {:.1} MB idle after start, {:.1} MB idle after load, {:.1} MB peak",
-        mb(rss_start),
-        mb(rss_after),
-        mb(rss_peak)
-    );
-    println!();
-    println!(
-        "GET /tenants/{{id}}: {:.0} s measured after {:.0} s warm-up, keep-alive clients on loopback",
-        args.duration, args.warmup
-    );
-    println!(
-        "{:<12} {:>5} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>6}",
-        "target", "conc", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
-    );
-    for (concurrency, http, direct) in &rows {
-        for (name, stats) in [("http (tms)", http), ("direct sqlx", direct)] {
-            println!(
-                "{:<12} {:>5} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6}",
-                name,
-                concurrency,
-                stats.requests,
-                stats.rate,
-                stats.p50,
-                stats.p90,
-                stats.p99,
-                stats.max,
-                stats.errors
-            );
-        }
-    }
-    println!();
-    println!("SPEC §8 bars:");
-    for (concurrency, http, direct) in &rows {
-        let ratio = http.rate / direct.rate;
-        println!(
-            "  throughput http/direct at {concurrency:>3}: {ratio:.2} (bar >= 0.70) {}",
-            verdict(ratio >= 0.70)
-        );
-    }
-    for (concurrency, http, _) in &rows {
-        println!(
-            "  read p99 at {concurrency:>3}: {:.2} ms (bar < 10 ms) {}",
-            http.p99,
-            verdict(http.p99 < 10.0)
-        );
-    }
-    println!(
-        "  idle RSS: {:.1} / {:.1} MB (bar < 20 MB) {}",
-        mb(rss_start),
-        mb(rss_after),
-        verdict(mb(rss_start.max(rss_after)) < 20.0)
-    );
-    println!(
-        "  start to first /ping: {:.1} ms (bar < 100 ms) {}",
-        ms(start_median),
-        verdict(ms(start_median) < 100.0)
-    );
-    Ok(())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -668,6 +514,18 @@ fn mb(kb: u64) -> f64 {
 
 async fn pause() {
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// An HTTP/1.1 request with a JSON body, with `token` as its bearer token when given.
+fn request(method: &str, path: &str, token: Option<&str>, body: &Value) -> Vec<u8> {
+    let body = body.to_string();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// An admin token for the benchmark, minted with the service's own code.
@@ -681,71 +539,6 @@ fn admin_token(secret: &str) -> anyhow::Result<String> {
             .collect(),
         3600,
     )
-}
-
-/// Onboards `count` tenants (each with its primary contact) through `POST /tenants`.
-async fn seed(port: u16, token: &str, count: usize) -> anyhow::Result<Vec<Uuid>> {
-    const WORKERS: usize = 8;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::with_capacity(WORKERS);
-    for _ in 0..WORKERS {
-        let client = client.clone();
-        let next = Arc::clone(&next);
-        let url = format!("http://127.0.0.1:{port}/tenants");
-        let auth = format!("Bearer {token}");
-        workers.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= count {
-                    return Ok::<_, anyhow::Error>(ids);
-                }
-                let domain = format!("b{n}.example.com");
-                let body = serde_json::json!({
-                    "name": format!("Bench tenant {n}"),
-                    "key": format!("b{n}"),
-                    "domains": [domain],
-                    "country": "US",
-                    "city": "Springfield",
-                    "contact": {
-                        "firstName": "Load",
-                        "lastName": "Bench",
-                        "email": format!("admin@{domain}"),
-                        "isPrimary": true,
-                    },
-                });
-                let response = client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = response.status();
-                let text = response.text().await?;
-                ensure!(status.is_success(), "POST /tenants: {status} {text}");
-                let created: serde_json::Value = serde_json::from_str(&text)?;
-                let id = created["id"]
-                    .as_str()
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .context("POST /tenants answered without an id")?;
-                ids.push(id);
-            }
-        }));
-    }
-    let mut ids = Vec::with_capacity(count);
-    for worker in workers {
-        ids.extend(worker.await??);
-    }
-    ensure!(
-        ids.len() == count,
-        "seeded {} of {count} tenants",
-        ids.len()
-    );
-    Ok(ids)
 }
 
 /// The measurement window of one phase.
@@ -859,7 +652,49 @@ impl Rng {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection issuing the prepared requests at random.
+/// One keep-alive HTTP/1.1 connection to the service, opened again after a failure.
+struct Client {
+    port: u16,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn new(port: u16) -> Self {
+        Self {
+            port,
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Sends `request` and reads its response within [`REQUEST_TIMEOUT`]: its status and body.
+    async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, &[u8])> {
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            if self.stream.is_none() {
+                let s = TcpStream::connect(("127.0.0.1", self.port)).await?;
+                s.set_nodelay(true)?;
+                self.stream = Some(s);
+            }
+            match self.stream.as_mut() {
+                Some(s) => exchange(s, request, &mut self.buf).await,
+                None => bail!("not connected"),
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        match outcome {
+            Ok((status, body)) => Ok((status, &self.buf[body..])),
+            Err(err) => {
+                self.stream = None;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// One client issuing the prepared requests at random; a request counts as successful on 200.
 async fn http_client(
     port: u16,
     requests: Arc<Vec<Vec<u8>>>,
@@ -868,25 +703,11 @@ async fn http_client(
 ) -> ClientStats {
     let mut stats = ClientStats::default();
     let mut rng = Rng(seed);
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut stream: Option<TcpStream> = None;
+    let mut client = Client::new(port);
     while Instant::now() < window.end {
         let request = &requests[rng.below(requests.len())];
         let started = Instant::now();
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            if stream.is_none() {
-                let s = TcpStream::connect(("127.0.0.1", port)).await?;
-                s.set_nodelay(true)?;
-                stream = Some(s);
-            }
-            let s = stream.as_mut().expect("connected above");
-            exchange(s, request, &mut buf).await
-        })
-        .await;
-        let ok = matches!(outcome, Ok(Ok(200)));
-        if !matches!(outcome, Ok(Ok(_))) {
-            stream = None;
-        }
+        let ok = matches!(client.send(request).await, Ok((200, _)));
         if !stats.record(&window, started, ok) {
             break;
         }
@@ -895,12 +716,13 @@ async fn http_client(
     stats
 }
 
-/// Writes one request and reads its whole response (Content-Length framed); returns the status.
+/// Writes one request and reads its whole response (Content-Length framed) into `buf`; returns
+/// the status and where the body starts in `buf`.
 async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     buf: &mut Vec<u8>,
-) -> anyhow::Result<u16> {
+) -> anyhow::Result<(u16, usize)> {
     stream.write_all(request).await?;
     buf.clear();
     let header_end = loop {
@@ -917,6 +739,10 @@ async fn exchange(
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .context("bad status line")?;
+    // No body, and no Content-Length to say so.
+    if matches!(status, 204 | 304) {
+        return Ok((status, header_end));
+    }
     let length: usize = head
         .lines()
         .find_map(|line| {
@@ -932,55 +758,5 @@ async fn exchange(
             bail!("connection closed");
         }
     }
-    Ok(status)
-}
-
-/// A tenant row as a Rust client would read it.
-#[derive(sqlx::FromRow)]
-#[allow(dead_code)]
-struct TenantRow {
-    deleted: bool,
-    deleted_on: Option<DateTime<Utc>>,
-    deleted_by: Option<String>,
-    created_on: DateTime<Utc>,
-    modified_on: DateTime<Utc>,
-    created_by: Option<String>,
-    modified_by: Option<String>,
-    id: Uuid,
-    name: String,
-    status: i16,
-    key: String,
-    spoc_user_id: Option<String>,
-    domains: Vec<String>,
-    lead_id: Option<Uuid>,
-    address_id: Option<Uuid>,
-}
-
-/// One client issuing the same read directly on the pool.
-async fn direct_client(
-    pool: PgPool,
-    ids: Arc<Vec<Uuid>>,
-    seed: u64,
-    window: Window,
-) -> ClientStats {
-    let mut stats = ClientStats::default();
-    let mut rng = Rng(seed);
-    while Instant::now() < window.end {
-        let id = ids[rng.below(ids.len())];
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            sqlx::query_as::<_, TenantRow>(DIRECT_SQL)
-                .bind(id)
-                .fetch_optional(&pool),
-        )
-        .await;
-        let ok = matches!(&outcome, Ok(Ok(Some(row))) if row.id == id);
-        std::hint::black_box(&outcome);
-        if !stats.record(&window, started, ok) {
-            break;
-        }
-    }
-    stats.finished = Some(Instant::now());
-    stats
+    Ok((status, header_end))
 }
