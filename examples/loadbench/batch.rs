@@ -113,20 +113,18 @@ async fn drained(
 /// to its sink; the API read meanwhile.
 pub(super) async fn relay(
     args: &Args,
-    bench: &Bench,
-    pool: &PgPool,
+    (pool, token): (&PgPool, &str),
     server: (u16, u32),
     requests: &Arc<Vec<Vec<u8>>>,
 ) -> anyhow::Result<()> {
     let (port, pid) = server;
     let mut memory = Memory::default();
     // A real event to copy: an invoice of tenant 0, issued through the API.
-    let token = super::admin_token(&bench.jwt_secret)?;
     let mut client = super::Client::new(port);
     let body = json!({"startDate": "2026-01-01T00:00:00.000Z", "endDate": "2026-02-01T00:00:00.000Z",
                       "amount": 49.99, "currencyCode": "USD", "dueDate": "2026-01-15T00:00:00.000Z",
                       "status": 0, "tenantId": super::reads::tenant_id(pool, 0).await?.to_string()});
-    let invoice = super::request("POST", "/invoices", Some(&token), &body);
+    let invoice = super::request("POST", "/invoices", Some(token), &body);
     let (status, _) = client.send(&invoice).await?;
     ensure!(status == 200, "POST /invoices answered {status}");
     drained(pool, pid, &mut memory, Duration::from_secs(60)).await?;

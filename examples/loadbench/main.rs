@@ -321,6 +321,13 @@ struct Bench {
 }
 
 impl Bench {
+    /// The PostgreSQL schema the service runs in ("" on SQLite).
+    fn schema(&self) -> &str {
+        self.database
+            .as_ref()
+            .map_or("", |(_, schema)| schema.as_str())
+    }
+
     fn command(&self, subcommand: &[&str], port: u16, log: &Path) -> anyhow::Result<Command> {
         let log = std::fs::File::create(log)?;
         let mut command = Command::new(&self.tms);

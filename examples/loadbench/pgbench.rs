@@ -17,32 +17,29 @@ pub struct Baseline {
     pub failed: u64,
 }
 
-/// Runs `script` (pgbench's script language: `\set` lines and SQL, one script run is one
-/// transaction of the figures) with `concurrency` clients on two threads for `warmup`, unmeasured,
-/// and then for `duration`, in `schema` of the database `base` points at. `dir` holds the script
-/// file.
-pub fn run(
-    base: &PgConnectOptions,
-    schema: &str,
-    dir: &Path,
-    name: &str,
-    script: &str,
-    concurrency: usize,
-    (warmup, duration): (Duration, Duration),
-) -> anyhow::Result<Baseline> {
-    let file = dir.join(format!("{name}.pgbench"));
-    std::fs::write(&file, script)?;
-    if warmup >= Duration::from_secs(1) {
-        invoke(base, schema, &file, concurrency, warmup)?;
+/// Where and how long pgbench runs: the database `base` points at, in `schema`, its scripts
+/// written to `dir`; `warmup` unmeasured, then `duration`.
+pub struct Pgbench<'a> {
+    pub base: &'a PgConnectOptions,
+    pub schema: &'a str,
+    pub dir: &'a Path,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+impl Pgbench<'_> {
+    /// Runs `script` (pgbench's script language: `\set` lines and SQL; one script run is one
+    /// transaction of the figures) with `concurrency` clients on two threads.
+    pub fn run(&self, name: &str, script: &str, concurrency: usize) -> anyhow::Result<Baseline> {
+        let file = self.dir.join(format!("{name}.pgbench"));
+        std::fs::write(&file, script)?;
+        if self.warmup >= Duration::from_secs(1) {
+            invoke(self.base, self.schema, &file, concurrency, self.warmup)?;
+        }
+        let time = self.duration.max(Duration::from_secs(1));
+        let output = invoke(self.base, self.schema, &file, concurrency, time)?;
+        parse(&output).with_context(|| format!("pgbench output of {name}: {output}"))
     }
-    let output = invoke(
-        base,
-        schema,
-        &file,
-        concurrency,
-        duration.max(Duration::from_secs(1)),
-    )?;
-    parse(&output).with_context(|| format!("pgbench output of {name}: {output}"))
 }
 
 fn invoke(

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::reads;
 use super::suite::{self, READ_P99_BAR_MS};
 use super::{
-    Args, Bench, Client, admin_token, emit, figures, flows, memory_kb, pause, request, round2,
+    Args, Bench, Client, PhaseStats, admin_token, emit, figures, flows, memory_kb, pause, request,
+    round2,
 };
 
 /// The bar on a later run's throughput against the first run's: this machine varies by about a
@@ -55,35 +56,31 @@ pub(super) async fn run(args: &Args, bench: &Bench) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut first_run = None;
     for run in 1..=args.sqlite_runs {
+        let tenants_before = size as usize + next.load(Ordering::Relaxed);
         let stats = flows::onboarding(args, port, &token, &next, c0).await?;
         pause().await;
-        let first = first_run.get_or_insert(stats.rate);
-        let holds = stats.rate / *first;
-        emit(json!({
+        let first = *first_run.get_or_insert(stats.rate);
+        let mut line = json!({
             "group": "writes", "db": "sqlite", "scenario": "POST /tenants (address, tenant, contact)",
-            "concurrency": c0, "run": run, "tenants_before": size as usize + next.load(Ordering::Relaxed),
-            "service": figures(&stats),
+            "concurrency": c0, "tenants_before": tenants_before, "service": figures(&stats),
             "baseline": {"what": "the first run's throughput", "rps": first.round()},
-            "ratio": round2(holds), "bars": {"holds (>= 0.8 of run 1)": holds >= HOLDS,
-                                             "no error": stats.errors == 0},
-        }));
+            "ratio": round2(stats.rate / first), "bars": {},
+        });
+        against_first(&mut line, run, &stats, first);
+        emit(line);
     }
     let mut first_run = None;
     for run in 1..=args.sqlite_runs {
         let stats = flows::funnel(args, port, &next, c0).await?;
         pause().await;
-        let first = first_run.get_or_insert(stats.rate);
-        let mut line = suite::funnel_line("sqlite", c0, &stats, None);
-        let holds = stats.rate / *first;
-        line["run"] = json!(run);
-        line["throughput_of_run_1"] = json!(round2(holds));
-        line["bars"]["holds (>= 0.8 of run 1)"] = json!(holds >= HOLDS);
-        line["bars"]["no error"] = json!(stats.errors == 0);
+        let first = *first_run.get_or_insert(stats.rate);
+        let mut line = suite::funnel_line("sqlite", c0, &stats);
+        against_first(&mut line, run, &stats, first);
         emit(line);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_after, rss_peak) = memory_kb(server.pid())?;
-    emit(suite::resource_lines(
+    emit(suite::resource_line(
         "sqlite",
         Some(start),
         rss_start,
@@ -100,6 +97,16 @@ pub(super) async fn run(args: &Args, bench: &Bench) -> anyhow::Result<()> {
         "service": {"count": locked}, "bars": {"never": locked == 0},
     }));
     Ok(())
+}
+
+/// Adds to `line` how run number `run` compares with the first run's throughput (`first`
+/// requests per second), and whether any request of it failed.
+fn against_first(line: &mut Value, run: usize, stats: &PhaseStats, first: f64) {
+    let holds = stats.rate / first;
+    line["run"] = json!(run);
+    line["throughput_of_run_1"] = json!(round2(holds));
+    line["bars"]["holds (>= 0.8 of run 1)"] = json!(holds >= HOLDS);
+    line["bars"]["no error"] = json!(stats.errors == 0);
 }
 
 /// Sends every request of `requests` on `workers` connections; the answers' bodies, in order.

@@ -32,16 +32,12 @@ fn against_pgbench(stats: &PhaseStats, baseline: &pgbench::Baseline) -> serde_js
 }
 
 pub(super) async fn run(args: &Args, bench: &Bench, base: &PgConnectOptions) -> anyhow::Result<()> {
-    let schema = bench
-        .database
-        .as_ref()
-        .map(|(_, schema)| schema.clone())
-        .unwrap_or_default();
+    let schema = bench.schema();
     eprintln!("loadbench: schema {schema}, migrating");
     bench.migrate()?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect_with(base.clone().options([("search_path", schema.as_str())]))
+        .connect_with(base.clone().options([("search_path", schema)]))
         .await?;
     let start = if args.runs(Group::Resources) {
         Some(bench.start_median(args.starts)?)
@@ -59,6 +55,13 @@ pub(super) async fn run(args: &Args, bench: &Bench, base: &PgConnectOptions) -> 
     let small = reads::sample(&pool, SMALL).await?;
     let pgbench_dir = bench.data_dir.join("pgbench");
     std::fs::create_dir_all(&pgbench_dir)?;
+    let pgbench = pgbench::Pgbench {
+        base,
+        schema,
+        dir: &pgbench_dir,
+        warmup: args.warmup(),
+        duration: args.duration(),
+    };
 
     // Each read's p99 at the first concurrency with 1,000 tenants: the baseline at scale.
     let mut small_p99 = Vec::new();
@@ -66,14 +69,10 @@ pub(super) async fn run(args: &Args, bench: &Bench, base: &PgConnectOptions) -> 
         for &concurrency in &args.concurrency {
             for scenario in reads::scenarios() {
                 let stats = read(args, port, &scenario, &small, &token, concurrency).await?;
-                let baseline = pgbench::run(
-                    base,
-                    &schema,
-                    &pgbench_dir,
+                let baseline = pgbench.run(
                     &slug(scenario.name),
                     &scenario.pgbench_script(SMALL)?,
                     concurrency,
-                    (args.warmup(), args.duration()),
                 )?;
                 pause().await;
                 let ratio = stats.rate / baseline.tps;
@@ -96,15 +95,7 @@ pub(super) async fn run(args: &Args, bench: &Bench, base: &PgConnectOptions) -> 
     if args.runs(Group::Writes) {
         let stats = flows::onboarding(args, port, &token, &next, c0).await?;
         pause().await;
-        let baseline = pgbench::run(
-            base,
-            &schema,
-            &pgbench_dir,
-            "onboarding",
-            flows::ONBOARDING_SCRIPT,
-            c0,
-            (args.warmup(), args.duration()),
-        )?;
+        let baseline = pgbench.run("onboarding", flows::ONBOARDING_SCRIPT, c0)?;
         pause().await;
         let ratio = stats.rate / baseline.tps;
         emit(json!({
@@ -117,12 +108,12 @@ pub(super) async fn run(args: &Args, bench: &Bench, base: &PgConnectOptions) -> 
     if args.runs(Group::Funnel) {
         let stats = flows::funnel(args, port, &next, c0).await?;
         pause().await;
-        emit(funnel_line("postgres", c0, &stats, None));
+        emit(funnel_line("postgres", c0, &stats));
     }
     if args.runs(Group::Resources) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (rss_after, rss_peak) = memory_kb(server.pid())?;
-        emit(resource_lines(
+        emit(resource_line(
             "postgres", start, rss_start, rss_after, rss_peak,
         ));
     }
@@ -147,11 +138,6 @@ async fn scale(
 ) -> anyhow::Result<()> {
     let port = server.0;
     let c0 = args.concurrency[0];
-    let schema = bench
-        .database
-        .as_ref()
-        .map(|(_, schema)| schema.as_str())
-        .unwrap_or_default();
     if args.runs(Group::Scale) && small_p99.is_empty() {
         let small = reads::sample(pool, SMALL).await?;
         for scenario in reads::scenarios() {
@@ -162,7 +148,7 @@ async fn scale(
     reads::seed(pool, SMALL, args.scale).await?;
     emit(json!({
         "group": "scale", "seeded": {"tenants": args.scale, "seconds": seeding.elapsed().as_secs(),
-        "on_disk": reads::size_on_disk(pool, schema).await?},
+        "on_disk": reads::size_on_disk(pool, bench.schema()).await?},
     }));
     let large = reads::sample(pool, args.scale).await?;
     if args.runs(Group::Scale) {
@@ -184,7 +170,7 @@ async fn scale(
     let by_id = &reads::scenarios()[0];
     let requests = reads::requests(by_id, &large, token);
     if args.runs(Group::Relay) {
-        batch::relay(args, bench, pool, server, &requests).await?;
+        batch::relay(args, (pool, token), server, &requests).await?;
     }
     if args.runs(Group::Billing) {
         batch::billing(args, bench, pool, server, &requests).await?;
@@ -220,30 +206,19 @@ pub(super) async fn read(
     Ok(stats)
 }
 
-/// The funnel's line: its p99 against the bar (and, for a later run, its throughput against
-/// the first run's).
-pub(super) fn funnel_line(
-    db: &str,
-    concurrency: usize,
-    stats: &PhaseStats,
-    run: Option<(usize, &PhaseStats)>,
-) -> serde_json::Value {
-    let mut line = json!({
+/// The funnel's line: its p99 against the bar.
+pub(super) fn funnel_line(db: &str, concurrency: usize, stats: &PhaseStats) -> serde_json::Value {
+    json!({
         "group": "funnel", "db": db, "scenario": "sign-up, verify, onboard (one iteration)",
         "concurrency": concurrency, "service": figures(stats),
         "baseline": {"what": "the bar on the iteration's p99", "p99_ms": FUNNEL_P99_BAR_MS},
         "ratio": round2(stats.p99 / FUNNEL_P99_BAR_MS),
         "bars": {"p99 < 50 ms": stats.p99 < FUNNEL_P99_BAR_MS},
-    });
-    if let Some((n, first)) = run {
-        line["run"] = json!(n);
-        line["throughput_of_run_1"] = json!(round2(stats.rate / first.rate));
-    }
-    line
+    })
 }
 
 /// Start-up and memory, as one line.
-pub(super) fn resource_lines(
+pub(super) fn resource_line(
     db: &str,
     start: Option<Duration>,
     rss_start: u64,
